@@ -1,0 +1,30 @@
+"""Canonical emails and the workflow IDs derived from them.
+
+One registration per canonical email at a time is enforced by Temporal itself: the workflow ID is a
+function of the canonical email, and Temporal allows one running execution per ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+
+from common.settings import WorkflowIdMode
+
+PREFIX = "registration-"
+
+
+def canonical_email(email: str) -> str:
+    """Trim, NFC-normalize and lower-case: the identity key (the display spelling is kept apart)."""
+    return unicodedata.normalize("NFC", email.strip()).lower()
+
+
+def registration_id(email: str, mode: WorkflowIdMode, key: bytes | None = None) -> str:
+    """The workflow ID for an email; ``hashed`` mode keeps the address out of Temporal."""
+    canonical = canonical_email(email)
+    if mode is WorkflowIdMode.EMAIL:
+        return PREFIX + canonical
+    if not key:
+        raise ValueError("REGISTRATION_ID_KEY is required with workflow_id_mode=hashed")
+    return PREFIX + hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()[:40]
