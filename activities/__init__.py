@@ -1,0 +1,1 @@
+"""Activities of the registration workflow, grouped by role, and the providers behind each role."""

@@ -1,0 +1,55 @@
+"""Typed provider errors.
+
+They are Temporal ``ApplicationError``s whose ``type`` is the class name, so the workflow (and the
+UI) can tell a conflict from a missing record. Errors that a retry cannot fix are non-retryable;
+``ProviderUnavailable`` is the one retryable kind, optionally carrying the server's Retry-After.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import ClassVar
+
+from temporalio.exceptions import ApplicationError
+
+
+class ProviderError(ApplicationError):
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, next_retry_delay: timedelta | None = None) -> None:
+        super().__init__(
+            message,
+            type=type(self).__name__,
+            non_retryable=not self.retryable,
+            next_retry_delay=next_retry_delay,
+        )
+
+
+class InvalidRequest(ProviderError):
+    """The provider rejected the data (HTTP 400/422): sending it again cannot help."""
+
+
+class PasswordRejected(InvalidRequest):
+    """The password breaks the password policy; the message names the rule."""
+
+
+class NotFound(ProviderError):
+    """The record is gone (HTTP 404)."""
+
+
+class Conflict(ProviderError):
+    """A uniqueness rule was broken (HTTP 409), e.g. the email belongs to another principal."""
+
+
+class ConcurrentModification(Conflict):
+    """The record changed since it was read (etag/version mismatch, HTTP 412)."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Transient: rate limited, 5xx or a transport error. Retried with backoff."""
+
+    retryable = True
+
+
+class ConfigurationError(ValueError):
+    """The service is misconfigured; the message names the setting. Raised at start-up."""

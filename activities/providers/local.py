@@ -1,0 +1,421 @@
+"""The embedded default provider of the identity and customers roles: one SQLite file.
+
+Why this shape:
+
+* One connection on one dedicated worker thread. Every statement runs there, so calls are
+  serialized (no locking in Python), the event loop never blocks on disk I/O, and the sqlite3
+  connection stays on the thread that created it.
+* WAL with ``synchronous=NORMAL``: readers never wait for the writer and a commit costs no fsync,
+  which keeps each call well under a millisecond (they run as Temporal local activities). A crash
+  can lose the last commits but never corrupts the file; the workflow's idempotent creates replay
+  them.
+* Writes use ``BEGIN IMMEDIATE`` so a check-then-insert is atomic even if another process shares
+  the file (``busy_timeout`` makes it wait for the lock instead of failing).
+* Argon2id hashing (tens of milliseconds on purpose) runs on the default thread pool, not on the
+  database thread, so it never holds up other registrations' database calls.
+* Error messages name ids, never emails: they end up in workflow history and the Temporal UI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+from cryptography.exceptions import InvalidKey
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from activities.errors import ConcurrentModification, ConfigurationError, Conflict, NotFound
+from activities.roles import Customer, NewCustomer, NewPrincipal, Principal
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5000
+FIRST_CUSTOMER_NUMBER = 100001
+
+# OWASP Password Storage Cheat Sheet, Argon2id minimum: m=19 MiB, t=2, p=1.
+ARGON2_MEMORY_KIB = 19456
+ARGON2_ITERATIONS = 2
+ARGON2_LANES = 1
+ARGON2_SALT_BYTES = 16
+ARGON2_HASH_BYTES = 32
+
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS principals (
+    id              TEXT PRIMARY KEY,
+    email           TEXT NOT NULL,
+    email_canonical TEXT NOT NULL UNIQUE,
+    name            TEXT NOT NULL,
+    phone           TEXT,
+    locale          TEXT,
+    tenant          TEXT,
+    password_hash   TEXT NOT NULL,
+    active          INTEGER NOT NULL DEFAULT 0,
+    customer_id     TEXT,
+    customer_number TEXT,
+    version         INTEGER NOT NULL DEFAULT 1,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS customers (
+    id              TEXT PRIMARY KEY,
+    number          TEXT NOT NULL UNIQUE,
+    email           TEXT NOT NULL,
+    email_canonical TEXT NOT NULL UNIQUE,
+    name            TEXT,
+    phone           TEXT,
+    tenant          TEXT,
+    created_at      TEXT NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS customer_number_sequences (
+    prefix TEXT PRIMARY KEY,
+    last   INTEGER NOT NULL
+)""",
+)
+"""Created on open if missing. ``customer_number_sequences`` holds the last number per prefix."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _hash_password(password: str) -> str:
+    kdf = Argon2id(
+        salt=os.urandom(ARGON2_SALT_BYTES),
+        length=ARGON2_HASH_BYTES,
+        iterations=ARGON2_ITERATIONS,
+        lanes=ARGON2_LANES,
+        memory_cost=ARGON2_MEMORY_KIB,
+    )
+    return kdf.derive_phc_encoded(password.encode("utf-8"))
+
+
+def _verify_password(password: str, phc: str | None) -> bool:
+    """Check against the stored hash; without one, spend the same time and say no."""
+    try:
+        Argon2id.verify_phc_encoded(password.encode("utf-8"), phc or _dummy_hash())
+    except InvalidKey:
+        return False
+    return phc is not None
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the principal is missing, so both cases take the same time."""
+    return _hash_password(os.urandom(16).hex())
+
+
+def _principal(row: sqlite3.Row) -> Principal:
+    return Principal(
+        id=row["id"],
+        email=row["email"],
+        name=row["name"],
+        active=bool(row["active"]),
+        version=str(row["version"]),
+        customer_id=row["customer_id"],
+    )
+
+
+def _customer(row: sqlite3.Row) -> Customer:
+    return Customer(id=row["id"], number=row["number"], email=row["email"], name=row["name"])
+
+
+class LocalDirectory:
+    """Owns the SQLite file, its connection and its thread; hands out the two role objects."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-directory")
+        self._conn: sqlite3.Connection | None = None
+        try:
+            # Opened on the database thread (sqlite3 connections are thread-bound) but waited for
+            # here: a bad path stops the worker at start-up instead of failing the first activity.
+            self._executor.submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+        self.identity = LocalIdentity(self)
+        self.customers = LocalCustomers(self)
+
+    def _open(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; writes use _transaction().
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            with _transaction(conn):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
+            raise ConfigurationError(
+                f"REGISTRATION_DATABASE: cannot open SQLite file {self.path}: {exc}"
+            ) from exc
+        self._conn = conn
+
+    async def run(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(connection, ...)`` on the database thread and await its result."""
+        if self._closed:
+            raise RuntimeError("LocalDirectory is closed")
+
+        def job() -> T:  # runs on the database thread
+            if self._conn is None:
+                raise RuntimeError("LocalDirectory is closed")
+            return fn(self._conn, *args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    async def aclose(self) -> None:
+        """Close the connection after the calls already queued; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class LocalIdentity:
+    """``IdentityProvider`` on the ``principals`` table."""
+
+    in_process = True
+
+    def __init__(self, directory: LocalDirectory) -> None:
+        self._dir = directory
+
+    async def aclose(self) -> None:
+        """Nothing to do: the ``LocalDirectory`` owns the connection."""
+
+    async def find_principal(self, email_canonical: str) -> Principal | None:
+        return await self._dir.run(_find_principal, email_canonical)
+
+    async def get_principal(self, principal_id: str) -> Principal | None:
+        return await self._dir.run(_get_principal, principal_id)
+
+    async def create_principal(self, new: NewPrincipal, password: str) -> Principal:
+        """Create inactive at version 1; the same id and email again returns it unchanged.
+
+        Conflicts are checked before hashing so a retry or a duplicate does not pay for Argon2id,
+        and again in the insert transaction in case something changed while hashing.
+        """
+        existing = await self._dir.run(_existing_principal, new)
+        if existing is not None:
+            return existing
+        password_hash = await asyncio.to_thread(_hash_password, password)
+        return await self._dir.run(_insert_principal, new, password_hash, _now())
+
+    async def activate_principal(
+        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+    ) -> Principal:
+        return await self._dir.run(
+            _activate_principal, principal_id, customer_id, customer_number, expected_version
+        )
+
+    async def delete_principal(self, principal_id: str) -> bool:
+        return await self._dir.run(_delete, "principals", principal_id)
+
+    async def verify_password(self, principal_id: str, password: str) -> bool:
+        """Whether ``password`` matches; ``False`` for an unknown principal (active or not)."""
+        phc = await self._dir.run(_password_hash, principal_id)
+        return await asyncio.to_thread(_verify_password, password, phc)
+
+
+class LocalCustomers:
+    """``CustomerProvider`` on the ``customers`` table with per-prefix number sequences."""
+
+    in_process = True
+
+    def __init__(self, directory: LocalDirectory) -> None:
+        self._dir = directory
+
+    async def aclose(self) -> None:
+        """Nothing to do: the ``LocalDirectory`` owns the connection."""
+
+    async def find_customer(self, email_canonical: str) -> Customer | None:
+        return await self._dir.run(_find_customer, email_canonical)
+
+    async def create_customer(self, new: NewCustomer) -> Customer:
+        """Create with the next ``<prefix><n>`` number; the same id and email again returns it."""
+        return await self._dir.run(_insert_customer, new, _now())
+
+    async def delete_customer(self, customer_id: str) -> bool:
+        return await self._dir.run(_delete, "customers", customer_id)
+
+
+# Database-thread functions: each takes the connection first and runs to completion there.
+
+
+def _find_principal(conn: sqlite3.Connection, email_canonical: str) -> Principal | None:
+    row = conn.execute(
+        "SELECT * FROM principals WHERE email_canonical = ?", (email_canonical,)
+    ).fetchone()
+    return None if row is None else _principal(row)
+
+
+def _get_principal(conn: sqlite3.Connection, principal_id: str) -> Principal | None:
+    row = conn.execute("SELECT * FROM principals WHERE id = ?", (principal_id,)).fetchone()
+    return None if row is None else _principal(row)
+
+
+def _existing_principal(conn: sqlite3.Connection, new: NewPrincipal) -> Principal | None:
+    """The principal a retried create already made, ``None`` if free; ``Conflict`` if taken."""
+    row = conn.execute("SELECT * FROM principals WHERE id = ?", (new.id,)).fetchone()
+    if row is not None:
+        if row["email_canonical"] != new.email_canonical:
+            raise Conflict(f"principal {new.id} already exists with another email")
+        return _principal(row)
+    other = conn.execute(
+        "SELECT id FROM principals WHERE email_canonical = ?", (new.email_canonical,)
+    ).fetchone()
+    if other is not None:
+        raise Conflict(f"email already belongs to principal {other['id']}")
+    return None
+
+
+def _insert_principal(
+    conn: sqlite3.Connection, new: NewPrincipal, password_hash: str, now: str
+) -> Principal:
+    with _transaction(conn):
+        existing = _existing_principal(conn, new)
+        if existing is not None:
+            return existing
+        conn.execute(
+            "INSERT INTO principals (id, email, email_canonical, name, phone, locale, tenant,"
+            " password_hash, active, version, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 1, ?, ?)",
+            (
+                new.id,
+                new.email,
+                new.email_canonical,
+                new.name,
+                new.phone,
+                new.locale,
+                new.tenant,
+                password_hash,
+                now,
+                now,
+            ),
+        )
+        row = conn.execute("SELECT * FROM principals WHERE id = ?", (new.id,)).fetchone()
+    return _principal(row)
+
+
+def _activate_principal(
+    conn: sqlite3.Connection,
+    principal_id: str,
+    customer_id: str,
+    customer_number: str,
+    expected_version: str,
+) -> Principal:
+    """Compare-and-set on ``version``: strict, even if the principal is already activated."""
+    try:
+        expected = int(expected_version)
+    except ValueError:
+        expected = -1  # not a version this provider issued: can never match
+    with _transaction(conn):
+        updated = conn.execute(
+            "UPDATE principals SET active = 1, customer_id = ?, customer_number = ?,"
+            " version = version + 1, updated_at = ? WHERE id = ? AND version = ?",
+            (customer_id, customer_number, _now(), principal_id, expected),
+        ).rowcount
+        row = conn.execute("SELECT * FROM principals WHERE id = ?", (principal_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"principal {principal_id} does not exist")
+    if updated == 0:
+        raise ConcurrentModification(
+            f"principal {principal_id}: expected version {expected_version},"
+            f" current version {row['version']}"
+        )
+    return _principal(row)
+
+
+def _password_hash(conn: sqlite3.Connection, principal_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT password_hash FROM principals WHERE id = ?", (principal_id,)
+    ).fetchone()
+    return None if row is None else str(row["password_hash"])
+
+
+def _find_customer(conn: sqlite3.Connection, email_canonical: str) -> Customer | None:
+    row = conn.execute(
+        "SELECT * FROM customers WHERE email_canonical = ?", (email_canonical,)
+    ).fetchone()
+    return None if row is None else _customer(row)
+
+
+def _insert_customer(conn: sqlite3.Connection, new: NewCustomer, now: str) -> Customer:
+    """Check, allocate the number and insert in one transaction: a conflict burns no number."""
+    with _transaction(conn):
+        row = conn.execute("SELECT * FROM customers WHERE id = ?", (new.id,)).fetchone()
+        if row is not None:
+            if row["email_canonical"] != new.email_canonical:
+                raise Conflict(f"customer {new.id} already exists with another email")
+            return _customer(row)
+        other = conn.execute(
+            "SELECT id FROM customers WHERE email_canonical = ?", (new.email_canonical,)
+        ).fetchone()
+        if other is not None:
+            raise Conflict(f"email already belongs to customer {other['id']}")
+        conn.execute(
+            "INSERT INTO customer_number_sequences (prefix, last) VALUES (?, ?)"
+            " ON CONFLICT (prefix) DO UPDATE SET last = last + 1",
+            (new.number_prefix, FIRST_CUSTOMER_NUMBER),
+        )
+        (last,) = conn.execute(
+            "SELECT last FROM customer_number_sequences WHERE prefix = ?", (new.number_prefix,)
+        ).fetchone()
+        number = f"{new.number_prefix}{last}"
+        conn.execute(
+            "INSERT INTO customers (id, number, email, email_canonical, name, phone, tenant,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (new.id, number, new.email, new.email_canonical, new.name, new.phone, new.tenant, now),
+        )
+    return Customer(id=new.id, number=number, email=new.email, name=new.name)
+
+
+def _delete(conn: sqlite3.Connection, table: str, record_id: str) -> bool:
+    """Idempotent delete: ``False`` when the row was already gone."""
+    assert table in {"principals", "customers"}
+    return conn.execute(f"DELETE FROM {table} WHERE id = ?", (record_id,)).rowcount > 0  # noqa: S608

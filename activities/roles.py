@@ -1,0 +1,121 @@
+"""The three provider roles as small interfaces, and the provider-neutral records they exchange.
+
+A provider implements one role (identity, customers or mail); the worker picks one per role from
+the settings (``activities/providers/__init__.py``), so new vendors plug in without touching the
+workflow. ``in_process`` tells the workflow whether a role's calls are millisecond-fast local work
+(run as local activities, saving server round trips) or remote calls (regular activities).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Principal(_Record):
+    """A login identity at the identity provider."""
+
+    id: str
+    email: str
+    name: str
+    active: bool
+    version: str
+    """Opaque concurrency token (etag or row version) for guarded updates."""
+    customer_id: str | None = None
+
+
+class NewPrincipal(_Record):
+    id: str
+    """Chosen by the workflow, so a retried create is idempotent."""
+    email: str
+    email_canonical: str
+    name: str
+    phone: str | None = None
+    locale: str | None = None
+    tenant: str | None = None
+
+
+class Customer(_Record):
+    """A customer record on the commerce side."""
+
+    id: str
+    number: str
+    email: str
+    name: str | None = None
+
+
+class NewCustomer(_Record):
+    id: str
+    """Chosen by the workflow; providers that assign their own ids may ignore it."""
+    email: str
+    email_canonical: str
+    name: str
+    phone: str | None = None
+    number_prefix: str = "CUST"
+    tenant: str | None = None
+
+
+class MailMessage(_Record):
+    """A rendered message. ``idempotency_key`` makes a retried send deliver it once."""
+
+    to: str
+    subject: str
+    text: str
+    html: str
+    category: str
+    idempotency_key: str
+    dynamic: dict[str, str] = Field(default_factory=dict)
+
+
+class IdentityProvider(Protocol):
+    in_process: bool
+
+    async def find_principal(self, email_canonical: str) -> Principal | None: ...
+
+    async def get_principal(self, principal_id: str) -> Principal | None: ...
+
+    async def create_principal(self, new: NewPrincipal, password: str) -> Principal:
+        """Create an inactive principal; creating the same id again returns it unchanged."""
+        ...
+
+    async def activate_principal(
+        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+    ) -> Principal:
+        """Activate and link to the customer, only if ``expected_version`` is still current
+        (else ``ConcurrentModification``); ``NotFound`` if the principal is gone."""
+        ...
+
+    async def delete_principal(self, principal_id: str) -> bool:
+        """Delete; ``False`` if it was already gone (idempotent)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class CustomerProvider(Protocol):
+    in_process: bool
+
+    async def find_customer(self, email_canonical: str) -> Customer | None: ...
+
+    async def create_customer(self, new: NewCustomer) -> Customer:
+        """Create with a generated customer number; creating the same id again returns it."""
+        ...
+
+    async def delete_customer(self, customer_id: str) -> bool:
+        """Delete; ``False`` if it was already gone (idempotent)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class MailProvider(Protocol):
+    in_process: bool
+
+    async def send(self, message: MailMessage) -> None: ...
+
+    async def aclose(self) -> None: ...
