@@ -1,0 +1,54 @@
+"""Turns a rendered ``MailMessage`` into an RFC 5322 message, the same way for every provider.
+
+The Message-ID is derived from the idempotency key, so a retried send carries the same ID and
+receivers (and the outbox, which names its files after it) can drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+
+from activities.errors import ConfigurationError, InvalidRequest
+from activities.roles import MailMessage
+
+
+def key_digest(idempotency_key: str) -> str:
+    """A fixed-length, filename- and header-safe stand-in for the key (which may hold an email)."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+class MimeBuilder:
+    """Builds ``multipart/alternative`` (text + HTML, UTF-8) messages from one sender."""
+
+    def __init__(self, mail_from: str) -> None:
+        _, address = parseaddr(mail_from)
+        local, _, domain = address.rpartition("@")
+        if not local or not domain:
+            raise ConfigurationError(
+                f"REGISTRATION_MAIL_FROM={mail_from!r} has no address such as no-reply@shop.example"
+            )
+        self.mail_from = mail_from
+        self._domain = domain
+
+    def message_id(self, idempotency_key: str) -> str:
+        return f"<{key_digest(idempotency_key)}@{self._domain}>"
+
+    def build(self, message: MailMessage) -> EmailMessage:
+        """The message to deliver; ``InvalidRequest`` if a header value would break the header."""
+        email = EmailMessage()
+        try:
+            email["From"] = self.mail_from
+            email["To"] = message.to
+            email["Subject"] = message.subject
+        except ValueError as err:  # CR/LF in a value: header injection, not retryable
+            raise InvalidRequest(f"cannot build the {message.category} mail: {err}") from None
+        email["Date"] = format_datetime(datetime.now(UTC))
+        email["Message-ID"] = self.message_id(message.idempotency_key)
+        email["X-Category"] = message.category
+        email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to no-reply
+        email.set_content(message.text, subtype="plain", charset="utf-8")
+        email.add_alternative(message.html, subtype="html", charset="utf-8")
+        return email

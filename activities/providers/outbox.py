@@ -1,0 +1,62 @@
+"""Mail provider that writes each message as an ``.eml`` file into a folder: for development/tests.
+
+Files open in any mail client. A file's name is a digest of the idempotency key, so a retried send
+finds the first delivery and leaves it alone (one file per key, even if two attempts race, since
+the final rename targets the same name). Writes are atomic: a reader never sees half a message.
+Order of delivery is the files' modification time (``ls -t``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from email.policy import SMTP
+from pathlib import Path
+
+from activities.errors import ProviderUnavailable
+from activities.providers.mime import MimeBuilder, key_digest
+from activities.roles import MailMessage
+
+log = logging.getLogger(__name__)
+
+
+class OutboxMail:
+    """``MailProvider`` writing RFC 5322 files (CRLF line endings) into ``outbox_dir``."""
+
+    in_process = True
+
+    def __init__(self, outbox_dir: Path, mail_from: str) -> None:
+        self.outbox_dir = outbox_dir
+        self._mime = MimeBuilder(mail_from)
+
+    async def send(self, message: MailMessage) -> None:
+        path = await asyncio.to_thread(self._write, message)
+        log.info("%s mail in outbox: %s", message.category, path)
+
+    async def aclose(self) -> None:
+        """Nothing to release: every send opens and closes its own file."""
+
+    def _write(self, message: MailMessage) -> Path:
+        target = self.outbox_dir / f"{key_digest(message.idempotency_key)}.eml"
+        try:
+            self.outbox_dir.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                return target
+            data = self._mime.build(message).as_bytes(policy=SMTP)
+            fd, temp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+        except OSError as err:
+            raise ProviderUnavailable(f"cannot write to outbox {self.outbox_dir}: {err}") from None
+        return target

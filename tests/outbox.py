@@ -1,0 +1,36 @@
+"""Reads what the ``outbox`` mail provider delivered, as a customer's mailbox would show it."""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
+from pathlib import Path
+
+_CODE_LINE = re.compile(r"[0-9]{6}")
+
+
+def messages_to(outbox_dir: Path, to: str) -> list[EmailMessage]:
+    """The messages addressed to ``to`` (case-insensitive), oldest first."""
+    files = sorted(outbox_dir.glob("*.eml"), key=lambda path: (path.stat().st_mtime_ns, path.name))
+    found = []
+    for path in files:
+        with path.open("rb") as file:
+            message = BytesParser(policy=default).parse(file)
+        addresses = message["To"].addresses if message["To"] else ()
+        if any(address.addr_spec.lower() == to.lower() for address in addresses):
+            found.append(message)
+    return found
+
+
+def latest_code(outbox_dir: Path, to: str) -> str:
+    """The code in the newest message to ``to``: the line of its text body that is 6 digits."""
+    messages = messages_to(outbox_dir, to)
+    assert messages, f"no mail to {to} in {outbox_dir}"
+    newest = messages[-1]
+    body = newest.get_body(preferencelist=("plain",))
+    assert body is not None, f"newest mail to {to} ({newest['Subject']}) has no text part"
+    codes = [line for line in body.get_content().splitlines() if _CODE_LINE.fullmatch(line)]
+    assert codes, f"newest mail to {to} ({newest['Subject']}) has no line with a 6-digit code"
+    return str(codes[0])
