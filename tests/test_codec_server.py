@@ -1,0 +1,165 @@
+"""The codec server over real HTTP: Temporal's JSON protocol, CORS for the UI, and the token."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf import json_format
+from starlette.applications import Starlette
+from temporalio.api.common.v1 import Payloads
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from codec_server import create_app
+from common.codec import EncryptionCodec
+
+UI = "http://localhost:8233"
+ORIGINS = [UI, "http://127.0.0.1:8233"]
+TOKEN = "s3cret-token"
+CODEC = EncryptionCodec({"k1": AESGCM.generate_key(bit_length=256)}, "k1")
+
+Serve = Callable[[Starlette], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Runs apps under a real uvicorn server on a free loopback port; stops them afterwards."""
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(app: Starlette) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        running.append((server, task))
+        async with asyncio.timeout(10):
+            while not server.started:
+                assert not task.done(), "uvicorn stopped during startup"
+                await asyncio.sleep(0.01)
+        host, port = sock.getsockname()
+        return f"http://{host}:{port}"
+
+    yield start
+    for server, task in running:
+        server.should_exit = True
+        await task
+
+
+def plain_payloads_json() -> str:
+    payloads = pydantic_data_converter.payload_converter.to_payloads(
+        [{"email": "alice@example.com"}, 42]
+    )
+    return json_format.MessageToJson(Payloads(payloads=payloads))
+
+
+def post_json(
+    client: httpx.AsyncClient, path: str, body: str, **headers: str
+) -> Awaitable[httpx.Response]:
+    return client.post(
+        path,
+        content=body,
+        headers={"Content-Type": "application/json", "X-Namespace": "default", **headers},
+    )
+
+
+async def test_encode_then_decode_round_trip(serve: Serve) -> None:
+    base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token=None))
+    body = plain_payloads_json()
+    async with httpx.AsyncClient(base_url=base) as client:
+        encoded = await post_json(client, "/encode", body)
+        assert encoded.status_code == 200
+        assert encoded.headers["content-type"] == "application/json"
+        wire = json_format.Parse(encoded.text, Payloads())
+        assert [p.metadata["encoding"] for p in wire.payloads] == [b"binary/encrypted"] * 2
+        assert "alice@example.com" not in encoded.text
+        # What the server encoded is what a worker's codec reads, and vice versa.
+        assert await CODEC.decode(wire.payloads) == list(
+            json_format.Parse(body, Payloads()).payloads
+        )
+
+        for path in ("/decode", "/default/decode"):
+            decoded = await post_json(client, path, encoded.text)
+            assert decoded.status_code == 200
+            assert json_format.Parse(decoded.text, Payloads()) == json_format.Parse(
+                body, Payloads()
+            )
+
+
+async def test_bad_requests_get_clear_errors(serve: Serve) -> None:
+    base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token=None))
+    stranger = EncryptionCodec({"other-key": AESGCM.generate_key(bit_length=256)}, "other-key")
+    foreign = Payloads(
+        payloads=await stranger.encode(
+            json_format.Parse(plain_payloads_json(), Payloads()).payloads
+        )
+    )
+    async with httpx.AsyncClient(base_url=base) as client:
+        unknown_key = await post_json(client, "/decode", json_format.MessageToJson(foreign))
+        assert unknown_key.status_code == 400
+        assert "other-key" in unknown_key.text
+
+        not_payloads = await post_json(client, "/decode", '{"nope": 1}')
+        assert not_payloads.status_code == 400
+
+        form = await client.post("/decode", content=plain_payloads_json())
+        assert form.status_code == 415
+
+        assert (await client.get("/decode")).status_code == 405
+
+
+async def test_preflight_from_the_ui_is_allowed(serve: Serve) -> None:
+    base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token=TOKEN))
+    async with httpx.AsyncClient(base_url=base) as client:
+        response = await client.options(
+            "/decode",
+            headers={
+                "Origin": UI,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace,authorization",
+            },
+        )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == UI
+    assert response.headers["access-control-allow-credentials"] == "true"
+    allowed = {
+        h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")
+    }
+    assert {"content-type", "x-namespace", "authorization"} <= allowed
+    assert "POST" in response.headers["access-control-allow-methods"]
+
+
+async def test_other_origins_get_no_cors_grant(serve: Serve) -> None:
+    base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token=None))
+    evil = "http://evil.example"
+    async with httpx.AsyncClient(base_url=base) as client:
+        preflight = await client.options(
+            "/decode",
+            headers={"Origin": evil, "Access-Control-Request-Method": "POST"},
+        )
+        post = await post_json(client, "/decode", plain_payloads_json(), Origin=evil)
+        allowed_post = await post_json(client, "/decode", plain_payloads_json(), Origin=UI)
+    assert "access-control-allow-origin" not in preflight.headers
+    assert "access-control-allow-origin" not in post.headers
+    assert allowed_post.headers["access-control-allow-origin"] == UI
+
+
+async def test_token_is_required_when_configured(serve: Serve) -> None:
+    base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token=TOKEN))
+    body = plain_payloads_json()
+    async with httpx.AsyncClient(base_url=base) as client:
+        missing = await post_json(client, "/encode", body, Origin=UI)
+        wrong = await post_json(client, "/encode", body, Authorization="Bearer not-it")
+        not_bearer = await post_json(client, "/encode", body, Authorization=TOKEN)
+        right = await post_json(client, "/encode", body, Authorization=f"Bearer {TOKEN}")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert missing.headers["access-control-allow-origin"] == UI  # so the UI can show the error
+    assert wrong.status_code == 401
+    assert not_bearer.status_code == 401
+    assert right.status_code == 200
+    assert len(json_format.Parse(right.text, Payloads()).payloads) == 2
