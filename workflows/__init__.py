@@ -1,0 +1,1 @@
+"""The registration workflow and its contract."""

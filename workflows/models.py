@@ -1,0 +1,213 @@
+"""The registration workflow's contract: input, messages (update, signals, query) and result.
+
+These models are what backend services, the Temporal UI and recorded histories see, so they carry
+no secret in clear: the password (and a code submitted by the starter) arrive sealed for the worker.
+Validation happens here, once, so that a bad field is named before any workflow starts.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Self
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from common.identifiers import canonical_email
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{3,24}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegistrationPolicy(_Model):
+    """Limits of one registration; copied from the settings at start so replays see the same."""
+
+    activation_ttl: timedelta = timedelta(hours=24)
+    max_attempts_per_code: int = Field(5, ge=1)
+    max_attempts_total: int = Field(20, ge=1)
+    max_resends: int = Field(5, ge=0)
+    resend_interval: timedelta = timedelta(minutes=1)
+    customer_number_prefix: str = Field("CUST", pattern=r"^[A-Z][A-Z0-9-]{0,11}$")
+
+    @field_validator("activation_ttl")
+    @classmethod
+    def _ttl_bounds(cls, ttl: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= ttl <= timedelta(days=30):
+            raise ValueError("must be between 1 minute and 30 days")
+        return ttl
+
+
+class RegistrationInput(_Model):
+    """What a backend sends to register someone. ``email`` keeps the spelling given for display."""
+
+    email: str = Field(max_length=254)
+    name: ShortText
+    phone: str | None = None
+    locale: str | None = None
+    profile: dict[str, str] = Field(default_factory=dict, max_length=32)
+    sealed_password: str = Field(min_length=1, repr=False)
+    tenant: str | None = Field(None, max_length=100)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
+    policy: RegistrationPolicy = RegistrationPolicy()
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, email: str) -> str:
+        email = unicodedata.normalize("NFC", email.strip())
+        try:
+            validate_email(email, check_deliverability=False)
+        except EmailNotValidError as err:
+            raise ValueError(f"not a valid email address: {err}") from None
+        return email
+
+    @field_validator("phone")
+    @classmethod
+    def _valid_phone(cls, phone: str | None) -> str | None:
+        if phone is not None and not _PHONE.match(phone.strip()):
+            raise ValueError("not a phone number (digits, spaces, ()-./, optional leading +)")
+        return phone.strip() if phone else None
+
+    @field_validator("locale")
+    @classmethod
+    def _valid_locale(cls, locale: str | None) -> str | None:
+        if locale is not None and not _LOCALE.match(locale):
+            raise ValueError("not a locale tag such as 'en' or 'sv-SE'")
+        return locale
+
+    @field_validator("profile", "metadata")
+    @classmethod
+    def _small_values(cls, values: dict[str, str]) -> dict[str, str]:
+        for key, value in values.items():
+            if not 1 <= len(key) <= 64 or len(value) > 1000:
+                raise ValueError(f"entry {key[:64]!r}: keys 1-64 chars, values at most 1000")
+        return values
+
+    @property
+    def canonical_email(self) -> str:
+        return canonical_email(self.email)
+
+
+class RegistrationState(StrEnum):
+    STARTING = "starting"
+    PENDING = "pending"
+    ACTIVATING = "activating"
+    ACTIVE = "active"
+    ALREADY_REGISTERED = "already_registered"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    LOCKED = "locked"
+
+
+TERMINAL_STATES = frozenset(
+    {
+        RegistrationState.ACTIVE,
+        RegistrationState.ALREADY_REGISTERED,
+        RegistrationState.EXPIRED,
+        RegistrationState.CANCELLED,
+        RegistrationState.FAILED,
+        RegistrationState.LOCKED,
+    }
+)
+
+
+class CodeSubmission(_Model):
+    """An activation code (or link token), sealed by the starter or typed plainly in the UI.
+
+    The starter always seals, so the secret never lands in history. ``code`` exists for support
+    staff typing JSON into the Temporal UI; such a code is single-use and is spent or rejected at
+    once, but it does appear in that workflow's history, so prefer ``approve`` there.
+    """
+
+    sealed_code: str | None = Field(None, repr=False)
+    code: str | None = Field(None, repr=False, max_length=200)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.sealed_code is None) == (self.code is None):
+            raise ValueError("give exactly one of 'code' or 'sealed_code'")
+        return self
+
+
+class ActivationOutcome(StrEnum):
+    ACTIVATED = "activated"
+    INVALID_CODE = "invalid_code"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    EXPIRED = "expired"
+    NOT_PENDING = "not_pending"
+    FAILED = "failed"
+    """The code was right but the activation itself failed and was compensated (see status)."""
+
+
+class ActivationReply(_Model):
+    outcome: ActivationOutcome
+    attempts_left: int | None = None
+
+
+class Approval(_Model):
+    """Staff activation without a code (like Cognito's AdminConfirmSignUp)."""
+
+    operator: ShortText
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class ResendRequest(_Model):
+    requested_by: ShortText = "customer"
+
+
+class ResendOutcome(StrEnum):
+    SENT = "sent"
+    THROTTLED = "throttled"
+    LIMIT_REACHED = "limit_reached"
+    NOT_PENDING = "not_pending"
+
+
+class ResendReply(_Model):
+    outcome: ResendOutcome
+    resends_left: int
+    next_resend_at: datetime | None = None
+
+
+class RegistrationStatus(_Model):
+    """The ``status`` query: everything support staff need, and never a secret."""
+
+    state: RegistrationState
+    started_at: datetime
+    expires_at: datetime | None = None
+    activated_at: datetime | None = None
+    attempts_left: int
+    code_attempts_left: int
+    resends_left: int
+    next_resend_at: datetime | None = None
+    principal_id: str | None = None
+    customer_id: str | None = None
+    customer_number: str | None = None
+    linked_existing_customer: bool = False
+    approved_by: str | None = None
+    reason: str | None = None
+
+
+class RegistrationResult(_Model):
+    """How a registration ended (cancelled and failed registrations end as Temporal failures)."""
+
+    state: RegistrationState
+    principal_id: str | None = None
+    customer_id: str | None = None
+    customer_number: str | None = None
+    linked_existing_customer: bool = False
+    reason: str | None = None

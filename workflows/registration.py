@@ -1,0 +1,527 @@
+"""RegistrationWorkflow: one customer's sign-up, from first request to active account.
+
+The story, top to bottom (``run``):
+1. look the email up; an existing active account gets a "you already have an account" mail and
+   the caller gets the same answer as any new registration (no account enumeration);
+2. create the login principal, inactive, with the sealed password;
+3. mail an activation code (the workflow keeps only its keyed HMAC);
+4. wait up to the TTL for the code (update/signal), a staff approval, resends, or a lockout;
+5. link the customer record found by email, or create one, then activate the principal with the
+   link; send a welcome mail (best effort).
+Every step that changed something registers its undo; expiry, lockout, cancellation and failures
+run the undos (``workflows/saga.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from activities.codes import CodeActivities
+    from activities.customers import CustomerActivities
+    from activities.identity import IdentityActivities
+    from activities.mail import MailActivities
+    from activities.models import (
+        ActivatePrincipalInput,
+        CreatePrincipalInput,
+        CustomerRef,
+        EmailLookup,
+        IssueActivationInput,
+        IssuedActivation,
+        NoticeInput,
+        PrincipalRef,
+        ProviderProfile,
+        VerifyActivationInput,
+    )
+    from activities.profile import ProfileActivities
+    from activities.roles import Customer, NewCustomer, NewPrincipal, Principal
+    from workflows.models import (
+        ActivationOutcome,
+        ActivationReply,
+        Approval,
+        CodeSubmission,
+        RegistrationInput,
+        RegistrationResult,
+        RegistrationState,
+        RegistrationStatus,
+        ResendOutcome,
+        ResendReply,
+        ResendRequest,
+    )
+    from workflows.saga import Saga
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+"""Forward steps: transient errors retry with backoff; typed provider errors are non-retryable."""
+LOCAL_STEP_TIMEOUT = timedelta(seconds=10)
+LOCAL_STEP_DEADLINE = timedelta(minutes=5)
+REMOTE_STEP_TIMEOUT = timedelta(seconds=30)
+REMOTE_STEP_DEADLINE = timedelta(minutes=30)
+"""How long a forward step may keep retrying before the registration fails and compensates."""
+WELCOME_DEADLINE = timedelta(minutes=10)
+
+
+@workflow.defn
+class RegistrationWorkflow:
+    @workflow.init
+    def __init__(self, input: RegistrationInput) -> None:
+        self._input = input
+        self._policy = input.policy
+        self._state = RegistrationState.STARTING
+        self._started_at = workflow.now()
+        self._expires_at = self._started_at + input.policy.activation_ttl
+        self._activated_at: datetime | None = None
+        self._reason: str | None = None
+        self._profile: ProviderProfile | None = None
+        self._saga = Saga()
+        self._principal: Principal | None = None
+        self._customer: Customer | None = None
+        self._linked_existing = False
+        # Activation bookkeeping; handlers take the lock so checks and resends never interleave.
+        self._code_lock = asyncio.Lock()
+        self._issued: IssuedActivation | None = None
+        self._issued_at: datetime | None = None
+        self._resends = 0
+        self._attempts_on_code = 0
+        self._attempts_total = 0
+        self._code_verified = False
+        self._approval: Approval | None = None
+        self._locked_out = False
+
+    @workflow.run
+    async def run(self, input: RegistrationInput) -> RegistrationResult:
+        self._profile = await workflow.execute_local_activity_method(
+            ProfileActivities.describe_providers,
+            start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+            summary="which providers run in-process",
+        )
+        try:
+            return await self._register()
+        except BaseException as err:
+            if is_cancelled_exception(err):
+                await self._end_with_compensation(RegistrationState.CANCELLED, "cancelled")
+                raise
+            if isinstance(err, ActivityError):
+                reason = _describe(err)
+                await self._end_with_compensation(RegistrationState.FAILED, reason)
+                raise ApplicationError(
+                    f"registration failed: {reason}", type="RegistrationFailed", non_retryable=True
+                ) from err
+            raise
+        finally:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def _register(self) -> RegistrationResult:
+        # 1. Is this email already someone's account?
+        existing = await self._identity(
+            IdentityActivities.find_principal,
+            EmailLookup(email_canonical=self._input.canonical_email),
+            "look up the email",
+        )
+        if existing is not None and existing.active:
+            await self._mail(
+                MailActivities.send_already_registered, self._notice(), "mail: already registered"
+            )
+            return self._finish(RegistrationState.ALREADY_REGISTERED)
+        if existing is not None:
+            # An inactive leftover of an earlier attempt that was never cleaned up (e.g. a
+            # terminated workflow): it cannot log in, so it is replaced by this registration.
+            await self._identity(
+                IdentityActivities.delete_principal,
+                PrincipalRef(principal_id=existing.id),
+                "delete stale inactive principal",
+            )
+
+        # 2. The login principal, inactive until the email is proven.
+        self._principal = await self._saga.step(
+            self._identity(
+                IdentityActivities.create_principal,
+                self._new_principal(),
+                "create inactive principal",
+            ),
+            undo=lambda principal: self._undo(
+                IdentityActivities.delete_principal,
+                PrincipalRef(principal_id=principal.id),
+                "undo: delete principal",
+                self._in_process.identity_in_process,
+            ),
+        )
+
+        # 3. The activation code, by mail.
+        await self._issue_code()
+        self._state = RegistrationState.PENDING
+
+        # 4. Wait for the code, an approval, expiry or a lockout.
+        if not await self._activation_arrived():
+            ending = RegistrationState.LOCKED if self._locked_out else RegistrationState.EXPIRED
+            await self._end_with_compensation(ending, None)
+            return self._result()
+
+        # 5. Customer record (linked or created), then the principal goes active with the link.
+        self._state = RegistrationState.ACTIVATING
+        self._customer = await self._link_or_create_customer()
+        self._principal = await self._saga.step(
+            self._identity(
+                IdentityActivities.activate_principal,
+                ActivatePrincipalInput(
+                    principal_id=self._principal.id,
+                    customer_id=self._customer.id,
+                    customer_number=self._customer.number,
+                ),
+                "activate principal with customer link",
+            )
+        )
+        self._saga.commit()
+        self._activated_at = workflow.now()
+        self._state = RegistrationState.ACTIVE
+        await self._send_welcome()
+        return self._finish(RegistrationState.ACTIVE)
+
+    # -- Step 3 and 4: codes and waiting --------------------------------------------------------
+
+    async def _issue_code(self) -> None:
+        sequence = (self._issued.sequence + 1) if self._issued else 1
+        self._issued = await self._mail(
+            MailActivities.issue_activation,
+            IssueActivationInput(
+                registration_id=workflow.info().workflow_id,
+                sequence=sequence,
+                email=self._input.email,
+                name=self._input.name,
+                locale=self._input.locale,
+                expires_at=self._expires_at,
+            ),
+            f"mail activation code #{sequence}",
+        )
+        self._issued_at = workflow.now()
+        self._attempts_on_code = 0
+
+    async def _activation_arrived(self) -> bool:
+        """True once a valid code or an approval came in; False on expiry or lockout."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._code_verified or self._approval is not None or self._locked_out,
+                timeout=self._expires_at - workflow.now(),
+                timeout_summary="activation window",
+            )
+        except TimeoutError:
+            return False
+        return not self._locked_out
+
+    @workflow.update
+    async def submit_activation_code(self, submission: CodeSubmission) -> ActivationReply:
+        """Check a code (or link token) and, if right, answer once the account is active."""
+        reply = await self._check_code(submission)
+        if reply.outcome is not ActivationOutcome.ACTIVATED:
+            return reply
+        await workflow.wait_condition(
+            lambda: self._state not in (RegistrationState.PENDING, RegistrationState.ACTIVATING)
+        )
+        return ActivationReply(outcome=self._outcome_for_caller())
+
+    @submit_activation_code.validator
+    def _only_while_pending(self, submission: CodeSubmission) -> None:
+        """Rejected updates never reach history: cheap for the server and for the caller."""
+        if self._state is not RegistrationState.PENDING:
+            raise ValueError(f"no activation is pending (registration is {self._state.value})")
+
+    @workflow.signal
+    async def activate(self, submission: CodeSubmission) -> None:
+        """Fire-and-forget form of ``submit_activation_code`` (e.g. from the Temporal UI)."""
+        await self._check_code(submission)
+
+    async def _check_code(self, submission: CodeSubmission) -> ActivationReply:
+        async with self._code_lock:
+            if self._state is not RegistrationState.PENDING or self._code_verified:
+                return ActivationReply(outcome=self._outcome_for_caller())
+            if self._attempts_on_code >= self._policy.max_attempts_per_code:
+                return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
+            assert self._issued is not None
+            valid = await workflow.execute_local_activity_method(
+                CodeActivities.verify_activation,
+                VerifyActivationInput(
+                    registration_id=workflow.info().workflow_id,
+                    issued=self._issued,
+                    submission=submission,
+                ),
+                start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+                summary="verify activation code",
+            )
+            if self._state is not RegistrationState.PENDING:  # expired while checking
+                return ActivationReply(outcome=self._outcome_for_caller())
+            if valid:
+                self._code_verified = True
+                return ActivationReply(outcome=ActivationOutcome.ACTIVATED)
+            self._attempts_on_code += 1
+            self._attempts_total += 1
+            if self._attempts_total >= self._policy.max_attempts_total:
+                self._locked_out = True
+            left = self._attempts_left()
+            outcome = (
+                ActivationOutcome.INVALID_CODE if left else ActivationOutcome.TOO_MANY_ATTEMPTS
+            )
+            return ActivationReply(outcome=outcome, attempts_left=left)
+
+    @workflow.signal
+    def approve(self, approval: Approval) -> None:
+        """Staff activation without a code; ignored unless the registration is pending."""
+        if self._state is RegistrationState.PENDING and self._approval is None:
+            workflow.logger.info("approved by %s: %s", approval.operator, approval.reason)
+            self._approval = approval
+
+    @workflow.update
+    async def request_resend(self, request: ResendRequest) -> ResendReply:
+        """A new code by mail; the old one stops working. Throttled and capped by the policy."""
+        return await self._resend(request)
+
+    @request_resend.validator
+    def _resend_only_while_pending(self, request: ResendRequest) -> None:
+        if self._state is not RegistrationState.PENDING:
+            raise ValueError(f"no activation is pending (registration is {self._state.value})")
+
+    @workflow.signal
+    async def resend(self, request: ResendRequest | None = None) -> None:
+        """Fire-and-forget form of ``request_resend`` (Temporal UI, or a repeated start)."""
+        try:
+            await self._resend(request or ResendRequest())
+        except ActivityError as err:  # a signal must not fail the workflow; status tells
+            workflow.logger.warning("resend failed: %s", _describe(err))
+
+    async def _resend(self, request: ResendRequest) -> ResendReply:
+        async with self._code_lock:
+            if self._state is not RegistrationState.PENDING or self._code_verified:
+                return self._resend_reply(ResendOutcome.NOT_PENDING)
+            if self._resends >= self._policy.max_resends:
+                return self._resend_reply(ResendOutcome.LIMIT_REACHED)
+            next_at = self._next_resend_at()
+            if next_at is not None and workflow.now() < next_at:
+                return self._resend_reply(ResendOutcome.THROTTLED)
+            workflow.logger.info(
+                "resending the activation code (requested by %s)", request.requested_by
+            )
+            await self._issue_code()
+            self._resends += 1
+            return self._resend_reply(ResendOutcome.SENT)
+
+    # -- Step 5: customer and activation ----------------------------------------------------------
+
+    async def _link_or_create_customer(self) -> Customer:
+        existing = await self._customers(
+            CustomerActivities.find_customer,
+            EmailLookup(email_canonical=self._input.canonical_email),
+            "find customer by email",
+        )
+        if existing is not None:
+            self._linked_existing = True  # imported before; never deleted by compensation
+            return existing
+        return await self._saga.step(
+            self._customers(
+                CustomerActivities.create_customer,
+                NewCustomer(
+                    id=str(workflow.uuid4()),
+                    email=self._input.email,
+                    email_canonical=self._input.canonical_email,
+                    name=self._input.name,
+                    phone=self._input.phone,
+                    number_prefix=self._policy.customer_number_prefix,
+                    tenant=self._input.tenant,
+                ),
+                "create customer",
+            ),
+            undo=lambda customer: self._undo(
+                CustomerActivities.delete_customer,
+                CustomerRef(customer_id=customer.id),
+                "undo: delete customer",
+                self._in_process.customers_in_process,
+            ),
+        )
+
+    async def _send_welcome(self) -> None:
+        """Best effort: the account is active whether or not this mail goes out."""
+        try:
+            await self._mail(
+                MailActivities.send_welcome,
+                self._notice(),
+                "mail: welcome",
+                deadline=WELCOME_DEADLINE,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("welcome mail not sent: %s", _describe(err))
+        except asyncio.CancelledError:
+            workflow.logger.info("cancel after activation ignored: the account stays active")
+
+    # -- Endings -----------------------------------------------------------------------------------
+
+    async def _end_with_compensation(self, state: RegistrationState, reason: str | None) -> None:
+        self._state = state
+        self._reason = reason
+        await self._saga.compensate()
+
+    def _finish(self, state: RegistrationState) -> RegistrationResult:
+        self._state = state
+        return self._result()
+
+    def _result(self) -> RegistrationResult:
+        return RegistrationResult(
+            state=self._state,
+            principal_id=self._principal.id if self._principal else None,
+            customer_id=self._customer.id if self._customer else None,
+            customer_number=self._customer.number if self._customer else None,
+            linked_existing_customer=self._linked_existing,
+            reason=self._reason,
+        )
+
+    # -- Query -------------------------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> RegistrationStatus:
+        pending = self._state is RegistrationState.PENDING
+        return RegistrationStatus(
+            state=self._state,
+            started_at=self._started_at,
+            expires_at=self._expires_at,
+            activated_at=self._activated_at,
+            attempts_left=self._policy.max_attempts_total - self._attempts_total,
+            code_attempts_left=self._attempts_left(),
+            resends_left=self._policy.max_resends - self._resends,
+            next_resend_at=self._next_resend_at() if pending else None,
+            principal_id=self._principal.id if self._principal else None,
+            customer_id=self._customer.id if self._customer else None,
+            customer_number=self._customer.number if self._customer else None,
+            linked_existing_customer=self._linked_existing,
+            approved_by=self._approval.operator if self._approval else None,
+            reason=self._reason,
+        )
+
+    # -- Helpers -----------------------------------------------------------------------------------
+
+    def _attempts_left(self) -> int:
+        return max(
+            0,
+            min(
+                self._policy.max_attempts_per_code - self._attempts_on_code,
+                self._policy.max_attempts_total - self._attempts_total,
+            ),
+        )
+
+    def _next_resend_at(self) -> datetime | None:
+        return self._issued_at + self._policy.resend_interval if self._issued_at else None
+
+    def _resend_reply(self, outcome: ResendOutcome) -> ResendReply:
+        pending = self._state is RegistrationState.PENDING
+        return ResendReply(
+            outcome=outcome,
+            resends_left=self._policy.max_resends - self._resends,
+            next_resend_at=self._next_resend_at() if pending else None,
+        )
+
+    def _outcome_for_caller(self) -> ActivationOutcome:
+        return {
+            RegistrationState.ACTIVE: ActivationOutcome.ACTIVATED,
+            RegistrationState.EXPIRED: ActivationOutcome.EXPIRED,
+            RegistrationState.LOCKED: ActivationOutcome.TOO_MANY_ATTEMPTS,
+            RegistrationState.FAILED: ActivationOutcome.FAILED,
+        }.get(self._state, ActivationOutcome.NOT_PENDING)
+
+    def _new_principal(self) -> CreatePrincipalInput:
+        return CreatePrincipalInput(
+            principal=NewPrincipal(
+                id=str(workflow.uuid4()),  # chosen here, so a retried create is idempotent
+                email=self._input.email,
+                email_canonical=self._input.canonical_email,
+                name=self._input.name,
+                phone=self._input.phone,
+                locale=self._input.locale,
+                tenant=self._input.tenant,
+            ),
+            sealed_password=self._input.sealed_password,
+        )
+
+    def _notice(self) -> NoticeInput:
+        return NoticeInput(
+            email=self._input.email,
+            name=self._input.name,
+            locale=self._input.locale,
+            customer_number=self._customer.number if self._customer else None,
+        )
+
+    @property
+    def _in_process(self) -> ProviderProfile:
+        assert self._profile is not None, "set first thing in run()"
+        return self._profile
+
+    def _identity(self, fn: Callable[[Any, A], Awaitable[R]], arg: A, summary: str) -> Awaitable[R]:
+        return _step(fn, arg, summary, self._in_process.identity_in_process)
+
+    def _customers(
+        self, fn: Callable[[Any, A], Awaitable[R]], arg: A, summary: str
+    ) -> Awaitable[R]:
+        return _step(fn, arg, summary, self._in_process.customers_in_process)
+
+    def _mail(
+        self,
+        fn: Callable[[Any, A], Awaitable[R]],
+        arg: A,
+        summary: str,
+        *,
+        deadline: timedelta | None = None,
+    ) -> Awaitable[R]:
+        return _step(fn, arg, summary, self._in_process.mail_in_process, deadline=deadline)
+
+    @staticmethod
+    def _undo(
+        fn: Callable[[Any, A], Awaitable[R]], arg: A, summary: str, in_process: bool
+    ) -> Awaitable[R]:
+        """Compensations retry until done: no attempt cap, no deadline, no non-retryable escape
+        hatch inside the providers (a record that is already gone counts as undone)."""
+        return _step(fn, arg, summary, in_process, undo=True)
+
+
+def _step(
+    fn: Callable[[Any, A], Awaitable[R]],
+    arg: A,
+    summary: str,
+    in_process: bool,
+    *,
+    undo: bool = False,
+    deadline: timedelta | None = None,
+) -> Awaitable[R]:
+    """In-process providers run as local activities (no server round trip); remote ones as
+    regular activities with their own retries and timeouts."""
+    if in_process:
+        return workflow.execute_local_activity_method(
+            fn,
+            arg,
+            start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+            schedule_to_close_timeout=None if undo else (deadline or LOCAL_STEP_DEADLINE),
+            retry_policy=RETRY,
+            summary=summary,
+        )
+    return workflow.execute_activity_method(
+        fn,
+        arg,
+        start_to_close_timeout=REMOTE_STEP_TIMEOUT,
+        schedule_to_close_timeout=None if undo else (deadline or REMOTE_STEP_DEADLINE),
+        retry_policy=RETRY,
+        summary=summary,
+    )
+
+
+def _describe(err: ActivityError) -> str:
+    """The root cause's type and message, e.g. ``NotFound: principal ... no longer exists``."""
+    cause: BaseException = err
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    kind = (
+        cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
+    )
+    return f"{kind}: {cause}"

@@ -1,0 +1,61 @@
+"""Compensations for the registration: each step registers its undo once it has succeeded, and
+``compensate`` runs the undos newest first, to completion, even while the workflow is cancelled.
+
+Cancellation is the subtle part. A step that is running when a cancel arrives is allowed to
+finish (it is shielded), so its outcome is known: a customer that was created is then deleted,
+instead of being left behind because the cancel cut in between the call and its bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+Undo = Callable[[], Awaitable[object]]
+
+
+async def run_to_completion(action: Awaitable[T]) -> tuple[T, bool]:
+    """Await ``action`` to its end whatever cancels the caller; says whether a cancel came in.
+
+    A step that fails after a cancel came in is reported as the cancellation, the caller's intent.
+    """
+    task = asyncio.ensure_future(action)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled and (task.cancelled() or task.exception() is not None):
+        raise asyncio.CancelledError
+    return task.result(), cancelled
+
+
+class Saga:
+    def __init__(self) -> None:
+        self._undos: list[Undo] = []
+
+    async def step(
+        self, action: Awaitable[T], undo: Callable[[T], Awaitable[object]] | None = None
+    ) -> T:
+        """Run one step; if it succeeds, remember how to undo it. A cancel that arrived while the
+        step ran is raised after the undo is registered."""
+        result, cancelled = await run_to_completion(action)
+        if undo is not None:
+            self._undos.append(functools.partial(undo, result))
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+    def commit(self) -> None:
+        """The registration is complete: nothing done so far may be undone any more."""
+        self._undos.clear()
+
+    async def compensate(self) -> None:
+        """Undo every registered step, newest first; each undo retries until it is done."""
+        while self._undos:
+            await run_to_completion(self._undos.pop()())
