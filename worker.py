@@ -19,6 +19,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.codes import ActivationCodes, CodeActivities
 from activities.customers import CustomerActivities
@@ -36,6 +37,12 @@ from common.temporal import connect, dev_server_path
 from workflows.registration import RegistrationWorkflow
 
 log = logging.getLogger("worker")
+
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("email_validator", "idna")
+)
+"""The input models validate emails; email_validator imports parts of itself lazily, on first use,
+so it is passed through like the models themselves instead of being re-imported per workflow."""
 
 
 def registration_activities(providers: Providers, settings: Settings) -> list[Callable[..., Any]]:
@@ -76,6 +83,7 @@ def create_worker(client: Client, settings: Settings, providers: Providers) -> W
         task_queue=settings.task_queue,
         workflows=[RegistrationWorkflow],
         activities=registration_activities(providers, settings),
+        workflow_runner=SANDBOX,
     )
 
 

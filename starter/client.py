@@ -7,6 +7,7 @@ already an account, so the API cannot be used to find out who has an account.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from common.identifiers import registration_id
 from common.keys import fernet_keys, hmac_key
@@ -42,6 +44,7 @@ from workflows.models import (
 )
 from workflows.registration import RegistrationWorkflow
 
+UPDATE_ATTEMPTS = 5
 RECEIPT_MESSAGE = (
     "If this address can be registered, an email with an activation code is on its way."
 )
@@ -140,8 +143,8 @@ class RegistrationClient:
         """Check a code (or link token); answers once the account is active."""
         submission = CodeSubmission(sealed_code=self._sealer.seal(code.strip()))
         try:
-            return await self._handle_for(email).execute_update(
-                RegistrationWorkflow.submit_activation_code, submission
+            return await self._update(
+                email, RegistrationWorkflow.submit_activation_code, submission
             )
         except WorkflowUpdateFailedError:
             return ActivationReply(outcome=await self._closed_outcome(email))
@@ -152,8 +155,8 @@ class RegistrationClient:
 
     async def resend(self, email: str, requested_by: str = "customer") -> ResendReply:
         try:
-            return await self._handle_for(email).execute_update(
-                RegistrationWorkflow.request_resend, ResendRequest(requested_by=requested_by)
+            return await self._update(
+                email, RegistrationWorkflow.request_resend, ResendRequest(requested_by=requested_by)
             )
         except (WorkflowUpdateFailedError, RPCError) as err:
             if isinstance(err, RPCError) and err.status is not RPCStatusCode.NOT_FOUND:
@@ -210,6 +213,20 @@ class RegistrationClient:
             raise InvalidInput("password", str(err).removeprefix("password: ")) from None
         return registration
 
+    async def _update(self, email: str, update: UpdateMethodMultiParam[[Any, A], R], arg: A) -> R:
+        """An update, tried again when the workflow task that took it was rejected (e.g. a cancel
+        arrived meanwhile): the workflow state was rolled back, so the retry is safe."""
+        for attempt in range(UPDATE_ATTEMPTS):
+            try:
+                return await self._handle_for(email).execute_update(update, arg)
+            except RPCError as err:
+                if err.status is not RPCStatusCode.FAILED_PRECONDITION:
+                    raise
+                if attempt == UPDATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def _handle_for(self, email: str) -> WorkflowHandle[Any, Any]:
         return self._handle(self.registration_id(email))
 
@@ -233,6 +250,8 @@ class RegistrationClient:
 
 
 M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 def _validated(model: type[M], **fields: Any) -> M:

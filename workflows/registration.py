@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.codes import CodeActivities
@@ -83,6 +83,8 @@ class RegistrationWorkflow:
         self._reason: str | None = None
         self._profile: ProviderProfile | None = None
         self._saga = Saga()
+        self._new_principal_id = str(workflow.uuid4())
+        self._new_customer_id = str(workflow.uuid4())
         self._principal: Principal | None = None
         self._customer: Customer | None = None
         self._linked_existing = False
@@ -105,20 +107,20 @@ class RegistrationWorkflow:
             summary="which providers run in-process",
         )
         try:
-            return await self._register()
-        except BaseException as err:
+            result = await self._register()
+        except (asyncio.CancelledError, FailureError) as err:
             if is_cancelled_exception(err):
                 await self._end_with_compensation(RegistrationState.CANCELLED, "cancelled")
+                await workflow.wait_condition(workflow.all_handlers_finished)
                 raise
-            if isinstance(err, ActivityError):
-                reason = _describe(err)
-                await self._end_with_compensation(RegistrationState.FAILED, reason)
-                raise ApplicationError(
-                    f"registration failed: {reason}", type="RegistrationFailed", non_retryable=True
-                ) from err
-            raise
-        finally:
+            reason = _describe(err)
+            await self._end_with_compensation(RegistrationState.FAILED, reason)
             await workflow.wait_condition(workflow.all_handlers_finished)
+            raise ApplicationError(
+                f"registration failed: {reason}", type="RegistrationFailed", non_retryable=True
+            ) from err
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
 
     async def _register(self) -> RegistrationResult:
         # 1. Is this email already someone's account?
@@ -141,19 +143,16 @@ class RegistrationWorkflow:
                 "delete stale inactive principal",
             )
 
-        # 2. The login principal, inactive until the email is proven.
+        # 2. The login principal, inactive until the email is proven. Its id, and the id of the
+        # customer this registration may create, are chosen here: their undos go in up front.
+        self._saga.add(lambda: self._delete_customer(self._new_customer_id))
+        self._saga.add(lambda: self._delete_principal(self._new_principal_id))
         self._principal = await self._saga.step(
             self._identity(
                 IdentityActivities.create_principal,
                 self._new_principal(),
                 "create inactive principal",
-            ),
-            undo=lambda principal: self._undo(
-                IdentityActivities.delete_principal,
-                PrincipalRef(principal_id=principal.id),
-                "undo: delete principal",
-                self._in_process.identity_in_process,
-            ),
+            )
         )
 
         # 3. The activation code, by mail.
@@ -293,7 +292,7 @@ class RegistrationWorkflow:
         """Fire-and-forget form of ``request_resend`` (Temporal UI, or a repeated start)."""
         try:
             await self._resend(request or ResendRequest())
-        except ActivityError as err:  # a signal must not fail the workflow; status tells
+        except FailureError as err:  # a signal must not fail the workflow; status tells
             workflow.logger.warning("resend failed: %s", _describe(err))
 
     async def _resend(self, request: ResendRequest) -> ResendReply:
@@ -323,11 +322,11 @@ class RegistrationWorkflow:
         if existing is not None:
             self._linked_existing = True  # imported before; never deleted by compensation
             return existing
-        return await self._saga.step(
+        created = await self._saga.step(
             self._customers(
                 CustomerActivities.create_customer,
                 NewCustomer(
-                    id=str(workflow.uuid4()),
+                    id=self._new_customer_id,
                     email=self._input.email,
                     email_canonical=self._input.canonical_email,
                     name=self._input.name,
@@ -337,13 +336,14 @@ class RegistrationWorkflow:
                 ),
                 "create customer",
             ),
-            undo=lambda customer: self._undo(
-                CustomerActivities.delete_customer,
-                CustomerRef(customer_id=customer.id),
-                "undo: delete customer",
-                self._in_process.customers_in_process,
+            # Providers that assign their own ids: undo by the id they gave.
+            undo=lambda customer: (
+                None
+                if customer.id == self._new_customer_id
+                else lambda: self._delete_customer(customer.id)
             ),
         )
+        return created
 
     async def _send_welcome(self) -> None:
         """Best effort: the account is active whether or not this mail goes out."""
@@ -354,7 +354,7 @@ class RegistrationWorkflow:
                 "mail: welcome",
                 deadline=WELCOME_DEADLINE,
             )
-        except ActivityError as err:
+        except FailureError as err:
             workflow.logger.warning("welcome mail not sent: %s", _describe(err))
         except asyncio.CancelledError:
             workflow.logger.info("cancel after activation ignored: the account stays active")
@@ -435,7 +435,7 @@ class RegistrationWorkflow:
     def _new_principal(self) -> CreatePrincipalInput:
         return CreatePrincipalInput(
             principal=NewPrincipal(
-                id=str(workflow.uuid4()),  # chosen here, so a retried create is idempotent
+                id=self._new_principal_id,  # chosen here, so a retried create is idempotent
                 email=self._input.email,
                 email_canonical=self._input.canonical_email,
                 name=self._input.name,
@@ -477,13 +477,26 @@ class RegistrationWorkflow:
     ) -> Awaitable[R]:
         return _step(fn, arg, summary, self._in_process.mail_in_process, deadline=deadline)
 
-    @staticmethod
-    def _undo(
-        fn: Callable[[Any, A], Awaitable[R]], arg: A, summary: str, in_process: bool
-    ) -> Awaitable[R]:
-        """Compensations retry until done: no attempt cap, no deadline, no non-retryable escape
-        hatch inside the providers (a record that is already gone counts as undone)."""
-        return _step(fn, arg, summary, in_process, undo=True)
+    # Compensations retry until done: no attempt cap and no deadline; a record that is already
+    # gone counts as undone.
+
+    def _delete_principal(self, principal_id: str) -> Awaitable[bool]:
+        return _step(
+            IdentityActivities.delete_principal,
+            PrincipalRef(principal_id=principal_id),
+            "undo: delete principal",
+            self._in_process.identity_in_process,
+            undo=True,
+        )
+
+    def _delete_customer(self, customer_id: str) -> Awaitable[bool]:
+        return _step(
+            CustomerActivities.delete_customer,
+            CustomerRef(customer_id=customer_id),
+            "undo: delete customer created by this registration",
+            self._in_process.customers_in_process,
+            undo=True,
+        )
 
 
 def _step(
@@ -516,7 +529,7 @@ def _step(
     )
 
 
-def _describe(err: ActivityError) -> str:
+def _describe(err: BaseException) -> str:
     """The root cause's type and message, e.g. ``NotFound: principal ... no longer exists``."""
     cause: BaseException = err
     while cause.__cause__ is not None:

@@ -1,15 +1,20 @@
 """Compensations for the registration: each step registers its undo once it has succeeded, and
 ``compensate`` runs the undos newest first, to completion, even while the workflow is cancelled.
 
-Cancellation is the subtle part. A step that is running when a cancel arrives is allowed to
-finish (it is shielded), so its outcome is known: a customer that was created is then deleted,
-instead of being left behind because the cancel cut in between the call and its bookkeeping.
+Cancellation is the subtle part, twice over:
+- A step that is running when a cancel arrives is allowed to finish (it is shielded), so its
+  outcome is known: a customer that was created is then deleted, instead of being left behind
+  because the cancel cut in between the call and its bookkeeping.
+- A local activity's effect can outlive the workflow task that ran it: if that task is rejected
+  (a cancel arrived while the workflow was completing), the replay takes the cancel path and never
+  reaches the step again. So undos of records whose id the workflow chose itself are registered
+  up front with ``add`` (a delete of an id that was never created is a no-op): they cover that
+  case too, and they can never touch a record this workflow did not create.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -39,17 +44,20 @@ class Saga:
     def __init__(self) -> None:
         self._undos: list[Undo] = []
 
-    async def step(
-        self, action: Awaitable[T], undo: Callable[[T], Awaitable[object]] | None = None
-    ) -> T:
-        """Run one step; if it succeeds, remember how to undo it. A cancel that arrived while the
-        step ran is raised after the undo is registered."""
+    async def step(self, action: Awaitable[T], undo: Callable[[T], Undo | None] | None = None) -> T:
+        """Run one step; if it succeeds, remember how to undo it (``undo`` may decide, from the
+        result, that nothing beyond the up-front undos is needed). A cancel that arrived while
+        the step ran is raised after the undo is registered."""
         result, cancelled = await run_to_completion(action)
-        if undo is not None:
-            self._undos.append(functools.partial(undo, result))
+        if undo is not None and (registered := undo(result)) is not None:
+            self._undos.append(registered)
         if cancelled:
             raise asyncio.CancelledError
         return result
+
+    def add(self, undo: Undo) -> None:
+        """Register an undo that is safe to run whether or not its step happens."""
+        self._undos.append(undo)
 
     def commit(self) -> None:
         """The registration is complete: nothing done so far may be undone any more."""

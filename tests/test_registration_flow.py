@@ -1,0 +1,252 @@
+"""End to end on the dev server with the local provider: the lifecycle paths of a registration."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from activities.providers.local import LocalCustomers, LocalIdentity
+from activities.roles import Customer, NewCustomer
+from starter.cli import import_customers
+from starter.client import Receipt
+from tests.conftest import Stack, running_stack
+from tests.outbox import messages_to
+from workflows.models import ActivationOutcome, RegistrationResult, RegistrationState
+
+PASSWORD = "correct horse battery staple"
+
+
+async def register(stack: Stack, email: str, name: str = "Alice Andersson") -> Receipt:
+    return await stack.registrations.register(email=email, name=name, password=PASSWORD)
+
+
+async def wait_for_state(stack: Stack, email: str, state: RegistrationState) -> None:
+    for _ in range(200):
+        if (await stack.registrations.status(email)).state is state:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{email} never reached {state}")
+
+
+async def result_of(stack: Stack, registration_id: str) -> RegistrationResult:
+    handle = stack.client.get_workflow_handle(registration_id, result_type=RegistrationResult)
+    result: RegistrationResult = await handle.result()
+    return result
+
+
+def identity(stack: Stack) -> LocalIdentity:
+    assert isinstance(stack.providers.identity, LocalIdentity)
+    return stack.providers.identity
+
+
+def customers(stack: Stack) -> LocalCustomers:
+    assert isinstance(stack.providers.customers, LocalCustomers)
+    return stack.providers.customers
+
+
+def categories(stack: Stack, email: str) -> list[str]:
+    return [str(m["X-Category"]) for m in messages_to(stack.settings.outbox_path, email)]
+
+
+async def test_happy_path_creates_customer_and_activates_principal(stack: Stack) -> None:
+    receipt = await register(stack, "Alice.Andersson@Example.COM")
+    assert receipt.registration_id == "registration-alice.andersson@example.com"
+    await wait_for_state(stack, "alice.andersson@example.com", RegistrationState.PENDING)
+
+    code = stack.code_for("Alice.Andersson@Example.COM")
+    reply = await stack.registrations.submit_code("alice.andersson@example.com", code)
+    assert reply.outcome is ActivationOutcome.ACTIVATED
+
+    status = await stack.registrations.status("alice.andersson@example.com")
+    assert status.state is RegistrationState.ACTIVE
+    assert status.customer_number == "CUST100001"
+    assert not status.linked_existing_customer
+    principal = await identity(stack).find_principal("alice.andersson@example.com")
+    assert principal is not None and principal.active
+    assert principal.email == "Alice.Andersson@Example.COM"  # display spelling kept
+    assert principal.customer_id == status.customer_id
+    assert await identity(stack).verify_password(principal.id, PASSWORD)
+    result = await result_of(stack, receipt.registration_id)
+    assert result.state is RegistrationState.ACTIVE
+    assert categories(stack, "alice.andersson@example.com") == [
+        "customer_activation",
+        "customer_welcome",
+    ]
+
+
+async def test_links_an_existing_customer_instead_of_creating_one(
+    stack: Stack, tmp_path: Path
+) -> None:
+    rows = tmp_path / "customers.jsonl"
+    rows.write_text(json.dumps({"email": "Bob@Example.com", "name": "Bob"}) + "\n")
+    imported = await import_customers(stack.settings, rows)
+    number = imported["imported"][0]["customer_number"]
+    again = await import_customers(stack.settings, rows)
+    assert again == {"imported": [], "already_present": ["Bob@Example.com"]}
+
+    await register(stack, "bob@example.com", "Bob Builder")
+    await wait_for_state(stack, "bob@example.com", RegistrationState.PENDING)
+    reply = await stack.registrations.submit_code(
+        "bob@example.com", stack.code_for("bob@example.com")
+    )
+    assert reply.outcome is ActivationOutcome.ACTIVATED
+    status = await stack.registrations.status("bob@example.com")
+    assert status.linked_existing_customer
+    assert status.customer_number == number
+    principal = await identity(stack).find_principal("bob@example.com")
+    assert principal is not None and principal.customer_id == status.customer_id
+
+
+async def test_already_registered_gets_the_same_answer_and_a_notice(stack: Stack) -> None:
+    first = await register(stack, "carol@example.com")
+    await wait_for_state(stack, "carol@example.com", RegistrationState.PENDING)
+    await stack.registrations.submit_code("carol@example.com", stack.code_for("carol@example.com"))
+    await result_of(stack, first.registration_id)
+
+    second = await register(stack, "Carol@Example.com")
+    assert second == first  # indistinguishable from a fresh registration
+    result = await result_of(stack, second.registration_id)
+    assert result.state is RegistrationState.ALREADY_REGISTERED
+    assert categories(stack, "carol@example.com")[-1] == "customer_already_registered"
+    principal = await identity(stack).find_principal("carol@example.com")
+    assert principal is not None and principal.active  # untouched
+
+
+async def test_cancel_while_waiting_deletes_the_principal(stack: Stack) -> None:
+    receipt = await register(stack, "dave@example.com")
+    await wait_for_state(stack, "dave@example.com", RegistrationState.PENDING)
+    assert await identity(stack).find_principal("dave@example.com") is not None
+
+    await stack.registrations.cancel("dave@example.com", reason="customer asked")
+    with pytest.raises(WorkflowFailureError) as failure:
+        await result_of(stack, receipt.registration_id)
+    assert isinstance(failure.value.cause, CancelledError)
+    assert await identity(stack).find_principal("dave@example.com") is None
+    status = await stack.registrations.status("dave@example.com")
+    assert status.state is RegistrationState.CANCELLED
+    reply = await stack.registrations.submit_code("dave@example.com", "123456")
+    assert reply.outcome is ActivationOutcome.NOT_PENDING
+
+
+class GatedCustomers:
+    """The real local customers provider, whose ``create_customer`` waits at a gate: lets a
+    test act (cancel, break something) while the activation is half way."""
+
+    def __init__(self, inner: LocalCustomers) -> None:
+        self.inner = inner
+        self.in_process = inner.in_process
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def find_customer(self, email_canonical: str) -> Customer | None:
+        return await self.inner.find_customer(email_canonical)
+
+    async def create_customer(self, new: NewCustomer) -> Customer:
+        created = await self.inner.create_customer(new)
+        self.reached.set()
+        await self.release.wait()
+        return created
+
+    async def delete_customer(self, customer_id: str) -> bool:
+        return await self.inner.delete_customer(customer_id)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_cancel_during_activation_undoes_customer_and_principal(
+    dev_env: Any, stack: Stack
+) -> None:
+    gate = GatedCustomers(customers(stack))
+    providers = dataclasses.replace(stack.providers, customers=gate)
+    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
+    async for gated in running_stack(dev_env, settings, providers):
+        receipt = await register(gated, "erin@example.com")
+        await wait_for_state(gated, "erin@example.com", RegistrationState.PENDING)
+        submit = asyncio.create_task(
+            gated.registrations.submit_code("erin@example.com", gated.code_for("erin@example.com"))
+        )
+        await asyncio.wait_for(gate.reached.wait(), 10)
+        assert await customers(stack).find_customer("erin@example.com") is not None
+        await gated.registrations.cancel("erin@example.com")
+        await asyncio.sleep(0.3)  # let the cancel reach the workflow while the step still runs
+        gate.release.set()
+        reply = await submit
+        assert reply.outcome is ActivationOutcome.NOT_PENDING
+        with pytest.raises(WorkflowFailureError):
+            await result_of(gated, receipt.registration_id)
+        assert await customers(stack).find_customer("erin@example.com") is None
+        assert await identity(stack).find_principal("erin@example.com") is None
+        status = await gated.registrations.status("erin@example.com")
+        assert status.state is RegistrationState.CANCELLED
+
+
+async def test_failure_after_customer_creation_deletes_only_that_customer(
+    dev_env: Any, stack: Stack
+) -> None:
+    gate = GatedCustomers(customers(stack))
+    providers = dataclasses.replace(stack.providers, customers=gate)
+    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
+    async for gated in running_stack(dev_env, settings, providers):
+        receipt = await register(gated, "frank@example.com")
+        await wait_for_state(gated, "frank@example.com", RegistrationState.PENDING)
+        submit = asyncio.create_task(
+            gated.registrations.submit_code(
+                "frank@example.com", gated.code_for("frank@example.com")
+            )
+        )
+        await asyncio.wait_for(gate.reached.wait(), 10)
+        # Somebody removes the principal while the customer is being created.
+        principal = await identity(stack).find_principal("frank@example.com")
+        assert principal is not None
+        await identity(stack).delete_principal(principal.id)
+        gate.release.set()
+
+        reply = await submit
+        assert reply.outcome is ActivationOutcome.FAILED
+        with pytest.raises(WorkflowFailureError) as failure:
+            await result_of(gated, receipt.registration_id)
+        cause = failure.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
+        assert "NotFound" in str(cause)
+        assert await customers(stack).find_customer("frank@example.com") is None
+        status = await gated.registrations.status("frank@example.com")
+        assert status.state is RegistrationState.FAILED
+        assert status.reason is not None and "NotFound" in status.reason
+
+
+async def test_staff_approval_activates_without_code(stack: Stack) -> None:
+    receipt = await register(stack, "grace@example.com")
+    await wait_for_state(stack, "grace@example.com", RegistrationState.PENDING)
+    await stack.registrations.approve("grace@example.com", "support:kim", "verified by phone")
+    result = await result_of(stack, receipt.registration_id)
+    assert result.state is RegistrationState.ACTIVE
+    status = await stack.registrations.status("grace@example.com")
+    assert status.approved_by == "support:kim"
+    principal = await identity(stack).find_principal("grace@example.com")
+    assert principal is not None and principal.active
+
+
+async def test_concurrent_double_start_makes_one_registration(stack: Stack) -> None:
+    first, second = await asyncio.gather(
+        register(stack, "heidi@example.com"), register(stack, "HEIDI@example.com")
+    )
+    assert first == second
+    await wait_for_state(stack, "heidi@example.com", RegistrationState.PENDING)
+    runs = [
+        execution
+        async for execution in stack.client.list_workflows(
+            f"WorkflowId = '{first.registration_id}'"
+        )
+    ]
+    assert len(runs) == 1
+    assert runs[0].status is WorkflowExecutionStatus.RUNNING
+    await asyncio.sleep(0.5)  # the repeat's resend is throttled: still one code mail
+    assert categories(stack, "heidi@example.com") == ["customer_activation"]
