@@ -12,43 +12,13 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities.providers.local import LocalCustomers, LocalIdentity
+from activities.providers.local import LocalCustomers
 from activities.roles import Customer, NewCustomer
 from starter.cli import import_customers
-from starter.client import Receipt
 from tests.conftest import Stack, running_stack
+from tests.helpers import PASSWORD, customers, identity, register, result_of, wait_for_state
 from tests.outbox import messages_to
-from workflows.models import ActivationOutcome, RegistrationResult, RegistrationState
-
-PASSWORD = "correct horse battery staple"
-
-
-async def register(stack: Stack, email: str, name: str = "Alice Andersson") -> Receipt:
-    return await stack.registrations.register(email=email, name=name, password=PASSWORD)
-
-
-async def wait_for_state(stack: Stack, email: str, state: RegistrationState) -> None:
-    for _ in range(200):
-        if (await stack.registrations.status(email)).state is state:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{email} never reached {state}")
-
-
-async def result_of(stack: Stack, registration_id: str) -> RegistrationResult:
-    handle = stack.client.get_workflow_handle(registration_id, result_type=RegistrationResult)
-    result: RegistrationResult = await handle.result()
-    return result
-
-
-def identity(stack: Stack) -> LocalIdentity:
-    assert isinstance(stack.providers.identity, LocalIdentity)
-    return stack.providers.identity
-
-
-def customers(stack: Stack) -> LocalCustomers:
-    assert isinstance(stack.providers.customers, LocalCustomers)
-    return stack.providers.customers
+from workflows.models import ActivationOutcome, RegistrationState
 
 
 def categories(stack: Stack, email: str) -> list[str]:

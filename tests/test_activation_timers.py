@@ -1,0 +1,107 @@
+"""Timers on the time-skipping server: the 24 h expiry, the resend throttle and attempt limits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import Stack
+from tests.helpers import identity, register, result_of, wait_for_state
+from tests.outbox import messages_to
+from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
+
+EMAIL = "tess@example.com"
+
+
+async def test_expiry_after_24h_deletes_the_pending_principal(
+    time_env: WorkflowEnvironment, time_stack: Stack
+) -> None:
+    receipt = await register(time_stack, EMAIL)
+    await wait_for_state(time_stack, EMAIL, RegistrationState.PENDING)
+    code = time_stack.code_for(EMAIL)
+    assert await identity(time_stack).find_principal(EMAIL) is not None
+
+    await time_env.sleep(timedelta(hours=23, minutes=59))
+    assert (await time_stack.registrations.status(EMAIL)).state is RegistrationState.PENDING
+    await time_env.sleep(timedelta(minutes=2))
+
+    result = await result_of(time_stack, receipt.registration_id)
+    assert result.state is RegistrationState.EXPIRED
+    assert await identity(time_stack).find_principal(EMAIL) is None
+    reply = await time_stack.registrations.submit_code(EMAIL, code)
+    assert reply.outcome is ActivationOutcome.EXPIRED
+
+
+async def test_resend_is_throttled_capped_and_replaces_the_code(
+    time_env: WorkflowEnvironment, time_stack: Stack
+) -> None:
+    await register(time_stack, EMAIL)
+    await wait_for_state(time_stack, EMAIL, RegistrationState.PENDING)
+    first_code = time_stack.code_for(EMAIL)
+
+    throttled = await time_stack.registrations.resend(EMAIL)
+    assert throttled.outcome is ResendOutcome.THROTTLED
+    assert throttled.next_resend_at is not None
+    for sent in range(5):
+        await time_env.sleep(timedelta(seconds=61))
+        reply = await time_stack.registrations.resend(EMAIL)
+        assert reply.outcome is ResendOutcome.SENT
+        assert reply.resends_left == 4 - sent
+    await time_env.sleep(timedelta(seconds=61))
+    assert (await time_stack.registrations.resend(EMAIL)).outcome is ResendOutcome.LIMIT_REACHED
+    assert len(messages_to(time_stack.settings.outbox_path, EMAIL)) == 6
+
+    new_code = time_stack.code_for(EMAIL)
+    if new_code != first_code:  # a 1-in-a-million collision would make this check meaningless
+        stale = await time_stack.registrations.submit_code(EMAIL, first_code)
+        assert stale.outcome is ActivationOutcome.INVALID_CODE
+    activated = await time_stack.registrations.submit_code(EMAIL, new_code)
+    assert activated.outcome is ActivationOutcome.ACTIVATED
+
+
+async def test_five_wrong_codes_burn_the_code_and_a_resend_does_not_reset_the_total(
+    time_env: WorkflowEnvironment, time_stack: Stack
+) -> None:
+    await register(time_stack, EMAIL)
+    await wait_for_state(time_stack, EMAIL, RegistrationState.PENDING)
+    code = time_stack.code_for(EMAIL)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+
+    replies = [await time_stack.registrations.submit_code(EMAIL, wrong) for _ in range(5)]
+    assert [r.outcome for r in replies[:4]] == [ActivationOutcome.INVALID_CODE] * 4
+    assert [r.attempts_left for r in replies] == [4, 3, 2, 1, 0]
+    assert replies[4].outcome is ActivationOutcome.TOO_MANY_ATTEMPTS
+    # The burned code no longer works, even when right.
+    burned = await time_stack.registrations.submit_code(EMAIL, code)
+    assert burned.outcome is ActivationOutcome.TOO_MANY_ATTEMPTS
+
+    await time_env.sleep(timedelta(seconds=61))
+    assert (await time_stack.registrations.resend(EMAIL)).outcome is ResendOutcome.SENT
+    status = await time_stack.registrations.status(EMAIL)
+    assert status.code_attempts_left == 5
+    assert status.attempts_left == 15  # NIST 800-63B: a new code does not reset failures
+    reply = await time_stack.registrations.submit_code(EMAIL, time_stack.code_for(EMAIL))
+    assert reply.outcome is ActivationOutcome.ACTIVATED
+
+
+async def test_twenty_wrong_codes_lock_the_registration_and_compensate(
+    time_env: WorkflowEnvironment, time_stack: Stack
+) -> None:
+    receipt = await register(time_stack, EMAIL)
+    await wait_for_state(time_stack, EMAIL, RegistrationState.PENDING)
+    outcomes = []
+    for round_ in range(4):
+        if round_:
+            await time_env.sleep(timedelta(seconds=61))
+            assert (await time_stack.registrations.resend(EMAIL)).outcome is ResendOutcome.SENT
+        code = time_stack.code_for(EMAIL)
+        wrong = f"{(int(code) + 7) % 1_000_000:06d}"
+        for _ in range(5):
+            outcomes.append((await time_stack.registrations.submit_code(EMAIL, wrong)).outcome)
+    assert outcomes[-1] is ActivationOutcome.TOO_MANY_ATTEMPTS
+    result = await result_of(time_stack, receipt.registration_id)
+    assert result.state is RegistrationState.LOCKED
+    assert await identity(time_stack).find_principal(EMAIL) is None
+    status = await time_stack.registrations.status(EMAIL)
+    assert status.state is RegistrationState.LOCKED and status.attempts_left == 0
