@@ -1,0 +1,135 @@
+"""Bad input gets a clear error naming the field, and nothing is half-created."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from common.settings import Settings
+from starter.client import InvalidInput, UnknownRegistration
+from tests.conftest import Stack
+from tests.helpers import PASSWORD, identity, register, wait_for_state
+from workflows.models import ActivationOutcome, RegistrationState
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"email": "not-an-email"}, "email", "not a valid email"),
+        ({"email": "a@b@example.com"}, "email", "not a valid email"),
+        ({"email": "x" * 250 + "@example.com"}, "email", "254"),
+        ({"name": "   "}, "name", "at least 1"),
+        ({"name": "N" * 201}, "name", "at most 200"),
+        ({"phone": "call me maybe"}, "phone", "not a phone number"),
+        ({"password": "password"}, "password", "commonly used"),
+        ({"password": "short"}, "password", "at least 8"),
+        ({"password": "p" * 200}, "password", "at most 128"),
+        ({"password": "ivy.innes-2024"}, "password", "email or name"),
+    ],
+)
+async def test_invalid_registration_names_the_field_and_starts_nothing(
+    stack: Stack, fields: dict[str, str], field: str, words: str
+) -> None:
+    request = {"email": "ivy.innes@example.com", "name": "Ivy Innes", "password": PASSWORD}
+    request.update(fields)
+    with pytest.raises(InvalidInput) as error:
+        await stack.registrations.register(**request)
+    assert error.value.field == field
+    assert words in str(error.value)
+    with pytest.raises(UnknownRegistration):
+        await stack.registrations.status(request["email"])
+    assert await identity(stack).find_principal("ivy.innes@example.com") is None
+
+
+async def test_wrong_and_garbage_codes_are_rejected_and_counted(stack: Stack) -> None:
+    await register(stack, "jack@example.com")
+    await wait_for_state(stack, "jack@example.com", RegistrationState.PENDING)
+    for garbage in ("", "abc", "12345", "1234567", "' or 1=1 --", "9" * 200):
+        reply = await stack.registrations.submit_code("jack@example.com", garbage)
+        assert reply.outcome in (
+            ActivationOutcome.INVALID_CODE,
+            ActivationOutcome.TOO_MANY_ATTEMPTS,
+        )
+    status = await stack.registrations.status("jack@example.com")
+    assert status.attempts_left == 15  # five counted; the sixth hit a burned code
+    assert status.state is RegistrationState.PENDING
+
+
+async def test_unknown_email_is_a_clear_error(stack: Stack) -> None:
+    with pytest.raises(UnknownRegistration, match=r"no registration for nobody@example\.com"):
+        await stack.registrations.status("nobody@example.com")
+    with pytest.raises(UnknownRegistration):
+        await stack.registrations.submit_code("nobody@example.com", "123456")
+    with pytest.raises(UnknownRegistration):
+        await stack.registrations.cancel("nobody@example.com")
+
+
+async def cli(
+    env: WorkflowEnvironment, settings: Settings, *args: str, stdin: str = ""
+) -> tuple[int, dict[str, object]]:
+    """Runs ``python -m starter`` as a backend or an operator would, against the test server
+    (asynchronously: the worker answering it lives in this process's event loop)."""
+    environment = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "REGISTRATION_DATA_DIR": str(settings.data_dir),
+        "REGISTRATION_TASK_QUEUE": settings.task_queue,
+        "REGISTRATION_SEAL_KEY": settings.seal_key.get_secret_value() if settings.seal_key else "",
+        "REGISTRATION_CODE_KEY": settings.code_key.get_secret_value() if settings.code_key else "",
+        "REGISTRATION_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value()
+        if settings.encryption_keys
+        else "",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=environment,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    assert process.returncode is not None
+    text = stdout.decode()
+    output = json.loads(text) if text.strip().startswith("{") else {}
+    assert process.returncode == 2 or output, stderr.decode()[-2000:]
+    return process.returncode, output
+
+
+async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> None:
+    settings = stack.settings
+    code, out = await cli(
+        dev_env, settings, "register", "--email", "kim@example.com", "--name", "Kim",
+        "--password-stdin", stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert code == 0 and out["registration_id"] == "registration-kim@example.com"
+    await wait_for_state(stack, "kim@example.com", RegistrationState.PENDING)
+
+    code, out = await cli(
+        dev_env, settings, "activate", "--email", "kim@example.com", "--code", "x"
+    )
+    assert code == 1 and out["outcome"] == "invalid_code"
+    code, out = await cli(dev_env, settings, "status", "--email", "nobody@example.com")
+    assert code == 1 and out["error"] == "unknown_registration"
+    code, out = await cli(
+        dev_env, settings, "register", "--email", "bad", "--name", "B", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert code == 1 and out["field"] == "email"
+    code, _ = await cli(dev_env, settings, "activate", "--email", "kim@example.com")
+    assert code == 2  # usage: --code missing
+
+    code, out = await cli(
+        dev_env, settings, "activate", "--email", "kim@example.com",
+        "--code", stack.code_for("kim@example.com"),
+    )  # fmt: skip
+    assert code == 0 and out["outcome"] == "activated"
+    code, out = await cli(dev_env, settings, "status", "--email", "KIM@example.com")
+    assert code == 0 and out["state"] == "active" and out["customer_number"] == "CUST100001"
+    code, out = await cli(dev_env, settings, "resend", "--email", "kim@example.com")
+    assert code == 1 and out["outcome"] == "not_pending"
