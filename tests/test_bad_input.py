@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -38,7 +39,11 @@ REPO = Path(__file__).resolve().parent.parent
 async def test_invalid_registration_names_the_field_and_starts_nothing(
     stack: Stack, fields: dict[str, str], field: str, words: str
 ) -> None:
-    request = {"email": "ivy.innes@example.com", "name": "Ivy Innes", "password": PASSWORD}
+    request: dict[str, Any] = {
+        "email": "ivy.innes@example.com",
+        "name": "Ivy Innes",
+        "password": PASSWORD,
+    }
     request.update(fields)
     with pytest.raises(InvalidInput) as error:
         await stack.registrations.register(**request)
