@@ -6,7 +6,7 @@ import asyncio
 
 from activities.providers.local import LocalCustomers, LocalIdentity
 from starter.client import Receipt
-from tests.conftest import Stack
+from tests.stack import Stack
 from workflows.models import RegistrationResult, RegistrationState
 
 PASSWORD = "correct horse battery staple"

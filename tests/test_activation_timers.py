@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import Stack
 from tests.helpers import identity, register, result_of, wait_for_state
 from tests.outbox import messages_to
+from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
 
 EMAIL = "tess@example.com"

@@ -14,8 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.settings import Settings
 from starter.client import InvalidInput, UnknownRegistration
-from tests.conftest import Stack
 from tests.helpers import PASSWORD, identity, register, wait_for_state
+from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.providers.local import LocalCustomers
 from activities.roles import Customer, NewCustomer
 from starter.cli import import_customers
-from tests.conftest import Stack, running_stack
 from tests.helpers import PASSWORD, customers, identity, register, result_of, wait_for_state
 from tests.outbox import messages_to
+from tests.stack import Stack, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
 
 
@@ -137,7 +137,7 @@ async def test_cancel_during_activation_undoes_customer_and_principal(
     gate = GatedCustomers(customers(stack))
     providers = dataclasses.replace(stack.providers, customers=gate)
     settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
-    async for gated in running_stack(dev_env, settings, providers):
+    async for gated in running_stack(dev_env.client, settings, providers):
         receipt = await register(gated, "erin@example.com")
         await wait_for_state(gated, "erin@example.com", RegistrationState.PENDING)
         submit = asyncio.create_task(
@@ -164,7 +164,7 @@ async def test_failure_after_customer_creation_deletes_only_that_customer(
     gate = GatedCustomers(customers(stack))
     providers = dataclasses.replace(stack.providers, customers=gate)
     settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
-    async for gated in running_stack(dev_env, settings, providers):
+    async for gated in running_stack(dev_env.client, settings, providers):
         receipt = await register(gated, "frank@example.com")
         await wait_for_state(gated, "frank@example.com", RegistrationState.PENDING)
         submit = asyncio.create_task(

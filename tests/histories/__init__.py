@@ -1,0 +1,1 @@
+"""Recorded histories of every terminal path, replayed by ``tests/test_replay.py``."""

@@ -1,0 +1,50 @@
+"""Re-records ``tests/histories/*.json``: ``python -m tests.histories.record [NAME ...]``.
+
+Each scenario of ``tests/scenarios.py`` runs against real servers (the dev server, or the
+time-skipping server for timers) with the local provider and payload encryption off, so the files
+are readable JSON and prove that the workflow itself writes no secret into history. Re-record only
+on purpose: a workflow change must keep the old files replaying (or use ``workflow.patched``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from common.converter import data_converter
+from common.temporal import dev_server_path, test_server_path
+from tests.scenarios import SCENARIOS
+from tests.stack import make_settings, plain_client, running_stack
+
+HERE = Path(__file__).parent
+
+
+async def record(names: list[str]) -> None:
+    plain = data_converter(None)
+    async with (
+        await WorkflowEnvironment.start_local(
+            dev_server_existing_path=dev_server_path(), data_converter=plain
+        ) as dev_env,
+        await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=test_server_path(), data_converter=plain
+        ) as time_env,
+    ):
+        for name in names:
+            scenario = SCENARIOS[name]
+            env = time_env if scenario.time_skipping else dev_env
+            client = await plain_client(env.client)
+            with tempfile.TemporaryDirectory() as folder:
+                settings = make_settings(Path(folder), encryption=False)
+                async for stack in running_stack(client, settings):
+                    workflow_id = await scenario.run(stack, env)
+                    history = await client.get_workflow_handle(workflow_id).fetch_history()
+            (HERE / f"{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events")
+
+
+if __name__ == "__main__":
+    asyncio.run(record(sys.argv[1:] or list(SCENARIOS)))

@@ -1,0 +1,75 @@
+"""A worker with its providers and the client API, as tests and the history recorder run it.
+
+Keys are generated per process, as a deployment would configure them; settings are isolated from
+the developer's environment (no .env, own data dir and task queue)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+from temporalio.client import Client
+
+from activities.providers import Providers, open_providers
+from common.converter import data_converter
+from common.settings import Settings
+from starter.client import RegistrationClient
+from tests.outbox import latest_code
+from worker import create_worker
+
+SESSION_KEYS = {
+    "seal_key": SecretStr(Fernet.generate_key().decode()),
+    "code_key": SecretStr(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()),
+    "id_key": SecretStr(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()),
+    "encryption_keys": SecretStr(
+        "test-1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    ),
+}
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "task_queue": f"test-{uuid.uuid4()}",
+        **SESSION_KEYS,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)
+
+
+async def plain_client(client: Client) -> Client:
+    """Another connection to the same server without payload encryption: what a deployment with
+    ``REGISTRATION_ENCRYPTION=false`` writes, readable as JSON in recorded histories."""
+    return await Client.connect(
+        client.service_client.config.target_host, data_converter=data_converter(None)
+    )
+
+
+@dataclass
+class Stack:
+    """A running worker with its providers, and the client API a backend would use."""
+
+    client: Client
+    settings: Settings
+    providers: Providers
+    registrations: RegistrationClient
+
+    def code_for(self, email: str) -> str:
+        return latest_code(self.settings.outbox_path, email)
+
+
+async def running_stack(
+    client: Client, settings: Settings, providers: Providers | None = None
+) -> AsyncIterator[Stack]:
+    """A worker for ``settings``; ``providers`` replaces the configured ones (e.g. wrapped)."""
+    async with open_providers(settings) as opened:
+        used = providers or opened
+        async with create_worker(client, settings, used):
+            yield Stack(client, settings, used, RegistrationClient(client, settings))

@@ -1,0 +1,34 @@
+"""Every recorded history replays against the current workflow code: a change that breaks
+determinism fails here (and needs ``workflow.patched``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from common.converter import data_converter
+from tests.scenarios import SCENARIOS
+from worker import SANDBOX
+from workflows.registration import RegistrationWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def test_every_scenario_has_a_recorded_history() -> None:
+    recorded = {path.stem for path in HISTORIES.glob("*.json")}
+    assert recorded == set(SCENARIOS), "run: python -m tests.histories.record"
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    replayer = Replayer(
+        workflows=[RegistrationWorkflow],
+        data_converter=data_converter(None),
+        workflow_runner=SANDBOX,
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
