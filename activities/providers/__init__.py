@@ -48,6 +48,13 @@ def _local_directory(resources: Resources) -> Any:
     return resources.shared("local", lambda: LocalDirectory(settings.database_path))
 
 
+def _hantera(resources: Resources) -> Any:
+    """One client (connection pool, token cache) for every role that uses Hantera."""
+    from activities.providers.hantera import HanteraClient
+
+    return resources.shared("hantera", HanteraClient.from_env)
+
+
 def _outbox(resources: Resources) -> MailProvider:
     from activities.providers.outbox import OutboxMail
 
@@ -62,13 +69,16 @@ def _smtp(resources: Resources) -> MailProvider:
 
 IDENTITY: dict[str, Callable[[Resources], IdentityProvider]] = {
     "local": lambda r: _local_directory(r).identity,
+    "hantera": lambda r: _hantera(r).identity,
 }
 CUSTOMERS: dict[str, Callable[[Resources], CustomerProvider]] = {
     "local": lambda r: _local_directory(r).customers,
+    "hantera": lambda r: _hantera(r).customers,
 }
 MAIL: dict[str, Callable[[Resources], MailProvider]] = {
     "outbox": _outbox,
     "smtp": _smtp,
+    "hantera": lambda r: _hantera(r).mail,
 }
 
 

@@ -1,0 +1,777 @@
+"""Hantera as the identity, customers and mail provider (all three roles, one HTTP client).
+
+Follows Hantera's customer-registration guide: a customer's login is an IAM principal (created
+inactive, ``properties.activated: false``), the customer is an Asset actor of the ``customer`` type
+(Hantera numbers it from the type's prefix: CUST100001, ...), activation links the two
+(``actorId``) with the principal's etag as ``If-Match``, and mails go through the Sendings API.
+
+Why this shape:
+
+* One ``httpx.AsyncClient`` per worker (a pool of keep-alive connections, explicit timeouts) and
+  one OAuth2 client-credentials token, cached until shortly before it expires and shared by the
+  three roles: ``HanteraClient`` owns both and hands out the role objects.
+* Every HTTP status is mapped in one place (``_raise_for_status``): what a retry cannot fix is a
+  non-retryable typed error; 429, 5xx and transport failures are ``ProviderUnavailable`` with the
+  server's ``Retry-After``. A rejected client login (401 after one token refresh, 403) also stays
+  retryable: it is our configuration, and fixing it should resume the pending registrations rather
+  than fail them.
+* Error messages name ids and statuses, never passwords, tokens or email addresses: they end up in
+  workflow history and the Temporal UI.
+* Assumptions not covered by Hantera's public docs are each isolated in one function and say so:
+  ``change_password_as_principal``, ``HanteraCustomers.delete_customer``, ``HanteraMail.send``
+  (``Idempotency-Key``) and the ``externalReference`` guard in ``HanteraCustomers.create_customer``.
+
+``python -m activities.providers.hantera setup [--apply]`` prints (or applies) the one-time setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import time
+import unicodedata
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from activities.errors import (
+    ConcurrentModification,
+    ConfigurationError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PasswordRejected,
+    ProviderUnavailable,
+)
+from activities.roles import Customer, MailMessage, NewCustomer, NewPrincipal, Principal
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "REGISTRATION_HANTERA_"
+PRINCIPALS = "/resources/iam/principals"
+OAUTH_PATH = "/oauth/token"
+GRAPH_PATH = "/resources/graph"
+ASSETS_PATH = "/resources/actors/asset"
+SENDINGS_PATH = "/resources/sendings/email"
+
+DEFAULT_TOKEN_LIFETIME = 300.0
+"""Seconds a token is cached when the token answer has no ``expires_in`` (a 401 still renews)."""
+TOKEN_REFRESH_FRACTION = 0.1
+"""Refresh this fraction of a token's lifetime before it expires (at most 60 s early)."""
+ACTIVATION_KEYS = ("activationCode", "activationCodeExpires")
+"""Principal properties of the guide's activation-code flow, removed on activation."""
+WRITABLE_PRINCIPAL_FIELDS = (
+    "name",
+    "email",
+    "phone",
+    "picture",
+    "settings",
+    "roles",
+    "acl",
+    "accessAttributes",
+    "properties",
+)
+"""What a principal PUT accepts; activation sends all of them back because PUT replaces."""
+CUSTOMER_NODE_FIELDS = ["assetId", "assetNumber", "dynamic"]
+
+
+class HanteraSettings(BaseSettings):
+    """``REGISTRATION_HANTERA_*``. The three credentials are checked when the client is built."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    base_url: str | None = None
+    """The tenant URL (the guide's ``https://<tenant url>``), without a trailing path."""
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(20.0, gt=0)
+    """Read, write and pool timeout of each request."""
+    max_connections: int = Field(20, ge=1)
+    customer_type_key: str = "customer"
+    """Asset type of customers (``/registry/actors/asset/types/<key>``)."""
+    customers_edge: str = "customers"
+    """Graph set of that type, queried to find customers."""
+    customer_role: str = "customer"
+    """Marker role given to customer principals (no permissions of its own)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("must be an http(s) URL such as https://<tenant>.hantera.cloud")
+        return url.rstrip("/")
+
+
+def load_settings() -> HanteraSettings:
+    """The settings, with an invalid value reported as a ``ConfigurationError`` naming it."""
+    try:
+        return HanteraSettings()
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ENV_PREFIX + str(first["loc"][0]).upper()
+        raise ConfigurationError(f"{name}: {first['msg']}") from None
+
+
+def _required(name: str, value: str | None) -> str:
+    if value is None or value == "":
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name.upper()} is required when a role uses the hantera provider"
+        )
+    return value
+
+
+# Error mapping --------------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"[^\s'\"<>(),;:@]+@[^\s'\"<>(),;:@]+")
+_STATUS_ERRORS: dict[int, type[InvalidRequest | NotFound | Conflict]] = {
+    404: NotFound,
+    409: Conflict,
+    412: ConcurrentModification,
+}
+
+
+def _scrub(text: str, redact: Iterable[str]) -> str:
+    """Remove secrets and email addresses, then shorten: the text goes into workflow history."""
+    for secret in redact:
+        if secret:
+            text = text.replace(secret, "***")
+    return _EMAIL.sub("<email>", text)[:200]
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's own explanation (error code and message), if it gave one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text
+    if not isinstance(body, dict):
+        return ""
+    keys = ("error", "code", "message", "error_description", "detail", "title")
+    return " ".join(str(body[key]) for key in keys if body.get(key))
+
+
+def _retry_after(value: str | None) -> timedelta | None:
+    """``Retry-After`` as seconds or an HTTP date; ``None`` if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return timedelta(seconds=max(seconds, 0.0))
+
+
+def _raise_for_status(
+    response: httpx.Response,
+    *,
+    redact: Iterable[str] = (),
+    invalid: type[InvalidRequest] = InvalidRequest,
+) -> None:
+    """The one HTTP status mapping of every Hantera call; returns quietly on 2xx.
+
+    ``invalid`` is the error for 400/422 and other 4xx (``PasswordRejected`` for a password).
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    request = response.request
+    detail = _scrub(_detail(response), redact)
+    message = f"Hantera {request.method} {request.url.path}: HTTP {status} {detail}".rstrip()
+    if status in (401, 403):
+        raise ProviderUnavailable(
+            f"{message} (check {ENV_PREFIX}CLIENT_ID/CLIENT_SECRET and the client's ACL)"
+        )
+    if 400 <= status < 500 and status not in (408, 429):
+        raise _STATUS_ERRORS.get(status, invalid)(message)
+    # 408, 429, 5xx, and 1xx/3xx (e.g. a redirecting proxy in front of a wrong base URL).
+    raise ProviderUnavailable(
+        message, next_retry_delay=_retry_after(response.headers.get("Retry-After"))
+    )
+
+
+def _json(response: httpx.Response) -> Any:
+    """The answer's JSON; a 2xx answer that is not JSON is broken, retrying cannot help."""
+    try:
+        return response.json()
+    except ValueError:
+        path = response.request.url.path
+        raise InvalidRequest(f"Hantera {path}: the answer is not JSON") from None
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    body = _json(response)
+    if not isinstance(body, dict):
+        path = response.request.url.path
+        raise InvalidRequest(f"Hantera {path}: the answer is not a JSON object")
+    return body
+
+
+def _path(*parts: str) -> str:
+    """Path segments quoted so an id can never climb out of its resource (``../``)."""
+    return "/".join(quote(part, safe="") if i else part for i, part in enumerate(parts))
+
+
+# Client ---------------------------------------------------------------------------------------
+
+
+class HanteraClient:
+    """Owns the connection pool and the client token; hands out the three role objects."""
+
+    def __init__(self, settings: HanteraSettings) -> None:
+        self.settings = settings
+        base_url = _required("base_url", settings.base_url)
+        self._client_id = _required("client_id", settings.client_id)
+        secret = settings.client_secret.get_secret_value() if settings.client_secret else None
+        self._client_secret = _required("client_secret", secret)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(
+                settings.timeout_seconds, connect=settings.connect_timeout_seconds
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            headers={"Accept": "application/json"},
+        )
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = asyncio.Lock()
+        self.identity = HanteraIdentity(self)
+        self.customers = HanteraCustomers(self)
+        self.mail = HanteraMail(self)
+
+    @classmethod
+    def from_env(cls) -> HanteraClient:
+        """Built at worker start-up: missing or invalid settings stop it right there."""
+        return cls(load_settings())
+
+    async def aclose(self) -> None:
+        """Close the pooled connections; idempotent."""
+        await self._http.aclose()
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._client_secret, self._token or "")
+
+    async def _send(
+        self, method: str, path: str, token: str | None, **kwargs: Any
+    ) -> httpx.Response:
+        """One HTTP exchange; a transport failure (timeout, refused, dropped) is retryable."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = await self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            reason = _scrub(str(exc), self._secrets) or "no detail"
+            raise ProviderUnavailable(
+                f"Hantera {method} {path}: {type(exc).__name__}: {reason}"
+            ) from None
+        log.debug("Hantera %s %s -> %s", method, path, response.status_code)
+        return response
+
+    async def oauth_token(
+        self, form: dict[str, str], *, redact: Sequence[str] = ()
+    ) -> tuple[str, float]:
+        """POST the form (plus our client credentials) to ``/oauth/token``: token and lifetime."""
+        form = {**form, "client_id": self._client_id, "client_secret": self._client_secret}
+        response = await self._send("POST", OAUTH_PATH, None, data=form)
+        _raise_for_status(response, redact=(*self._secrets, *redact))
+        body = _object(response)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not token:
+            raise InvalidRequest(f"Hantera {OAUTH_PATH}: the answer has no access_token")
+        return token, DEFAULT_TOKEN_LIFETIME if lifetime is None else float(lifetime)
+
+    async def _client_token(self, *, stale: str | None = None) -> str:
+        """The cached client-credentials token, fetched anew if expiring or rejected (``stale``).
+
+        The lock makes concurrent calls share one refresh; a caller whose token was rejected
+        gets the token another caller has refreshed meanwhile instead of fetching again.
+        """
+        async with self._token_lock:
+            if self._token and self._token != stale and time.monotonic() < self._token_expires:
+                return self._token
+            token, lifetime = await self.oauth_token({"grant_type": "client_credentials"})
+            margin = min(60.0, lifetime * TOKEN_REFRESH_FRACTION)
+            self._token, self._token_expires = token, time.monotonic() + lifetime - margin
+            log.info("Hantera client token obtained, valid %.0f s", lifetime)
+            return token
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        allow: Collection[int] = (),
+        bearer: str | None = None,
+        redact: Sequence[str] = (),
+        invalid: type[InvalidRequest] = InvalidRequest,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """A request with the client token (refreshed once on 401), or with ``bearer`` as is.
+
+        Statuses in ``allow`` (e.g. 404 for a lookup) are returned instead of raised.
+        """
+        token = bearer or await self._client_token()
+        response = await self._send(method, path, token, **kwargs)
+        if response.status_code == 401 and bearer is None:
+            token = await self._client_token(stale=token)
+            response = await self._send(method, path, token, **kwargs)
+        if response.status_code not in allow:
+            _raise_for_status(response, redact=(*self._secrets, *redact), invalid=invalid)
+        return response
+
+
+# Identity -------------------------------------------------------------------------------------
+
+
+async def change_password_as_principal(
+    client: HanteraClient, email: str, temporary_password: str, new_password: str
+) -> None:
+    """Replace the temporary password by the chosen one, acting as the principal.
+
+    ASSUMPTION: the guide changes the password with ``POST /resources/me/password``
+    (``currentPassword``/``newPassword``) under a "token for the user" it does not say how to
+    get. We take it with the OAuth2 password grant (``username``=email, ``password``=the temporary
+    password) at ``/oauth/token`` with our client credentials. Replace this function when
+    Hantera documents the step (or an admin endpoint that sets a password directly).
+    """
+    secrets = (temporary_password, new_password)
+    token, _ = await client.oauth_token(
+        {"grant_type": "password", "username": email, "password": temporary_password},
+        redact=secrets,
+    )
+    await client.call(
+        "POST",
+        "/resources/me/password",
+        bearer=token,
+        redact=(*secrets, token),
+        invalid=PasswordRejected,
+        json={"currentPassword": temporary_password, "newPassword": new_password},
+    )
+
+
+def _field(doc: dict[str, Any], key: str) -> Any:
+    """A principal field: top level in the API reference, under ``properties`` in the guide."""
+    value = doc.get(key)
+    return value if value is not None else (doc.get("properties") or {}).get(key)
+
+
+def _principal(response: httpx.Response) -> Principal:
+    doc = _object(response)
+    properties = doc.get("properties") or {}
+    etag = doc.get("etag") or doc.get("eTag") or response.headers.get("ETag")
+    if not etag or not doc.get("id"):
+        path = response.request.url.path
+        raise InvalidRequest(f"Hantera {path}: the principal has no id or no etag")
+    return Principal(
+        id=str(doc["id"]),
+        email=str(_field(doc, "email") or ""),
+        name=str(_field(doc, "name") or ""),
+        active=properties.get("activated") is True,
+        version=str(etag),
+        customer_id=properties.get("actorId"),
+    )
+
+
+class HanteraIdentity:
+    """``IdentityProvider`` on IAM principals. Their email is the canonical address (the login)."""
+
+    in_process = False
+
+    def __init__(self, client: HanteraClient) -> None:
+        self._client = client
+
+    async def aclose(self) -> None:
+        """Nothing to do: the ``HanteraClient`` owns the connections."""
+
+    async def find_principal(self, email_canonical: str) -> Principal | None:
+        """Via the IAM list endpoint ``GET /resources/iam/principals?email=``.
+
+        Chosen over the graph ``identities`` edge because the address travels as a query
+        parameter (no filter string to escape), IAM is the source of truth (the graph is an
+        index of it), suspended principals can be included (their address is still taken), and
+        the graph exposes neither ``activated`` nor the etag, so it would need a second call
+        anyway. The list's matching rule is not documented, so hits are re-checked exactly, and
+        the match is re-read by id for its etag.
+        """
+        params = {"email": email_canonical, "includeSuspended": "true", "limit": "100"}
+        response = await self._client.call("GET", PRINCIPALS, params=params)
+        for item in _object(response).get("principals") or []:
+            if str(_field(item, "email") or "").lower() == email_canonical.lower():
+                return await self.get_principal(str(item["id"]))
+        return None
+
+    async def get_principal(self, principal_id: str) -> Principal | None:
+        response = await self._client.call("GET", _path(PRINCIPALS, principal_id), allow=(404,))
+        return None if response.status_code == 404 else _principal(response)
+
+    async def create_principal(self, new: NewPrincipal, password: str) -> Principal:
+        """PUT the principal inactive, then set the chosen password as the guide does.
+
+        Retry-safe: an existing principal with this id and email is kept (another email is a
+        ``Conflict``); unless it is already active, the password steps run again, which heals
+        an attempt that stopped between the PUT and the password change. A principal with this
+        email but another id makes Hantera answer 409: ``Conflict``.
+        """
+        existing = await self.get_principal(new.id)
+        if existing is not None and existing.email.lower() != new.email_canonical:
+            raise Conflict(f"principal {new.id} already exists with another email")
+        if existing is not None and existing.active:
+            return existing
+        if existing is None:
+            properties: dict[str, Any] = {"activated": False}
+            properties.update(
+                {k: v for k, v in (("locale", new.locale), ("tenant", new.tenant)) if v}
+            )
+            body: dict[str, Any] = {
+                "name": new.name,
+                "email": new.email_canonical,
+                "roles": [self._client.settings.customer_role],
+                "properties": properties,
+            }
+            if new.phone:
+                body["phone"] = new.phone
+            await self._client.call("PUT", _path(PRINCIPALS, new.id), json=body)
+        reset = await self._client.call("POST", _path(PRINCIPALS, new.id, "password", "reset"))
+        temporary = _object(reset).get("temporaryPassword")
+        if not isinstance(temporary, str) or not temporary:
+            raise InvalidRequest(f"Hantera password reset of {new.id}: no temporaryPassword")
+        await change_password_as_principal(self._client, new.email_canonical, temporary, password)
+        created = await self.get_principal(new.id)
+        if created is None:
+            raise NotFound(f"principal {new.id} was deleted while being created")
+        return created
+
+    async def activate_principal(
+        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+    ) -> Principal:
+        """PUT the whole principal back, activated and linked, guarded by ``expected_version``.
+
+        As in the guide: ``activated: true``, ``actorId`` = the customer asset, plus
+        ``customerNumber``; activation-code properties are dropped. The etag goes both as
+        ``If-Match`` (the guide) and as ``etag`` in the body (the API reference), so whichever
+        Hantera checks guards the write; a mismatch is 412, ``ConcurrentModification``. Strict
+        like the local provider: an already activated principal has a newer etag.
+        """
+        path = _path(PRINCIPALS, principal_id)
+        doc = _object(await self._client.call("GET", path))
+        properties = {
+            k: v for k, v in (doc.get("properties") or {}).items() if k not in ACTIVATION_KEYS
+        }
+        properties.update(activated=True, actorId=customer_id, customerNumber=customer_number)
+        body = {k: doc[k] for k in WRITABLE_PRINCIPAL_FIELDS if k in doc}
+        body.update(properties=properties, etag=expected_version)
+        response = await self._client.call(
+            "PUT", path, json=body, headers={"If-Match": expected_version}
+        )
+        return _principal(response)
+
+    async def delete_principal(self, principal_id: str) -> bool:
+        response = await self._client.call("DELETE", _path(PRINCIPALS, principal_id), allow=(404,))
+        return response.status_code != 404
+
+
+# Customers ------------------------------------------------------------------------------------
+
+_UNSAFE_IN_FILTER = frozenset("'\"\\")
+
+
+def filter_literal(value: str) -> str:
+    """``value`` as a quoted graph-filter string, refusing anything that could leave the quotes.
+
+    Rejected, not escaped: Hantera's filter language (a subset of Filtrera) documents no escape
+    sequence, and a guessed one is itself an injection (if backslash is no escape there, ``\\'``
+    ends the string). Quotes, backslashes and control characters are legal in an address
+    (``o'brien@...``) but rare; such an address fails clearly and non-retryably instead of
+    querying the wrong customers.
+    """
+    if any(ch in _UNSAFE_IN_FILTER or unicodedata.category(ch) == "Cc" for ch in value):
+        raise InvalidRequest(
+            "value cannot be used in a Hantera graph filter: it contains a quote, a backslash"
+            " or a control character"
+        )
+    return f"'{value}'"
+
+
+def _customer(node: dict[str, Any]) -> Customer:
+    dynamic = node.get("dynamic") or {}
+    if not node.get("assetId") or not node.get("assetNumber"):
+        raise InvalidRequest("Hantera graph: a customer node lacks assetId or assetNumber")
+    return Customer(
+        id=str(node["assetId"]),
+        number=str(node["assetNumber"]),
+        email=str(dynamic.get("email") or ""),
+        name=dynamic.get("name"),
+    )
+
+
+def _created_asset(body: Any, type_key: str, external_reference: str) -> tuple[str, str]:
+    """Asset id and number from the ``paths`` of a create answer.
+
+    Documented answer: ``{"paths": ["resources/actors/asset/<guid>",
+    "resources/actors/asset/<type>/<number>", "resources/actors/asset/<type>/<externalRef>"]}``.
+    The guide's best practice 3: no paths means no asset, never link to nothing.
+    """
+    paths = body.get("paths") if isinstance(body, dict) else None
+    if not paths:
+        raise InvalidRequest(
+            "Hantera created no customer asset: the answer has no paths"
+            f" (is asset type {type_key!r} defined, and may the client create assets?)"
+        )
+    asset_id = str(paths[0]).rstrip("/").rsplit("/", 1)[-1]
+    numbers = [
+        segments[-1]
+        for segments in (str(p).rstrip("/").split("/") for p in paths[1:])
+        if len(segments) >= 2 and segments[-2] == type_key and segments[-1] != external_reference
+    ]
+    if not asset_id or not numbers:
+        raise InvalidRequest(f"Hantera created asset paths without an id or a number: {paths!r}")
+    return asset_id, numbers[0]
+
+
+class HanteraCustomers:
+    """``CustomerProvider`` on Asset actors of the customer type, found through the graph."""
+
+    in_process = False
+
+    def __init__(self, client: HanteraClient) -> None:
+        self._client = client
+
+    async def aclose(self) -> None:
+        """Nothing to do: the ``HanteraClient`` owns the connections."""
+
+    async def _customers_where(self, field: str, value: str) -> list[dict[str, Any]]:
+        """Customer nodes whose dynamic ``field`` equals ``value`` (the guide's graph query)."""
+        query = [
+            {
+                "edge": self._client.settings.customers_edge,
+                "filter": f"dynamic.{field} == {filter_literal(value)}",
+                "node": {"fields": CUSTOMER_NODE_FIELDS},
+            }
+        ]
+        body = _json(await self._client.call("POST", GRAPH_PATH, json=query))
+        first = body[0] if isinstance(body, list) and body else {}
+        return list(first.get("nodes") or [])
+
+    async def find_customer(self, email_canonical: str) -> Customer | None:
+        nodes = await self._customers_where("email", email_canonical)
+        return _customer(nodes[0]) if nodes else None
+
+    async def create_customer(self, new: NewCustomer) -> Customer:
+        """Create the asset (Hantera numbers it from the type's prefix); retry-safe.
+
+        First the customers with this email: one carrying ``registrationId`` = ``new.id`` is a
+        previous attempt's and is returned; any other is a ``Conflict``. The create also sets
+        ``externalReference`` = ``new.id``, which Hantera keeps unique across assets, so even an
+        attempt the graph has not indexed yet cannot be created twice. ASSUMPTION: a taken
+        ``externalReference`` is answered 409; we then look the asset up by ``registrationId``
+        (retryable while the graph has not caught up).
+        ``new.number_prefix`` is not sent: the prefix is the type's, set up once (``setup``).
+        """
+        nodes = await self._customers_where("email", new.email_canonical)
+        mine = [n for n in nodes if (n.get("dynamic") or {}).get("registrationId") == new.id]
+        if mine:
+            return _customer(mine[0])
+        if nodes:
+            raise Conflict(f"email already belongs to customer asset {nodes[0].get('assetId')}")
+        type_key = self._client.settings.customer_type_key
+        fields = {"email": new.email_canonical, "name": new.name, "registrationId": new.id}
+        fields.update({k: v for k, v in (("phone", new.phone), ("tenant", new.tenant)) if v})
+        message = {
+            "type": "create",
+            "body": {
+                "typeKey": type_key,
+                "externalReference": new.id,
+                "commands": [{"type": "setDynamic", "body": {"fields": fields}}],
+            },
+        }
+        try:
+            response = await self._client.call("POST", _path(ASSETS_PATH, "new"), json=[message])
+        except Conflict:
+            return await self._created_before(new)
+        asset_id, number = _created_asset(_json(response), type_key, new.id)
+        return Customer(id=asset_id, number=number, email=new.email_canonical, name=new.name)
+
+    async def _created_before(self, new: NewCustomer) -> Customer:
+        """The asset an earlier attempt created with this registration's ``externalReference``."""
+        nodes = await self._customers_where("registrationId", new.id)
+        if not nodes:
+            raise ProviderUnavailable(
+                f"customer asset of registration {new.id} exists but is not in the graph yet"
+            )
+        customer = _customer(nodes[0])
+        if customer.email.lower() != new.email_canonical:
+            raise Conflict(
+                f"customer asset {customer.id} of registration {new.id} has another email"
+            )
+        return customer
+
+    async def delete_customer(self, customer_id: str) -> bool:
+        """Send the asset its ``delete`` message; ``False`` if it was already gone.
+
+        ASSUMPTION: Hantera lists a ``delete`` asset message but shows no request; we send it like
+        the documented messages, ``POST /resources/actors/asset/<id>`` with ``[{"type":
+        "delete"}]``, and take 404 (``NOT_FOUND``) as already deleted.
+        """
+        response = await self._client.call(
+            "POST", _path(ASSETS_PATH, customer_id), json=[{"type": "delete"}], allow=(404,)
+        )
+        return response.status_code != 404
+
+
+# Mail -----------------------------------------------------------------------------------------
+
+
+class HanteraMail:
+    """``MailProvider`` on Hantera's Sendings API."""
+
+    in_process = False
+
+    def __init__(self, client: HanteraClient) -> None:
+        self._client = client
+
+    async def aclose(self) -> None:
+        """Nothing to do: the ``HanteraClient`` owns the connections."""
+
+    async def send(self, message: MailMessage) -> None:
+        """POST the rendered mail with its category and dynamic data.
+
+        ASSUMPTION: the ``Idempotency-Key`` header (our message key) makes Hantera deliver a
+        retried send once; its docs do not mention it. Without that support a send whose answer
+        was lost (timeout, dropped connection) can be delivered twice.
+        """
+        body = {
+            "to": message.to,
+            "subject": message.subject,
+            "body": {"html": message.html, "plainText": message.text},
+            "category": message.category,
+            "dynamic": message.dynamic,
+        }
+        headers = {"Idempotency-Key": message.idempotency_key}
+        await self._client.call("POST", SENDINGS_PATH, json=body, headers=headers)
+        log.info("%s mail sent via Hantera", message.category)
+
+
+# One-time setup -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    title: str
+    method: str
+    path: str
+    body: Any
+    manual: str | None = None
+    """Why the step is not applied with the client's own credentials (then it is printed)."""
+
+
+def setup_plan(settings: HanteraSettings, number_prefix: str) -> list[SetupStep]:
+    """The guide's one-time setup for our settings: asset type, customer role, client ACL."""
+    type_key, role = settings.customer_type_key, settings.customer_role
+    return [
+        SetupStep(
+            f"Customer asset type {type_key!r}: numbers {number_prefix}100001, ..."
+            f" (same as `h_ apply` of uri /registry/actors/asset/types/{type_key})",
+            "POST",
+            f"/resources/registry/actors/asset/types/{type_key}",
+            {
+                "graphSetName": type_key,
+                "defaultNumberPrefix": number_prefix,
+                "relations": {"orders": {"node": "order", "cardinality": "many"}},
+            },
+        ),
+        SetupStep(
+            f"Role {role!r}: a marker without permissions",
+            "PUT",
+            f"/resources/iam/roles/{role}",
+            {"description": "Customer role marker for e-commerce users", "acl": {"entries": []}},
+        ),
+        SetupStep(
+            f"ACL of client {settings.client_id or '<client id>'} (entries after the guide's first"
+            " three are what this service also calls; check their names in Hantera's ACL docs)",
+            "PUT",
+            f"/resources/iam/clients/{settings.client_id or '<client id>'}",
+            {
+                "acl": {
+                    "entries": [
+                        {"resource": "orders:*", "permission": "read"},
+                        {"resource": "graph:*", "permission": "query"},
+                        {"resource": "iam:principals:*", "permission": "read"},
+                        {"resource": "iam:principals:*", "permission": "write"},
+                        {"resource": "actors:asset:*", "permission": "write"},
+                        {"resource": "sendings:*", "permission": "write"},
+                    ]
+                }
+            },
+            manual="needs an admin token (a client cannot widen its own ACL), and the PUT"
+            " replaces the client: merge these entries into its existing properties",
+        ),
+    ]
+
+
+def _print_step(number: int, step: SetupStep) -> None:
+    print(f"# {number}. {step.title}")
+    if step.manual:
+        print(f"# Manual step: {step.manual}.")
+    print(f"{step.method} {step.path}")
+    print(json.dumps(step.body, indent=2))
+    print()
+
+
+async def apply_setup(client: HanteraClient, steps: Sequence[SetupStep]) -> None:
+    """Send the steps the client's credentials can do; print the others."""
+    for number, step in enumerate(steps, 1):
+        if step.manual:
+            _print_step(number, step)
+            continue
+        await client.call(step.method, step.path, json=step.body)
+        print(f"# {number}. applied: {step.method} {step.path}")
+
+
+async def _apply_from_env(steps: Sequence[SetupStep]) -> None:
+    client = HanteraClient.from_env()
+    try:
+        await apply_setup(client, steps)
+    finally:
+        await client.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m activities.providers.hantera", description="Hantera provider tools"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    setup = commands.add_parser("setup", help="the one-time Hantera setup of this service")
+    setup.add_argument("--apply", action="store_true", help="apply it with the configured client")
+    args = parser.parse_args(argv)
+    steps = setup_plan(load_settings(), Settings().customer_number_prefix)
+    if args.apply:
+        asyncio.run(_apply_from_env(steps))
+    else:
+        for number, step in enumerate(steps, 1):
+            _print_step(number, step)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

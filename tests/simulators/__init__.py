@@ -1,0 +1,1 @@
+"""Loopback HTTP simulators of vendor APIs, for contract and reliability tests."""

@@ -1,0 +1,604 @@
+"""A Hantera on loopback: the subset the registration service uses, over real HTTP.
+
+Modelled on Hantera's public docs and customer-registration guide: client-credential tokens that
+expire (401 when missing or expired), principals with unique emails (409) and an etag on every
+write (412 on an ``If-Match`` or body ``etag`` mismatch), password reset to a temporary password
+changed through ``/resources/me/password`` under a password-grant token, customer assets numbered
+from their type's prefix (CUST100001, ...) with unique ``externalReference``, a graph that only
+understands ``dynamic.<field> == '<text>'`` (anything else is 400: the injection tests rely on
+it), and sendings recorded instead of delivered.
+
+Fault switches (``Faults``; Python ``set_faults`` or ``POST /_sim/faults``) add latency, 503s,
+429s with ``Retry-After``, and dropped connections; a drop happens after the request was handled,
+so the work is done but the answer is lost (the case idempotency must survive).
+Inspection: the attributes below, or ``GET /_sim/sendings|principals|assets|faults``.
+
+Run alone: ``python -m tests.simulators.hantera --port 8900``. In tests: ``async with
+running() as sim`` (a free port on 127.0.0.1; ``sim.base_url``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import random
+import re
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+FIRST_ASSET_NUMBER = 100001
+_FILTER = re.compile(r"^dynamic\.([A-Za-z_][A-Za-z0-9_]*) == '([^'\\]*)'$")
+"""The whole graph filter grammar understood here."""
+_ASSET_FIELDS = frozenset({"assetId", "assetNumber", "typeKey", "externalReference", "dynamic"})
+_UNRECORDED_BODIES = ("/oauth/token", "/resources/me/password")
+"""Requests whose bodies carry secrets: recorded without them."""
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": code, "message": message}, status, headers=headers)
+
+
+async def _json(request: Request) -> Any:
+    """The JSON body, ``None`` if it is not JSON (handlers then answer 400)."""
+    try:
+        return await request.json()
+    except ValueError:
+        return None
+
+
+def _bare(etag: str) -> str:
+    """An etag without ``W/`` and quotes, for comparison."""
+    return etag.removeprefix("W/").strip('"')
+
+
+@dataclass
+class Faults:
+    """Misbehaviour of the non-``/_sim`` endpoints whose path starts with ``path_prefix``."""
+
+    latency_seconds: float = 0.0
+    error_rate: float = 0.0
+    """Fraction answered 503."""
+    rate_limit_rate: float = 0.0
+    """Fraction answered 429 with ``Retry-After: retry_after_seconds``."""
+    retry_after_seconds: int = 1
+    drop_rate: float = 0.0
+    """Fraction handled, then the connection closed before the answer's body."""
+    path_prefix: str = "/"
+    empty_asset_paths: bool = False
+    """Asset creation creates nothing and answers ``{"paths": []}``."""
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    body: Any
+    status: int = 0
+
+
+@dataclass
+class IssuedToken:
+    kind: str  # "client" or "principal"
+    subject: str
+    expires: float
+
+
+@dataclass
+class AssetType:
+    prefix: str
+    edge: str
+    last_number: int = FIRST_ASSET_NUMBER - 1
+
+
+class SimulatedDrop(Exception):
+    """Raised after the answer's head: uvicorn then closes the connection mid-answer."""
+
+
+class _HideSimulatedDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedDrop))
+
+
+logging.getLogger("uvicorn.error").addFilter(_HideSimulatedDrops())
+
+
+@dataclass
+class HanteraSimulator:
+    """One simulated tenant with one OAuth client. State is public for inspection; ``app`` is
+    the ASGI application (``running`` serves it)."""
+
+    client_id: str = "registration-service"
+    client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    token_lifetime_seconds: float = 300.0
+    seed: int | None = None
+    base_url: str = ""
+    faults: Faults = field(default_factory=Faults)
+    principals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Public principal documents by id (what GET answers)."""
+    passwords: dict[str, str] = field(default_factory=dict)
+    """Current password by principal id (the temporary one after a reset)."""
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    registry: dict[str, Any] = field(default_factory=dict)
+    roles: dict[str, Any] = field(default_factory=dict)
+    sendings: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    """Every non-``/_sim`` request with its answer's status (no secrets in bodies)."""
+    tokens: dict[str, IssuedToken] = field(default_factory=dict)
+    """Issued bearer tokens, client and principal ones."""
+    asset_types: dict[str, AssetType] = field(
+        default_factory=lambda: {"customer": AssetType("CUST", "customers")}
+    )
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        routes = [
+            Route("/oauth/token", self._token, methods=["POST"]),
+            Route("/resources/iam/principals", self._list_principals, methods=["GET"]),
+            Route(
+                "/resources/iam/principals/{id}",
+                self._principal,
+                methods=["GET", "PUT", "DELETE"],
+            ),
+            Route(
+                "/resources/iam/principals/{id}/password/reset",
+                self._reset_password,
+                methods=["POST"],
+            ),
+            Route("/resources/me/password", self._change_password, methods=["POST"]),
+            Route("/resources/graph", self._graph, methods=["POST"]),
+            Route("/resources/actors/asset/{id}", self._asset_messages, methods=["POST"]),
+            Route("/resources/sendings/email", self._send_email, methods=["POST"]),
+            Route("/resources/registry/{key:path}", self._registry, methods=["POST"]),
+            Route("/resources/iam/roles/{key}", self._role, methods=["PUT"]),
+            Route("/_sim/sendings", self._inspect("sendings"), methods=["GET"]),
+            Route("/_sim/principals", self._inspect("principals"), methods=["GET"]),
+            Route("/_sim/assets", self._inspect("assets"), methods=["GET"]),
+            Route("/_sim/faults", self._faults, methods=["GET", "POST"]),
+        ]
+        self.app: ASGIApp = self._middleware(Starlette(routes=routes))
+
+    # Python API -------------------------------------------------------------------------------
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change some fault switches (``Faults`` field names); unknown names raise."""
+        self.faults = dataclasses.replace(self.faults, **changes)
+        return self.faults
+
+    def reset_faults(self) -> None:
+        self.faults = Faults()
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far is expired now (the next use answers 401)."""
+        for token in self.tokens.values():
+            token.expires = 0.0
+
+    def add_asset(
+        self, type_key: str, dynamic: dict[str, Any], external_reference: str | None = None
+    ) -> dict[str, Any]:
+        """An asset made outside the service (e.g. an imported customer)."""
+        return self._create_asset(type_key, dynamic, external_reference, None)
+
+    @property
+    def graph_filters(self) -> list[str]:
+        """Every graph filter received, in order."""
+        return [
+            query.get("filter", "")
+            for r in self.requests
+            if r.path == "/resources/graph" and isinstance(r.body, list)
+            for query in r.body
+            if isinstance(query, dict)
+        ]
+
+    def count(self, path: str, status: int | None = None) -> int:
+        """Recorded requests to ``path`` (answered with ``status`` if given)."""
+        return sum(1 for r in self.requests if r.path == path and status in (None, r.status))
+
+    # Transport: faults, recording, authentication ---------------------------------------------
+
+    def _middleware(self, app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path", "")
+            if scope["type"] != "http" or path.startswith("/_sim"):
+                await app(scope, receive, send)
+                return
+            record = RecordedRequest(scope["method"], path, scope["query_string"].decode(), None)
+            self.requests.append(record)
+            chunks: list[bytes] = []
+
+            async def recording_receive() -> Message:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body") and path not in _UNRECORDED_BODIES:
+                    try:
+                        record.body = json.loads(b"".join(chunks) or b"null")
+                    except ValueError:
+                        record.body = b"".join(chunks).decode(errors="replace")
+                return message
+
+            async def recording_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    record.status = message["status"]
+                await send(message)
+
+            await self._faulty(scope, recording_receive, recording_send, app)
+
+        return middleware
+
+    async def _faulty(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        faults = self.faults
+        if not scope["path"].startswith(faults.path_prefix):
+            await self._authenticated(scope, receive, send, app)
+            return
+        if faults.latency_seconds:
+            await asyncio.sleep(faults.latency_seconds)
+        if self._random.random() < faults.rate_limit_rate:
+            retry_after = {"Retry-After": str(faults.retry_after_seconds)}
+            response = _error(429, "TOO_MANY_REQUESTS", "rate limited", retry_after)
+        elif self._random.random() < faults.error_rate:
+            response = _error(503, "SERVICE_UNAVAILABLE", "simulated outage")
+        elif self._random.random() < faults.drop_rate:
+
+            async def discard(message: Message) -> None:
+                pass
+
+            await self._authenticated(scope, receive, discard, app)
+            head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            raise SimulatedDrop(scope["path"])
+        else:
+            await self._authenticated(scope, receive, send, app)
+            return
+        await response(scope, receive, send)
+
+    async def _authenticated(
+        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp
+    ) -> None:
+        """Bearer token check: client tokens for ``/resources``, principal ones for ``/me``."""
+        path = scope["path"]
+        if path.startswith("/resources/"):
+            headers = dict(scope["headers"])
+            scheme, _, value = headers.get(b"authorization", b"").decode().partition(" ")
+            token = self.tokens.get(value) if scheme.lower() == "bearer" else None
+            if token is None or time.monotonic() >= token.expires:
+                denied = _error(401, "UNAUTHORIZED", "missing, unknown or expired token")
+                await denied(scope, receive, send)
+                return
+            if (token.kind == "principal") != path.startswith("/resources/me/"):
+                await _error(403, "FORBIDDEN", "not allowed")(scope, receive, send)
+                return
+            scope.setdefault("state", {})["subject"] = token.subject
+        await app(scope, receive, send)
+
+    def _issue(self, kind: str, subject: str) -> Response:
+        token = secrets.token_urlsafe(24)
+        lifetime = self.token_lifetime_seconds
+        self.tokens[token] = IssuedToken(kind, subject, time.monotonic() + lifetime)
+        return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": lifetime})
+
+    async def _token(self, request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        client_ok = secrets.compare_digest(
+            form.get("client_id", ""), self.client_id
+        ) and secrets.compare_digest(form.get("client_secret", ""), self.client_secret)
+        if not client_ok:
+            return _error(401, "invalid_client", "unknown client or wrong secret")
+        grant = form.get("grant_type")
+        if grant == "client_credentials":
+            return self._issue("client", self.client_id)
+        if grant == "password":
+            principal = self._by_email(form.get("username", ""))
+            password = self.passwords.get(principal["id"]) if principal else None
+            if principal is None or password is None or password != form.get("password"):
+                return _error(400, "invalid_grant", "wrong username or password")
+            return self._issue("principal", principal["id"])
+        return _error(400, "unsupported_grant_type", f"grant {grant!r} is not supported")
+
+    # IAM --------------------------------------------------------------------------------------
+
+    def _by_email(self, email: str) -> dict[str, Any] | None:
+        return next(
+            (p for p in self.principals.values() if p["email"].lower() == email.lower()), None
+        )
+
+    @staticmethod
+    def _principal_response(doc: dict[str, Any], status: int = 200) -> Response:
+        return JSONResponse(doc, status, headers={"ETag": f'"{doc["etag"]}"'})
+
+    async def _list_principals(self, request: Request) -> Response:
+        email = (request.query_params.get("email") or "").lower()
+        found = [p for p in self.principals.values() if p["email"].lower() == email or not email]
+        return JSONResponse({"principals": found, "totalCount": len(found)})
+
+    async def _principal(self, request: Request) -> Response:
+        principal_id = request.path_params["id"]
+        current = self.principals.get(principal_id)
+        if request.method == "PUT":
+            return await self._put_principal(request, principal_id, current)
+        if current is None:
+            return _error(404, "NOT_FOUND", f"principal {principal_id} not found")
+        if request.method == "DELETE":
+            del self.principals[principal_id]
+            self.passwords.pop(principal_id, None)
+            return JSONResponse({"id": principal_id})
+        return self._principal_response(current)
+
+    async def _put_principal(
+        self, request: Request, principal_id: str, current: dict[str, Any] | None
+    ) -> Response:
+        body = await _json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("email"), str):
+            return _error(400, "INVALID_BODY", "a JSON object with an email is required")
+        if not isinstance(body.get("roles", []), list) or not isinstance(
+            body.get("properties", {}), dict
+        ):
+            return _error(400, "INVALID_BODY", "roles must be a list, properties an object")
+        email = body["email"]
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) or len(email) > 254:
+            return _error(422, "INVALID_EMAIL", "email is not a valid address")
+        expected = [_bare(e) for e in (request.headers.get("If-Match"), body.get("etag")) if e]
+        if expected and (current is None or any(e != current["etag"] for e in expected)):
+            return _error(412, "PRECONDITION_FAILED", "etag does not match")
+        owner = self._by_email(email)
+        if owner is not None and owner["id"] != principal_id:
+            return _error(409, "EMAIL_TAKEN", "email is already used by another principal")
+        doc = {
+            "id": principal_id,
+            "type": "principal",
+            "name": body.get("name"),
+            "email": email,
+            "phone": body.get("phone"),
+            "roles": list(body.get("roles", [])),
+            "acl": body.get("acl", {"entries": []}),
+            "properties": dict(body.get("properties", {})),
+            "createdAt": current["createdAt"] if current else time.time(),
+            "etag": uuid.uuid4().hex[:16],
+        }
+        self.principals[principal_id] = doc
+        return self._principal_response(doc)
+
+    async def _reset_password(self, request: Request) -> Response:
+        principal_id = request.path_params["id"]
+        if principal_id not in self.principals:
+            return _error(404, "NOT_FOUND", f"principal {principal_id} not found")
+        temporary = secrets.token_urlsafe(12)
+        self.passwords[principal_id] = temporary
+        return JSONResponse({"temporaryPassword": temporary})
+
+    async def _change_password(self, request: Request) -> Response:
+        principal_id = request.state.subject
+        body = await _json(request)
+        if not isinstance(body, dict):
+            return _error(400, "INVALID_BODY", "a JSON object is required")
+        if body.get("currentPassword") != self.passwords.get(principal_id):
+            return _error(400, "INVALID_PASSWORD", "current password is wrong")
+        new = body.get("newPassword")
+        if not isinstance(new, str) or len(new) < 8:
+            return _error(422, "PASSWORD_POLICY", "password must be at least 8 characters")
+        self.passwords[principal_id] = new
+        return JSONResponse({"changed": True})
+
+    async def _role(self, request: Request) -> Response:
+        self.roles[request.path_params["key"]] = await _json(request)
+        return JSONResponse({"key": request.path_params["key"]})
+
+    async def _registry(self, request: Request) -> Response:
+        key, value = request.path_params["key"], await _json(request)
+        self.registry[key] = value
+        type_key = key.removeprefix("actors/asset/types/")
+        if type_key != key and isinstance(value, dict):
+            # The guide's pairing: graphSetName "customer" is queried as edge "customers".
+            known = self.asset_types.get(type_key)
+            self.asset_types[type_key] = AssetType(
+                str(value.get("defaultNumberPrefix", "")),
+                f"{value.get('graphSetName', type_key)}s",
+                known.last_number if known else FIRST_ASSET_NUMBER - 1,
+            )
+        return JSONResponse({"key": key})
+
+    # Assets and graph -------------------------------------------------------------------------
+
+    def _create_asset(
+        self,
+        type_key: str,
+        dynamic: dict[str, Any],
+        external_reference: str | None,
+        number: str | None,
+    ) -> dict[str, Any]:
+        asset_type = self.asset_types[type_key]
+        if number is None:
+            asset_type.last_number += 1
+            number = f"{asset_type.prefix}{asset_type.last_number}"
+        asset_id = str(uuid.uuid4())
+        asset: dict[str, Any] = {
+            "assetId": asset_id,
+            "assetNumber": number,
+            "typeKey": type_key,
+            "externalReference": external_reference,
+            "dynamic": dict(dynamic),
+        }
+        self.assets[asset_id] = asset
+        return asset
+
+    async def _asset_messages(self, request: Request) -> Response:
+        messages = await _json(request)
+        if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict):
+            return _error(400, "INVALID_MESSAGE_BODY", "a non-empty list of messages is required")
+        asset_id = request.path_params["id"]
+        if asset_id == "new":
+            return self._create_message(messages[0])
+        if asset_id not in self.assets:
+            return _error(404, "NOT_FOUND", f"asset {asset_id} not found")
+        if [m.get("type") for m in messages] != ["delete"]:
+            return _error(400, "INVALID_MESSAGE_BODY", "only the delete message is simulated")
+        del self.assets[asset_id]
+        return JSONResponse({"data": {"delete": "OK"}})
+
+    def _create_message(self, message: dict[str, Any]) -> Response:
+        body = message.get("body")
+        if message.get("type") != "create" or not isinstance(body, dict):
+            return _error(400, "INVALID_MESSAGE_BODY", "the first message must be create")
+        type_key = body.get("typeKey")
+        if type_key not in self.asset_types:
+            return _error(400, "INVALID_MESSAGE_BODY", f"unknown asset type {type_key!r}")
+        dynamic: dict[str, Any] = {}
+        for command in body.get("commands", []):
+            fields = (command.get("body") or {}).get("fields")
+            if command.get("type") != "setDynamic" or not isinstance(fields, dict):
+                return _error(400, "INVALID_COMMAND", "only setDynamic with fields is simulated")
+            dynamic.update(fields)
+        reference, number = body.get("externalReference"), body.get("assetNumber")
+        for asset in self.assets.values():
+            if (reference and asset["externalReference"] == reference) or (
+                number and (asset["typeKey"], asset["assetNumber"]) == (type_key, number)
+            ):
+                return _error(409, "ALREADY_EXISTS", "externalReference or assetNumber is taken")
+        if self.faults.empty_asset_paths:
+            return JSONResponse({"paths": [], "data": {}})
+        asset = self._create_asset(type_key, dynamic, reference, number)
+        base = "resources/actors/asset"
+        paths = [f"{base}/{asset['assetId']}", f"{base}/{type_key}/{asset['assetNumber']}"]
+        if reference:
+            paths.append(f"{base}/{type_key}/{reference}")
+        return JSONResponse({"paths": paths, "data": {"create": "OK"}})
+
+    async def _graph(self, request: Request) -> Response:
+        queries = await _json(request)
+        if not isinstance(queries, list):
+            return _error(400, "INVALID_QUERY", "a list of queries is required")
+        edges = {t.edge: key for key, t in self.asset_types.items()}
+        results = []
+        for query in queries:
+            type_key = edges.get(str(query.get("edge"))) if isinstance(query, dict) else None
+            if type_key is None:
+                return _error(400, "INVALID_QUERY", "unknown edge")
+            match = _FILTER.fullmatch(query.get("filter", ""))
+            if match is None:
+                return _error(400, "INVALID_FILTER", "unsupported filter expression")
+            fields = (query.get("node") or {}).get("fields") or []
+            if not set(fields) <= _ASSET_FIELDS:
+                return _error(400, "INVALID_QUERY", "unknown node field")
+            name, value = match.groups()
+            nodes = [
+                {f: asset[f] for f in fields}
+                for asset in self.assets.values()
+                if asset["typeKey"] == type_key and asset["dynamic"].get(name) == value
+            ]
+            results.append({"nodes": nodes})
+        return JSONResponse(results)
+
+    # Sendings ---------------------------------------------------------------------------------
+
+    async def _send_email(self, request: Request) -> Response:
+        body = await _json(request)
+        content = body.get("body") if isinstance(body, dict) else None
+        if not isinstance(content, dict) or not isinstance(body.get("category"), str):
+            return _error(400, "INVALID_BODY", "to, subject, body and category are required")
+        if not isinstance(body.get("to"), str) or "@" not in body["to"]:
+            return _error(422, "INVALID_RECIPIENT", "to is not an address")
+        if body["category"].startswith("system:"):
+            return _error(422, "RESERVED_CATEGORY", "system: categories are reserved")
+        sending = {
+            "id": str(uuid.uuid4()),
+            "to": body["to"],
+            "subject": body.get("subject"),
+            "html": content.get("html"),
+            "plainText": content.get("plainText"),
+            "category": body["category"],
+            "dynamic": body.get("dynamic") or {},
+            "idempotency_key": request.headers.get("Idempotency-Key"),
+        }
+        self.sendings.append(sending)
+        return JSONResponse({"id": sending["id"]})
+
+    # Inspection endpoints ---------------------------------------------------------------------
+
+    def _inspect(self, name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            value = getattr(self, name)
+            return JSONResponse(list(value.values()) if isinstance(value, dict) else value)
+
+        return endpoint
+
+    async def _faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                self.set_faults(**(await _json(request) or {}))
+            except TypeError as exc:
+                return _error(400, "INVALID_FAULTS", str(exc))
+        return JSONResponse(dataclasses.asdict(self.faults))
+
+
+@asynccontextmanager
+async def running(
+    simulator: HanteraSimulator | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[HanteraSimulator]:
+    """Serve ``simulator`` (a new one by default) until the block ends; port 0 picks a free one."""
+    sim = simulator or HanteraSimulator()
+    # IPPROTO_TCP explicitly: asyncio only disables Nagle (40 ms stalls) on sockets that say TCP.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(sim.app, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises the start-up error
+                raise RuntimeError("Hantera simulator stopped during start-up")
+            await asyncio.sleep(0.01)
+        sim.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        yield sim
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def _serve_forever(sim: HanteraSimulator, host: str, port: int) -> None:
+    async with running(sim, host=host, port=port):
+        print(f"Hantera simulator on {sim.base_url}")
+        print(f"  REGISTRATION_HANTERA_BASE_URL={sim.base_url}")
+        print(f"  REGISTRATION_HANTERA_CLIENT_ID={sim.client_id}")
+        print(f"  REGISTRATION_HANTERA_CLIENT_SECRET={sim.client_secret}")
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Hantera simulator for local runs and tests")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--client-id", default="registration-service")
+    parser.add_argument("--client-secret", default="dev-secret")
+    parser.add_argument("--token-lifetime", type=float, default=300.0, help="seconds")
+    args = parser.parse_args(argv)
+    sim = HanteraSimulator(
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        token_lifetime_seconds=args.token_lifetime,
+    )
+    try:
+        asyncio.run(_serve_forever(sim, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

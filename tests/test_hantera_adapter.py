@@ -1,0 +1,677 @@
+"""Contract tests of the Hantera adapter against the loopback simulator, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from activities.errors import (
+    ConcurrentModification,
+    ConfigurationError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PasswordRejected,
+    ProviderUnavailable,
+)
+from activities.providers import open_providers
+from activities.providers.hantera import (
+    HanteraClient,
+    HanteraSettings,
+    _raise_for_status,
+    _retry_after,
+    apply_setup,
+    filter_literal,
+    load_settings,
+    main,
+    setup_plan,
+)
+from activities.roles import MailMessage, NewCustomer, NewPrincipal
+from common.settings import Settings
+from tests.simulators.hantera import HanteraSimulator, running
+
+PASSWORD = "correct horse battery staple 42"
+INJECTION = "x' or '1'=='1@evil.test"
+ENV = ("BASE_URL", "CLIENT_ID", "CLIENT_SECRET", "TIMEOUT_SECONDS")
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[HanteraSimulator]:
+    async with running(HanteraSimulator(seed=1)) as simulator:
+        yield simulator
+
+
+def settings_for(sim: HanteraSimulator, **overrides: Any) -> HanteraSettings:
+    values: dict[str, Any] = {
+        "base_url": sim.base_url,
+        "client_id": sim.client_id,
+        "client_secret": SecretStr(sim.client_secret),
+        **overrides,
+    }
+    return HanteraSettings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def hantera(sim: HanteraSimulator) -> AsyncIterator[HanteraClient]:
+    client = HanteraClient(settings_for(sim))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No REGISTRATION_HANTERA_* from the developer's shell or .env."""
+    monkeypatch.chdir(tmp_path)
+    for name in ENV:
+        monkeypatch.delenv(f"REGISTRATION_HANTERA_{name}", raising=False)
+    return monkeypatch
+
+
+def new_principal(n: int = 1, email: str | None = None) -> NewPrincipal:
+    email = email or f"User{n}@Example.com"
+    return NewPrincipal(
+        id=f"0190a000-0000-7000-8000-00000000000{n}",
+        email=email,
+        email_canonical=email.lower(),
+        name=f"User {n}",
+        phone="+4930123456",
+        locale="de-DE",
+    )
+
+
+def new_customer(n: int = 1, email: str | None = None) -> NewCustomer:
+    email = email or f"user{n}@example.com"
+    return NewCustomer(id=f"reg-{n}", email=email, email_canonical=email.lower(), name=f"User {n}")
+
+
+def mail(key: str = "k-1", category: str = "customer_activation") -> MailMessage:
+    return MailMessage(
+        to="user1@example.com",
+        subject="Activate your account",
+        text="Your code: 123456",
+        html="<p>Your code: <b>123456</b></p>",
+        category=category,
+        idempotency_key=key,
+        dynamic={"code": "123456"},
+    )
+
+
+# Configuration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ({}, "BASE_URL"),
+        ({"base_url": "https://tenant.example"}, "CLIENT_ID"),
+        ({"base_url": "https://tenant.example", "client_id": "svc"}, "CLIENT_SECRET"),
+    ],
+)
+def test_missing_setting_is_named_at_construction(
+    clean_env: pytest.MonkeyPatch, given: dict[str, str], missing: str
+) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        HanteraClient(HanteraSettings(**given))  # type: ignore[arg-type]
+    assert str(err.value) == (
+        f"REGISTRATION_HANTERA_{missing} is required when a role uses the hantera provider"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("TIMEOUT_SECONDS", "soon"), ("BASE_URL", "ftp://tenant.example")]
+)
+def test_invalid_setting_is_named(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    clean_env.setenv(f"REGISTRATION_HANTERA_{name}", value)
+    with pytest.raises(ConfigurationError, match=f"^REGISTRATION_HANTERA_{name}: "):
+        load_settings()
+
+
+async def test_all_roles_share_one_client_closed_with_the_providers(
+    clean_env: pytest.MonkeyPatch, sim: HanteraSimulator, tmp_path: Path
+) -> None:
+    clean_env.setenv("REGISTRATION_HANTERA_BASE_URL", sim.base_url)
+    clean_env.setenv("REGISTRATION_HANTERA_CLIENT_ID", sim.client_id)
+    clean_env.setenv("REGISTRATION_HANTERA_CLIENT_SECRET", sim.client_secret)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        identity_provider="hantera",
+        customers_provider="hantera",
+        mail_provider="hantera",
+    )
+    async with open_providers(settings) as providers:
+        assert not providers.identity.in_process
+        assert not providers.customers.in_process
+        assert not providers.mail.in_process
+        await providers.identity.find_principal("nobody@example.com")
+        await providers.customers.find_customer("nobody@example.com")
+        await providers.mail.send(mail())
+        client = providers.identity._client  # type: ignore[attr-defined]
+        assert providers.customers._client is client  # type: ignore[attr-defined]
+        assert providers.mail._client is client  # type: ignore[attr-defined]
+    assert sim.count("/oauth/token") == 1
+    assert client._http.is_closed
+
+
+async def test_registry_stops_start_up_without_hantera_settings(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, mail_provider="hantera")
+    with pytest.raises(ConfigurationError, match="REGISTRATION_HANTERA_BASE_URL"):
+        async with open_providers(settings):
+            pass
+
+
+# Identity ------------------------------------------------------------------------------------
+
+
+async def test_create_find_and_get_principal(hantera: HanteraClient, sim: HanteraSimulator) -> None:
+    new = new_principal()
+    assert await hantera.identity.find_principal(new.email_canonical) is None
+
+    created = await hantera.identity.create_principal(new, PASSWORD)
+
+    stored = sim.principals[new.id]
+    assert created.id == new.id
+    assert created.email == new.email_canonical == stored["email"]
+    assert created.name == "User 1"
+    assert not created.active and created.customer_id is None
+    assert created.version == stored["etag"]
+    assert stored["roles"] == ["customer"]
+    assert stored["phone"] == "+4930123456"
+    assert stored["properties"] == {"activated": False, "locale": "de-DE"}
+    assert sim.passwords[new.id] == PASSWORD
+    assert await hantera.identity.find_principal(new.email_canonical) == created
+    assert await hantera.identity.get_principal(new.id) == created
+    assert await hantera.identity.get_principal("0190a000-0000-7000-8000-0000000000ff") is None
+
+
+async def test_create_principal_again_returns_it(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    first = await hantera.identity.create_principal(new_principal(), PASSWORD)
+    again = await hantera.identity.create_principal(new_principal(), PASSWORD)
+    assert again == first
+    assert list(sim.principals) == [first.id]
+    assert sim.passwords[first.id] == PASSWORD
+
+
+async def test_create_principal_heals_an_attempt_that_stopped_before_the_password(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    new = new_principal()
+    sim.set_faults(drop_rate=1.0, path_prefix="/resources/me/password")
+    with pytest.raises(ProviderUnavailable):
+        await hantera.identity.create_principal(new, PASSWORD)
+    sim.reset_faults()
+    # The dropped answer hid a completed change; a reset in between must not lose it either.
+    sim.passwords[new.id] = "something else"
+
+    created = await hantera.identity.create_principal(new, PASSWORD)
+
+    assert created.id == new.id
+    assert sim.passwords[new.id] == PASSWORD
+
+
+async def test_create_principal_leaves_an_active_one_alone(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    active = await hantera.identity.activate_principal(new.id, "asset-1", "CUST1", created.version)
+    resets = sim.count(f"/resources/iam/principals/{new.id}/password/reset")
+
+    assert await hantera.identity.create_principal(new, "another password") == active
+    assert sim.count(f"/resources/iam/principals/{new.id}/password/reset") == resets
+    assert sim.passwords[new.id] == PASSWORD
+
+
+async def test_email_of_another_principal_is_conflict(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    await hantera.identity.create_principal(new_principal(1, "taken@example.com"), PASSWORD)
+    with pytest.raises(Conflict) as err:
+        await hantera.identity.create_principal(new_principal(2, "Taken@Example.com"), PASSWORD)
+    assert err.value.non_retryable
+    assert "HTTP 409" in str(err.value)
+    assert "taken@example.com" not in str(err.value).lower()
+    assert len(sim.principals) == 1
+
+
+async def test_same_id_with_another_email_is_conflict(hantera: HanteraClient) -> None:
+    await hantera.identity.create_principal(new_principal(1, "first@example.com"), PASSWORD)
+    with pytest.raises(Conflict, match="already exists with another email"):
+        await hantera.identity.create_principal(new_principal(1, "second@example.com"), PASSWORD)
+
+
+async def test_rejected_address_is_invalid_request(hantera: HanteraClient) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        await hantera.identity.create_principal(new_principal(1, "no-dot@localhost"), PASSWORD)
+    assert type(err.value) is InvalidRequest
+    assert err.value.non_retryable
+    assert "HTTP 422" in str(err.value)
+
+
+async def test_rejected_password_names_the_rule_not_the_password(
+    hantera: HanteraClient,
+) -> None:
+    with pytest.raises(PasswordRejected) as err:
+        await hantera.identity.create_principal(new_principal(), "short")
+    assert err.value.non_retryable
+    assert "at least 8 characters" in str(err.value)
+    assert "short" not in str(err.value).replace("at least", "")
+
+
+async def test_activate_links_the_customer_and_drops_activation_data(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    sim.principals[new.id]["properties"]["activationCode"] = "c0de"
+
+    active = await hantera.identity.activate_principal(
+        new.id, "asset-1", "CUST100001", created.version
+    )
+
+    stored = sim.principals[new.id]
+    assert active.active and active.customer_id == "asset-1"
+    assert active.version == stored["etag"] != created.version
+    assert stored["properties"] == {
+        "activated": True,
+        "locale": "de-DE",
+        "actorId": "asset-1",
+        "customerNumber": "CUST100001",
+    }
+    assert stored["roles"] == ["customer"] and stored["phone"] == "+4930123456"
+    put = [r for r in sim.requests if r.method == "PUT"][-1]
+    assert put.body["etag"] == created.version
+
+
+async def test_activate_with_a_stale_version_is_concurrent_modification(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    await hantera.identity.activate_principal(new.id, "asset-1", "CUST1", created.version)
+
+    with pytest.raises(ConcurrentModification) as err:
+        await hantera.identity.activate_principal(new.id, "asset-2", "CUST2", created.version)
+
+    assert err.value.non_retryable and "HTTP 412" in str(err.value)
+    assert sim.principals[new.id]["properties"]["actorId"] == "asset-1"
+
+
+async def test_activate_missing_principal_is_not_found(hantera: HanteraClient) -> None:
+    with pytest.raises(NotFound) as err:
+        await hantera.identity.activate_principal("no-such-id", "a", "CUST1", "etag")
+    assert err.value.non_retryable and "HTTP 404" in str(err.value)
+
+
+async def test_delete_principal_is_idempotent(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    created = await hantera.identity.create_principal(new_principal(), PASSWORD)
+    assert await hantera.identity.delete_principal(created.id) is True
+    assert await hantera.identity.delete_principal(created.id) is False
+    assert sim.principals == {}
+    assert await hantera.identity.get_principal(created.id) is None
+
+
+# Customers -----------------------------------------------------------------------------------
+
+
+async def test_create_and_find_customers_numbered_from_the_type_prefix(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    assert await hantera.customers.find_customer("user1@example.com") is None
+
+    first = await hantera.customers.create_customer(new_customer(1))
+    second = await hantera.customers.create_customer(new_customer(2))
+
+    assert (first.number, second.number) == ("CUST100001", "CUST100002")
+    assert first.id in sim.assets and first.id != second.id
+    assert sim.assets[first.id]["dynamic"] == {
+        "email": "user1@example.com",
+        "name": "User 1",
+        "registrationId": "reg-1",
+    }
+    assert sim.assets[first.id]["externalReference"] == "reg-1"
+    assert await hantera.customers.find_customer("user1@example.com") == first
+    assert "dynamic.email == 'user1@example.com'" in sim.graph_filters
+
+
+async def test_create_customer_again_returns_it(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    first = await hantera.customers.create_customer(new_customer())
+    assert await hantera.customers.create_customer(new_customer()) == first
+    assert len(sim.assets) == 1
+
+
+async def test_create_customer_retried_after_a_lost_answer(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    sim.set_faults(drop_rate=1.0, path_prefix="/resources/actors/asset/new")
+    with pytest.raises(ProviderUnavailable):
+        await hantera.customers.create_customer(new_customer())
+    sim.reset_faults()
+    assert len(sim.assets) == 1  # created, but the answer was lost
+
+    customer = await hantera.customers.create_customer(new_customer())
+
+    assert len(sim.assets) == 1
+    assert customer.id in sim.assets and customer.number == "CUST100001"
+
+
+async def test_create_customer_whose_earlier_asset_is_not_in_the_graph_yet_retries(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    sim.add_asset("customer", {}, external_reference="reg-1")  # not indexed by dynamic fields
+    with pytest.raises(ProviderUnavailable, match="not in the graph yet"):
+        await hantera.customers.create_customer(new_customer())
+    assert len(sim.assets) == 1
+
+
+async def test_customer_of_another_registration_with_this_email_is_conflict(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    imported = sim.add_asset("customer", {"email": "user1@example.com", "name": "Imported"})
+    found = await hantera.customers.find_customer("user1@example.com")
+    assert found is not None and found.id == imported["assetId"]
+
+    with pytest.raises(Conflict, match=imported["assetId"]):
+        await hantera.customers.create_customer(new_customer())
+    assert len(sim.assets) == 1
+
+
+async def test_create_without_paths_fails_clearly(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    sim.set_faults(empty_asset_paths=True)
+    with pytest.raises(InvalidRequest, match="no paths") as err:
+        await hantera.customers.create_customer(new_customer())
+    assert err.value.non_retryable
+
+
+async def test_unknown_asset_type_is_invalid_request(sim: HanteraSimulator) -> None:
+    client = HanteraClient(settings_for(sim, customer_type_key="nope"))
+    try:
+        with pytest.raises(InvalidRequest) as err:
+            await client.customers.create_customer(new_customer())
+    finally:
+        await client.aclose()
+    assert err.value.non_retryable and "HTTP 400 INVALID_MESSAGE_BODY" in str(err.value)
+
+
+async def test_delete_customer_is_idempotent(hantera: HanteraClient, sim: HanteraSimulator) -> None:
+    customer = await hantera.customers.create_customer(new_customer())
+    assert await hantera.customers.delete_customer(customer.id) is True
+    assert await hantera.customers.delete_customer(customer.id) is False
+    assert sim.assets == {}
+
+
+async def test_injection_through_the_email_is_harmless(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    await hantera.customers.create_customer(new_customer(1, "victim@example.com"))
+    seen = list(sim.graph_filters)
+
+    with pytest.raises(InvalidRequest, match="quote") as err:
+        await hantera.customers.find_customer(INJECTION)
+    with pytest.raises(InvalidRequest, match="quote"):
+        await hantera.customers.create_customer(new_customer(2, INJECTION))
+
+    assert err.value.non_retryable
+    assert "evil" not in str(err.value)
+    assert sim.graph_filters == seen  # the value never reached Hantera
+    assert len(sim.assets) == 1
+
+
+async def test_simulator_graph_rejects_the_injected_filter(hantera: HanteraClient) -> None:
+    """Proves the test above meaningful: spliced into the filter, the value would be refused."""
+    query = [
+        {
+            "edge": "customers",
+            "filter": f"dynamic.email == '{INJECTION}'",
+            "node": {"fields": ["assetId"]},
+        }
+    ]
+    with pytest.raises(InvalidRequest, match="HTTP 400 INVALID_FILTER"):
+        await hantera.call("POST", "/resources/graph", json=query)
+
+
+@pytest.mark.parametrize("value", ["a'b@x.test", 'a"b@x.test', "a\\b@x.test", "a\nb@x.test"])
+def test_filter_literal_refuses_what_could_leave_the_quotes(value: str) -> None:
+    with pytest.raises(InvalidRequest):
+        filter_literal(value)
+
+
+def test_filter_literal_quotes_ordinary_values() -> None:
+    assert filter_literal("first.last+tag@example.com") == "'first.last+tag@example.com'"
+
+
+# Mail ----------------------------------------------------------------------------------------
+
+
+async def test_send_mail(hantera: HanteraClient, sim: HanteraSimulator) -> None:
+    await hantera.mail.send(mail("activation-1"))
+    (sent,) = sim.sendings
+    assert {k: v for k, v in sent.items() if k != "id"} == {
+        "to": "user1@example.com",
+        "subject": "Activate your account",
+        "html": "<p>Your code: <b>123456</b></p>",
+        "plainText": "Your code: 123456",
+        "category": "customer_activation",
+        "dynamic": {"code": "123456"},
+        "idempotency_key": "activation-1",
+    }
+    async with httpx.AsyncClient(base_url=sim.base_url) as http:
+        assert (await http.get("/_sim/sendings")).json() == sim.sendings
+
+
+async def test_reserved_mail_category_is_invalid_request(hantera: HanteraClient) -> None:
+    with pytest.raises(InvalidRequest, match="HTTP 422 RESERVED_CATEGORY"):
+        await hantera.mail.send(mail(category="system:welcome"))
+
+
+# Transient failures --------------------------------------------------------------------------
+
+
+async def test_rate_limit_carries_retry_after(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    sim.set_faults(rate_limit_rate=1.0, retry_after_seconds=7, path_prefix="/resources")
+    with pytest.raises(ProviderUnavailable) as err:
+        await hantera.identity.find_principal("user1@example.com")
+    assert not err.value.non_retryable
+    assert err.value.next_retry_delay == timedelta(seconds=7)
+    assert "HTTP 429" in str(err.value)
+
+
+async def test_server_error_is_retryable(hantera: HanteraClient, sim: HanteraSimulator) -> None:
+    sim.set_faults(error_rate=1.0, path_prefix="/resources/sendings")
+    with pytest.raises(ProviderUnavailable) as err:
+        await hantera.mail.send(mail())
+    assert not err.value.non_retryable and "HTTP 503" in str(err.value)
+    assert err.value.next_retry_delay is None
+
+
+async def test_dropped_connection_is_retryable(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    sim.set_faults(drop_rate=1.0, path_prefix="/resources/graph")
+    with pytest.raises(ProviderUnavailable, match="RemoteProtocolError") as err:
+        await hantera.customers.find_customer("user1@example.com")
+    assert not err.value.non_retryable
+
+
+async def test_timeout_is_retryable(sim: HanteraSimulator) -> None:
+    client = HanteraClient(settings_for(sim, timeout_seconds=0.1))
+    sim.set_faults(latency_seconds=0.4, path_prefix="/resources")
+    try:
+        with pytest.raises(ProviderUnavailable, match="ReadTimeout") as err:
+            await client.identity.get_principal("any")
+    finally:
+        await client.aclose()
+    assert not err.value.non_retryable
+
+
+async def test_faults_switch_over_http(hantera: HanteraClient, sim: HanteraSimulator) -> None:
+    async with httpx.AsyncClient(base_url=sim.base_url) as http:
+        answer = await http.post("/_sim/faults", json={"error_rate": 1.0})
+        assert answer.json()["error_rate"] == 1.0
+        with pytest.raises(ProviderUnavailable):
+            await hantera.customers.find_customer("user1@example.com")
+        assert (await http.post("/_sim/faults", json={"nonsense": 1})).status_code == 400
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    assert _retry_after("3") == timedelta(seconds=3)
+    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(minutes=1), usegmt=True)
+    delay = _retry_after(in_a_minute)
+    assert delay is not None and timedelta(seconds=55) < delay <= timedelta(minutes=1)
+    assert _retry_after("later, maybe") is None
+    assert _retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retryable"),
+    [
+        (400, InvalidRequest, False),
+        (404, NotFound, False),
+        (409, Conflict, False),
+        (412, ConcurrentModification, False),
+        (422, InvalidRequest, False),
+        (401, ProviderUnavailable, True),
+        (403, ProviderUnavailable, True),
+        (429, ProviderUnavailable, True),
+        (500, ProviderUnavailable, True),
+        (502, ProviderUnavailable, True),
+    ],
+)
+def test_status_mapping_scrubs_secrets_and_addresses(
+    status: int, error: type[Exception], retryable: bool
+) -> None:
+    request = httpx.Request("POST", "https://tenant.example/resources/me/password?email=a@b.test")
+    body = {"error": "E", "message": "pw hunter22 of jane.doe@example.com rejected, token tok123"}
+    response = httpx.Response(status, json=body, request=request)
+    with pytest.raises(error) as err:
+        _raise_for_status(response, redact=("hunter22", "tok123"))
+    message = err.value.message  # type: ignore[attr-defined]
+    assert type(err.value) is error
+    assert err.value.non_retryable is not retryable  # type: ignore[attr-defined]
+    assert message.startswith(f"Hantera POST /resources/me/password: HTTP {status} E pw *** of")
+    for secret in ("hunter22", "tok123", "jane.doe", "a@b.test"):
+        assert secret not in message
+
+
+# Tokens --------------------------------------------------------------------------------------
+
+
+async def test_token_is_cached_and_shared_by_concurrent_calls(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    await asyncio.gather(*(hantera.customers.find_customer(f"u{i}@x.test") for i in range(5)))
+    await hantera.identity.find_principal("u@x.test")
+    assert sim.count("/oauth/token") == 1
+
+
+async def test_token_is_refreshed_before_it_expires(sim: HanteraSimulator) -> None:
+    sim.token_lifetime_seconds = 1.0
+    client = HanteraClient(settings_for(sim))
+    try:
+        await client.customers.find_customer("u@x.test")
+        await asyncio.sleep(0.95)  # past lifetime minus the 10 % margin, before expiry
+        await client.customers.find_customer("u@x.test")
+    finally:
+        await client.aclose()
+    assert sim.count("/oauth/token") == 2
+    assert sim.count("/resources/graph", 401) == 0
+
+
+async def test_rejected_token_is_refreshed_once(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    await hantera.customers.find_customer("u@x.test")
+    sim.expire_tokens()
+
+    assert await hantera.customers.find_customer("u@x.test") is None
+
+    assert sim.count("/oauth/token") == 2
+    assert sim.count("/resources/graph", 401) == 1
+    assert sim.count("/resources/graph", 200) == 2
+
+
+async def test_second_401_is_an_error(hantera: HanteraClient, sim: HanteraSimulator) -> None:
+    sim.token_lifetime_seconds = 0.0  # every token is expired when used
+    with pytest.raises(ProviderUnavailable, match="HTTP 401") as err:
+        await hantera.customers.find_customer("u@x.test")
+    assert "REGISTRATION_HANTERA_CLIENT_ID" in str(err.value)
+    assert sim.count("/oauth/token") == 2
+    assert sim.count("/resources/graph", 401) == 2
+
+
+async def test_wrong_client_secret_is_retryable_and_not_shown(sim: HanteraSimulator) -> None:
+    client = HanteraClient(settings_for(sim, client_secret=SecretStr("wrong-secret-value")))
+    try:
+        with pytest.raises(ProviderUnavailable, match="HTTP 401 invalid_client") as err:
+            await client.mail.send(mail())
+    finally:
+        await client.aclose()
+    assert "wrong-secret-value" not in str(err.value)
+    assert sim.sendings == []
+
+
+async def test_no_secret_reaches_the_logs(
+    hantera: HanteraClient, sim: HanteraSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    await hantera.identity.activate_principal(new.id, "asset-1", "CUST1", created.version)
+    await hantera.mail.send(mail())
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Hantera client token obtained" in logged
+    for secret in (sim.client_secret, PASSWORD, *sim.tokens):
+        assert secret not in logged
+
+
+# Setup helper --------------------------------------------------------------------------------
+
+
+def test_setup_prints_the_one_time_setup(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("REGISTRATION_CUSTOMER_NUMBER_PREFIX", "SHOP")
+    assert main(["setup"]) == 0
+    out = capsys.readouterr().out
+    assert "POST /resources/registry/actors/asset/types/customer" in out
+    assert '"defaultNumberPrefix": "SHOP"' in out
+    assert "PUT /resources/iam/roles/customer" in out
+    assert "# Manual step:" in out and '"resource": "graph:*"' in out
+
+
+async def test_setup_applied_makes_customer_numbers_use_the_prefix(
+    hantera: HanteraClient, sim: HanteraSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await apply_setup(hantera, setup_plan(hantera.settings, "SHOP"))
+
+    assert sim.registry["actors/asset/types/customer"]["defaultNumberPrefix"] == "SHOP"
+    assert sim.roles["customer"] == {
+        "description": "Customer role marker for e-commerce users",
+        "acl": {"entries": []},
+    }
+    assert "# Manual step:" in capsys.readouterr().out  # the client ACL is not self-applied
+    assert (await hantera.customers.create_customer(new_customer())).number == "SHOP100001"
