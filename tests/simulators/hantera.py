@@ -10,7 +10,8 @@ it), and sendings recorded instead of delivered.
 
 Fault switches (``Faults``; Python ``set_faults`` or ``POST /_sim/faults``) add latency, 503s,
 429s with ``Retry-After``, and dropped connections; a drop happens after the request was handled,
-so the work is done but the answer is lost (the case idempotency must survive).
+so the work is done but the answer is lost (the case idempotency must survive); and a concurrent
+writer that changes a principal between a client's read and its conditional write (412).
 Inspection: the attributes below, or ``GET /_sim/sendings|principals|assets|faults``.
 
 Run alone: ``python -m tests.simulators.hantera --port 8900``. In tests: ``async with
@@ -83,6 +84,10 @@ class Faults:
     path_prefix: str = "/"
     empty_asset_paths: bool = False
     """Asset creation creates nothing and answers ``{"paths": []}``."""
+    concurrent_principal_writes: int = 0
+    """The next this many conditional principal PUTs (``If-Match`` or body ``etag``) lose a race:
+    just before the etag check another writer changes the principal (a new etag, its property
+    ``concurrentWrites`` counted up), so they answer 412. Counts down; ignores ``path_prefix``."""
 
 
 @dataclass
@@ -92,6 +97,8 @@ class RecordedRequest:
     query: str
     body: Any
     status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    """Request headers, lower-cased names, without ``authorization`` (a secret)."""
 
 
 @dataclass
@@ -219,7 +226,14 @@ class HanteraSimulator:
             if scope["type"] != "http" or path.startswith("/_sim"):
                 await app(scope, receive, send)
                 return
-            record = RecordedRequest(scope["method"], path, scope["query_string"].decode(), None)
+            headers = {
+                name.decode().lower(): value.decode(errors="replace")
+                for name, value in scope["headers"]
+                if name.lower() != b"authorization"
+            }
+            record = RecordedRequest(
+                scope["method"], path, scope["query_string"].decode(), None, headers=headers
+            )
             self.requests.append(record)
             chunks: list[bytes] = []
 
@@ -354,6 +368,8 @@ class HanteraSimulator:
         if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) or len(email) > 254:
             return _error(422, "INVALID_EMAIL", "email is not a valid address")
         expected = [_bare(e) for e in (request.headers.get("If-Match"), body.get("etag")) if e]
+        if expected and current is not None and self.faults.concurrent_principal_writes > 0:
+            self._concurrent_write(current)
         if expected and (current is None or any(e != current["etag"] for e in expected)):
             return _error(412, "PRECONDITION_FAILED", "etag does not match")
         owner = self._by_email(email)
@@ -373,6 +389,14 @@ class HanteraSimulator:
         }
         self.principals[principal_id] = doc
         return self._principal_response(doc)
+
+    def _concurrent_write(self, current: dict[str, Any]) -> None:
+        """Another writer wins the race for ``current``: a change and a new etag."""
+        remaining = self.faults.concurrent_principal_writes - 1
+        self.faults = dataclasses.replace(self.faults, concurrent_principal_writes=remaining)
+        properties = current["properties"]
+        properties["concurrentWrites"] = int(properties.get("concurrentWrites", 0)) + 1
+        current["etag"] = uuid.uuid4().hex[:16]
 
     async def _reset_password(self, request: Request) -> Response:
         principal_id = request.path_params["id"]
