@@ -112,20 +112,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not settings.encryption:
         parser.exit(2, "REGISTRATION_ENCRYPTION is off: payloads are plain, nothing to decode\n")
     logging.basicConfig(level=logging.INFO)
-    token = settings.codec_server_token.get_secret_value() if settings.codec_server_token else None
-    if token is None and not _is_loopback(args.host):
+    if settings.codec_server_token is None and not _is_loopback(args.host):
         log.warning(
             "codec server on %s without REGISTRATION_CODEC_SERVER_TOKEN: whoever reaches it can"
             " decrypt every payload",
             args.host,
         )
+    uvicorn.run(app_from_settings(settings), host=args.host, port=args.port)
+
+
+def app_from_settings(settings: Settings) -> Starlette:
+    """The codec server as configured (also run inside ``worker.py --dev``)."""
     keys, current_key_id = encryption_keys(settings)
-    app = create_app(
+    token = settings.codec_server_token.get_secret_value() if settings.codec_server_token else None
+    return create_app(
         EncryptionCodec(keys, current_key_id),
         allowed_origins=settings.codec_server_origins,
         token=token,
     )
-    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

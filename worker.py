@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -28,12 +30,14 @@ from activities.mail import MailActivities
 from activities.profile import ProfileActivities
 from activities.providers import Providers, open_providers
 from activities.rendering import MailRenderer
+from codec_server import app_from_settings
 from common.converter import data_converter
 from common.keys import fernet_keys, hmac_key
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
 from common.settings import Settings
 from common.temporal import connect, dev_server_path
+from workflows import visibility
 from workflows.registration import RegistrationWorkflow
 
 log = logging.getLogger("worker")
@@ -87,22 +91,44 @@ def create_worker(client: Client, settings: Settings, providers: Providers) -> W
     )
 
 
+def runtime(settings: Settings) -> Runtime | None:
+    """A runtime exporting the SDK's and the workflow's metrics for Prometheus, if configured."""
+    if not settings.metrics_bind_address:
+        return None
+    log.info("Prometheus metrics on http://%s/metrics", settings.metrics_bind_address)
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=settings.metrics_bind_address)
+        )
+    )
+
+
 @asynccontextmanager
 async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client]:
-    """A client for envconfig's cluster, or for an embedded dev server started and stopped here."""
+    """A client for envconfig's cluster, or for an embedded dev server started and stopped here
+    (with the search attributes registered and the UI pointed at the codec server)."""
     if not dev:
-        yield await connect(settings)
+        yield await connect(settings, runtime(settings))
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = settings.data_dir / "temporal.sqlite3"
-    async with await WorkflowEnvironment.start_local(
-        data_converter=data_converter(settings),
-        dev_server_existing_path=dev_server_path(),
-        dev_server_database_filename=str(database),
-        port=settings.dev_server_port,
-        ui=True,
-        ui_port=settings.dev_ui_port,
-    ) as env:
+    codec_endpoint = f"http://{settings.codec_server_host}:{settings.codec_server_port}"
+    async with (
+        await WorkflowEnvironment.start_local(
+            data_converter=data_converter(settings),
+            dev_server_existing_path=dev_server_path(),
+            dev_server_database_filename=str(database),
+            dev_server_extra_args=["--ui-codec-endpoint", codec_endpoint]
+            if settings.encryption
+            else [],
+            port=settings.dev_server_port,
+            ui=True,
+            ui_port=settings.dev_ui_port,
+            search_attributes=visibility.ALL,
+            runtime=runtime(settings),
+        ) as env,
+        codec_server(settings),
+    ):
         log.info(
             "embedded Temporal dev server on localhost:%d, state in %s, Web UI on http://localhost:%d",
             settings.dev_server_port,
@@ -110,6 +136,33 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
             settings.dev_ui_port,
         )
         yield env.client
+
+
+@asynccontextmanager
+async def codec_server(settings: Settings) -> AsyncIterator[None]:
+    """The codec server, in this process, so the dev UI shows decrypted payloads."""
+    if not settings.encryption:
+        yield
+        return
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app_from_settings(settings),
+            host=settings.codec_server_host,
+            port=settings.codec_server_port,
+            log_level="warning",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    log.info(
+        "codec server on http://%s:%d (the UI decodes payloads through it)",
+        settings.codec_server_host,
+        settings.codec_server_port,
+    )
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def serve(settings: Settings, dev: bool) -> None:

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_timeout_seconds: float = 20.0
 
+    # Visibility for support staff.
+    search_attributes: bool = True
+    """Set RegistrationStatus/RegistrationEmail/CustomerNumber/ActivationExpiresAt (they must be
+    registered on the namespace; the embedded dev server does it)."""
+    metrics_bind_address: str | None = "127.0.0.1:9464"
+    """Prometheus endpoint of the worker (``/metrics``); empty to turn it off."""
+
     # Embedded Temporal dev server (worker.py --dev).
     dev_server_port: int = 7233
     dev_ui_port: int = 8233

@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile
+from temporalio.runtime import Runtime
 
 from common.converter import data_converter
 from common.settings import Settings
@@ -46,5 +47,7 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(**connect_config(), data_converter=data_converter(settings))
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        **connect_config(), data_converter=data_converter(settings), runtime=runtime
+    )

@@ -19,6 +19,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
@@ -29,6 +30,7 @@ from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
 from common.settings import Settings, WorkflowIdMode
 from common.temporal import connect
+from workflows import visibility
 from workflows.models import (
     ActivationOutcome,
     ActivationReply,
@@ -121,7 +123,8 @@ class RegistrationClient:
                 registration,
                 id=workflow_id,
                 task_queue=self._settings.task_queue,
-                static_summary="Customer registration",
+                search_attributes=self._search_attributes(registration),
+                static_summary=self._summary(registration),
             )
         except WorkflowAlreadyStartedError:
             try:
@@ -226,6 +229,18 @@ class RegistrationClient:
                     raise
                 await asyncio.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _search_attributes(self, registration: RegistrationInput) -> TypedSearchAttributes | None:
+        if not self._settings.search_attributes:
+            return None
+        hashed = self._settings.workflow_id_mode is WorkflowIdMode.HASHED
+        return visibility.at_start("starting", None if hashed else registration.canonical_email)
+
+    def _summary(self, registration: RegistrationInput) -> str:
+        """The UI's one-line summary (an encrypted payload like any other)."""
+        if self._settings.workflow_id_mode is WorkflowIdMode.HASHED:
+            return f"Registration of {registration.name}"
+        return f"Registration of {registration.name} <{registration.email}>"
 
     def _handle_for(self, email: str) -> WorkflowHandle[Any, Any]:
         return self._handle(self.registration_id(email))

@@ -12,8 +12,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.converter import data_converter
 from common.settings import Settings
-from common.temporal import dev_server_path, test_server_path
-from tests.stack import Stack, make_settings, running_stack
+from common.temporal import dev_server_path
+from tests.stack import Stack, make_settings, running_stack, start_time_skipping
+from workflows import visibility
 
 
 @pytest.fixture(scope="session")
@@ -21,16 +22,14 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=dev_server_path(),
         data_converter=data_converter(make_settings(Path("unused"))),
+        search_attributes=visibility.ALL,
     ) as env:
         yield env
 
 
 @pytest.fixture(scope="session")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_path(),
-        data_converter=data_converter(make_settings(Path("unused"))),
-    ) as env:
+    async with await start_time_skipping(data_converter(make_settings(Path("unused")))) as env:
         yield env
 
 

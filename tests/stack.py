@@ -15,14 +15,20 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.converter import DataConverter
+from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import Providers, open_providers
 from common.converter import data_converter
 from common.settings import Settings
+from common.temporal import test_server_path
 from starter.client import RegistrationClient
 from tests.outbox import latest_code
 from worker import create_worker
+from workflows import visibility
 
 SESSION_KEYS = {
     "seal_key": SecretStr(Fernet.generate_key().decode()),
@@ -42,6 +48,23 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(_env_file=None, **values)
+
+
+async def start_time_skipping(converter: DataConverter) -> WorkflowEnvironment:
+    """The time-skipping test server, with the registration's search attributes added."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=test_server_path(), data_converter=converter
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in visibility.ALL
+            },
+        )
+    )
+    return env
 
 
 async def plain_client(client: Client) -> Client:

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         ResendRequest,
     )
     from workflows.saga import Saga
+    from workflows.visibility import Visibility
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -83,6 +84,7 @@ class RegistrationWorkflow:
         self._reason: str | None = None
         self._profile: ProviderProfile | None = None
         self._saga = Saga()
+        self._visibility = Visibility()
         self._new_principal_id = str(workflow.uuid4())
         self._new_customer_id = str(workflow.uuid4())
         self._principal: Principal | None = None
@@ -101,6 +103,7 @@ class RegistrationWorkflow:
 
     @workflow.run
     async def run(self, input: RegistrationInput) -> RegistrationResult:
+        self._visibility.started()
         self._profile = await workflow.execute_local_activity_method(
             ProfileActivities.describe_providers,
             start_to_close_timeout=LOCAL_STEP_TIMEOUT,
@@ -133,7 +136,8 @@ class RegistrationWorkflow:
             await self._mail(
                 MailActivities.send_already_registered, self._notice(), "mail: already registered"
             )
-            return self._finish(RegistrationState.ALREADY_REGISTERED)
+            self._end(RegistrationState.ALREADY_REGISTERED)
+            return self._result()
         if existing is not None:
             # An inactive leftover of an earlier attempt that was never cleaned up (e.g. a
             # terminated workflow): it cannot log in, so it is replaced by this registration.
@@ -158,6 +162,7 @@ class RegistrationWorkflow:
         # 3. The activation code, by mail.
         await self._issue_code()
         self._state = RegistrationState.PENDING
+        self._visibility.pending(self._expires_at)
 
         # 4. Wait for the code, an approval, expiry or a lockout.
         if not await self._activation_arrived():
@@ -167,6 +172,7 @@ class RegistrationWorkflow:
 
         # 5. Customer record (linked or created), then the principal goes active with the link.
         self._state = RegistrationState.ACTIVATING
+        self._visibility.state(self._state)
         self._customer = await self._link_or_create_customer()
         self._principal = await self._saga.step(
             self._identity(
@@ -181,9 +187,10 @@ class RegistrationWorkflow:
         )
         self._saga.commit()
         self._activated_at = workflow.now()
-        self._state = RegistrationState.ACTIVE
+        self._visibility.activation_latency(self._activated_at - self._started_at)
+        self._end(RegistrationState.ACTIVE)
         await self._send_welcome()
-        return self._finish(RegistrationState.ACTIVE)
+        return self._result()
 
     # -- Step 3 and 4: codes and waiting --------------------------------------------------------
 
@@ -361,14 +368,15 @@ class RegistrationWorkflow:
 
     # -- Endings -----------------------------------------------------------------------------------
 
-    async def _end_with_compensation(self, state: RegistrationState, reason: str | None) -> None:
+    def _end(self, state: RegistrationState, reason: str | None = None) -> None:
+        """The registration's outcome is decided (once): state, reason, search attributes."""
         self._state = state
         self._reason = reason
-        await self._saga.compensate()
+        self._visibility.finished(state, self._customer.number if self._customer else None)
 
-    def _finish(self, state: RegistrationState) -> RegistrationResult:
-        self._state = state
-        return self._result()
+    async def _end_with_compensation(self, state: RegistrationState, reason: str | None) -> None:
+        self._end(state, reason)
+        await self._saga.compensate()
 
     def _result(self) -> RegistrationResult:
         return RegistrationResult(

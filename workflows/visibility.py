@@ -1,0 +1,76 @@
+"""What support staff see of a registration in the Temporal UI and in metrics.
+
+Search attributes let staff list registrations, e.g. ``RegistrationStatus = 'pending' AND
+ActivationExpiresAt < '<in one hour>'``. They must exist on the namespace (the embedded dev
+server registers them; on a real cluster: ``temporal operator search-attribute create``), so the
+starter decides whether a registration uses them, and the workflow follows what it finds at start:
+a registration started without them (or recorded before they existed) never upserts any.
+``RegistrationEmail`` is set by the starter only, and not at all in hashed-ID mode.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
+
+STATUS = SearchAttributeKey.for_keyword("RegistrationStatus")
+EMAIL = SearchAttributeKey.for_keyword("RegistrationEmail")
+CUSTOMER_NUMBER = SearchAttributeKey.for_keyword("CustomerNumber")
+EXPIRES_AT = SearchAttributeKey.for_datetime("ActivationExpiresAt")
+ALL = (STATUS, EMAIL, CUSTOMER_NUMBER, EXPIRES_AT)
+
+
+def at_start(status: str, email: str | None) -> TypedSearchAttributes:
+    """The attributes a registration starts with (``email`` None keeps PII out of Temporal)."""
+    pairs = [SearchAttributePair(STATUS, status)]
+    if email is not None:
+        pairs.append(SearchAttributePair(EMAIL, email))
+    return TypedSearchAttributes(pairs)
+
+
+class Visibility:
+    """Keeps search attributes and metrics current as the workflow moves through its states."""
+
+    def __init__(self) -> None:
+        self._enabled = workflow.info().typed_search_attributes.get(STATUS) is not None
+        meter = workflow.metric_meter()
+        self._started = meter.create_counter(
+            "registrations_started", "registration workflows started"
+        )
+        self._finished = meter.create_counter(
+            "registrations_finished", "registrations ended, by final state (label: state)"
+        )
+        self._latency = meter.create_histogram_timedelta(
+            "registration_activation_latency", "from registration start to active account", "ms"
+        )
+
+    def started(self) -> None:
+        self._started.add(1)
+
+    def pending(self, expires_at: datetime) -> None:
+        self._upsert(STATUS.value_set("pending"), EXPIRES_AT.value_set(expires_at))
+
+    def state(self, state: str) -> None:
+        self._upsert(STATUS.value_set(str(state)))
+
+    def activation_latency(self, latency: timedelta) -> None:
+        self._latency.record(latency)
+
+    def finished(self, state: str, customer_number: str | None) -> None:
+        self._finished.add(1, {"state": state})
+        updates = [STATUS.value_set(str(state))]
+        if customer_number is not None:
+            updates.append(CUSTOMER_NUMBER.value_set(customer_number))
+        self._upsert(*updates)
+
+    def _upsert(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        if self._enabled:
+            workflow.upsert_search_attributes(list(updates))
