@@ -1,5 +1,6 @@
 """Every recorded history replays against the current workflow code: a change that breaks
-determinism fails here (and needs ``workflow.patched``)."""
+determinism fails here (and needs ``workflow.patched``). Histories of earlier versions of the
+workflow stay, in subfolders (``v1/``: before search attributes), and must keep replaying."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def test_every_scenario_has_a_recorded_history() -> None:
     assert recorded == set(SCENARIOS), "run: python -m tests.histories.record"
 
 
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted(HISTORIES.rglob("*.json")), ids=lambda p: str(p.relative_to(HISTORIES))
+)
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
     replayer = Replayer(

@@ -74,7 +74,9 @@ async def test_history_query_and_logs_hold_no_secret(
         assert secret not in caplog.text, "a secret is in the logs"
 
 
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted(HISTORIES.rglob("*.json")), ids=lambda p: str(p.relative_to(HISTORIES))
+)
 def test_recorded_histories_hold_no_password(path: Path) -> None:
     text = readable(path.read_text())
     assert "sealed_password" in text  # the field is there, sealed

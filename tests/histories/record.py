@@ -3,7 +3,8 @@
 Each scenario of ``tests/scenarios.py`` runs against real servers (the dev server, or the
 time-skipping server for timers) with the local provider and payload encryption off, so the files
 are readable JSON and prove that the workflow itself writes no secret into history. Re-record only
-on purpose: a workflow change must keep the old files replaying (or use ``workflow.patched``).
+on purpose, after moving the current files into a ``vN/`` folder: a workflow change must keep the
+old files replaying (or use ``workflow.patched``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from common.converter import data_converter
-from common.temporal import dev_server_path, test_server_path
+from common.temporal import dev_server_path
 from tests.scenarios import SCENARIOS
-from tests.stack import make_settings, plain_client, running_stack
+from tests.stack import make_settings, plain_client, running_stack, start_time_skipping
+from workflows import visibility
 
 HERE = Path(__file__).parent
 
@@ -27,11 +29,11 @@ async def record(names: list[str]) -> None:
     plain = data_converter(None)
     async with (
         await WorkflowEnvironment.start_local(
-            dev_server_existing_path=dev_server_path(), data_converter=plain
+            dev_server_existing_path=dev_server_path(),
+            data_converter=plain,
+            search_attributes=visibility.ALL,
         ) as dev_env,
-        await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=test_server_path(), data_converter=plain
-        ) as time_env,
+        await start_time_skipping(plain) as time_env,
     ):
         for name in names:
             scenario = SCENARIOS[name]
