@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
@@ -25,6 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.codes import ActivationCodes, CodeActivities
 from activities.customers import CustomerActivities
+from activities.errors import ConfigurationError
 from activities.identity import IdentityActivities
 from activities.mail import MailActivities
 from activities.profile import ProfileActivities
@@ -32,7 +34,7 @@ from activities.providers import Providers, open_providers
 from activities.rendering import MailRenderer
 from codec_server import app_from_settings
 from common.converter import data_converter
-from common.keys import fernet_keys, hmac_key
+from common.keys import KeyConfigError, fernet_keys, hmac_key
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
 from common.settings import Settings
@@ -171,8 +173,8 @@ async def serve(settings: Settings, dev: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with (
+        open_providers(settings) as providers,  # first: misconfiguration stops us before anything
         temporal_client(settings, dev) as client,
-        open_providers(settings) as providers,
         create_worker(client, settings, providers),
     ):
         log.info(
@@ -200,7 +202,12 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(Settings(), args.dev))
+    try:
+        asyncio.run(serve(Settings(), args.dev))
+    except (ConfigurationError, KeyConfigError, ValidationError) as err:
+        # Misconfiguration stops the worker at start-up, naming the setting, without a traceback.
+        log.error("configuration error: %s", err)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

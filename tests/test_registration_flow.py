@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
@@ -17,7 +20,7 @@ from activities.roles import Customer, NewCustomer
 from starter.cli import import_customers
 from tests.helpers import PASSWORD, customers, identity, register, result_of, wait_for_state
 from tests.outbox import messages_to
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
 
 
@@ -220,3 +223,20 @@ async def test_concurrent_double_start_makes_one_registration(stack: Stack) -> N
     assert runs[0].status is WorkflowExecutionStatus.RUNNING
     await asyncio.sleep(0.5)  # the repeat's resend is throttled: still one code mail
     assert categories(stack, "heidi@example.com") == ["customer_activation"]
+
+
+async def test_link_mode_mails_a_long_token_that_activates(dev_env: Any, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, activation_link_base="https://shop.example/activate")
+    async for linked in running_stack(dev_env.client, settings):
+        await register(linked, "Lena+shop@Example.com")
+        await wait_for_state(linked, "lena+shop@example.com", RegistrationState.PENDING)
+        (mail,) = messages_to(settings.outbox_path, "Lena+shop@Example.com")
+        body = mail.get_body(preferencelist=("plain",))
+        assert body is not None
+        (link,) = re.findall(r"https://shop\.example/activate\?\S+", body.get_content())
+        query = parse_qs(urlsplit(link).query)
+        assert query["email"] == ["Lena+shop@Example.com"]
+        token = query["token"][0]
+        assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) * 8 >= 128
+        reply = await linked.registrations.submit_code("lena+shop@example.com", token)
+        assert reply.outcome is ActivationOutcome.ACTIVATED
