@@ -198,15 +198,11 @@ class RegistrationClient:
         self, *, password: str, activation_ttl: timedelta | None, **fields: Any
     ) -> RegistrationInput:
         settings = self._settings
-        policy = _validated(
-            RegistrationPolicy,
-            activation_ttl=activation_ttl or settings.activation_ttl,
-            max_attempts_per_code=settings.max_attempts_per_code,
-            max_attempts_total=settings.max_attempts_total,
-            max_resends=settings.max_resends,
-            resend_interval=settings.resend_interval,
-            customer_number_prefix=settings.customer_number_prefix,
-        )
+        # The policy fields are settings of the same names; a per-call TTL overrides.
+        configured = settings.model_dump(include=set(RegistrationPolicy.model_fields))
+        if activation_ttl is not None:
+            configured["activation_ttl"] = activation_ttl
+        policy = _validated(RegistrationPolicy, **configured)
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields
         )

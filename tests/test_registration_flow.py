@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -134,65 +135,93 @@ class GatedCustomers:
         pass
 
 
+@pytest.fixture
+async def gated(dev_env: Any, stack: Stack) -> AsyncIterator[tuple[GatedCustomers, Stack]]:
+    """A second worker whose customer creation waits at a gate (same SQLite file as ``stack``)."""
+    gate = GatedCustomers(customers(stack))
+    providers = dataclasses.replace(stack.providers, customers=gate)
+    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
+    async for running in running_stack(dev_env.client, settings, providers):
+        yield gate, running
+
+
 async def test_cancel_during_activation_undoes_customer_and_principal(
-    dev_env: Any, stack: Stack
+    stack: Stack, gated: tuple[GatedCustomers, Stack]
 ) -> None:
-    gate = GatedCustomers(customers(stack))
-    providers = dataclasses.replace(stack.providers, customers=gate)
-    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
-    async for gated in running_stack(dev_env.client, settings, providers):
-        receipt = await register(gated, "erin@example.com")
-        await wait_for_state(gated, "erin@example.com", RegistrationState.PENDING)
-        submit = asyncio.create_task(
-            gated.registrations.submit_code("erin@example.com", gated.code_for("erin@example.com"))
+    gate, gated_stack = gated
+    receipt = await register(gated_stack, "erin@example.com")
+    await wait_for_state(gated_stack, "erin@example.com", RegistrationState.PENDING)
+    submit = asyncio.create_task(
+        gated_stack.registrations.submit_code(
+            "erin@example.com", gated_stack.code_for("erin@example.com")
         )
-        await asyncio.wait_for(gate.reached.wait(), 10)
-        assert await customers(stack).find_customer("erin@example.com") is not None
-        await gated.registrations.cancel("erin@example.com")
-        await asyncio.sleep(0.3)  # let the cancel reach the workflow while the step still runs
-        gate.release.set()
-        reply = await submit
-        assert reply.outcome is ActivationOutcome.NOT_PENDING
-        with pytest.raises(WorkflowFailureError):
-            await result_of(gated, receipt.registration_id)
-        assert await customers(stack).find_customer("erin@example.com") is None
-        assert await identity(stack).find_principal("erin@example.com") is None
-        status = await gated.registrations.status("erin@example.com")
-        assert status.state is RegistrationState.CANCELLED
+    )
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    assert await customers(stack).find_customer("erin@example.com") is not None
+    await gated_stack.registrations.cancel("erin@example.com")
+    await asyncio.sleep(0.3)  # let the cancel reach the workflow while the step still runs
+    gate.release.set()
+    reply = await submit
+    assert reply.outcome is ActivationOutcome.NOT_PENDING
+    with pytest.raises(WorkflowFailureError):
+        await result_of(gated_stack, receipt.registration_id)
+    assert await customers(stack).find_customer("erin@example.com") is None
+    assert await identity(stack).find_principal("erin@example.com") is None
+    status = await gated_stack.registrations.status("erin@example.com")
+    assert status.state is RegistrationState.CANCELLED
 
 
-async def test_failure_after_customer_creation_deletes_only_that_customer(
-    dev_env: Any, stack: Stack
+async def test_failure_after_customer_creation_deletes_that_customer(
+    stack: Stack, gated: tuple[GatedCustomers, Stack]
 ) -> None:
-    gate = GatedCustomers(customers(stack))
-    providers = dataclasses.replace(stack.providers, customers=gate)
-    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
-    async for gated in running_stack(dev_env.client, settings, providers):
-        receipt = await register(gated, "frank@example.com")
-        await wait_for_state(gated, "frank@example.com", RegistrationState.PENDING)
-        submit = asyncio.create_task(
-            gated.registrations.submit_code(
-                "frank@example.com", gated.code_for("frank@example.com")
-            )
+    gate, gated_stack = gated
+    receipt = await register(gated_stack, "frank@example.com")
+    await wait_for_state(gated_stack, "frank@example.com", RegistrationState.PENDING)
+    submit = asyncio.create_task(
+        gated_stack.registrations.submit_code(
+            "frank@example.com", gated_stack.code_for("frank@example.com")
         )
-        await asyncio.wait_for(gate.reached.wait(), 10)
-        # Somebody removes the principal while the customer is being created.
-        principal = await identity(stack).find_principal("frank@example.com")
-        assert principal is not None
-        await identity(stack).delete_principal(principal.id)
-        gate.release.set()
+    )
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    # Somebody removes the principal while the customer is being created.
+    principal = await identity(stack).find_principal("frank@example.com")
+    assert principal is not None
+    await identity(stack).delete_principal(principal.id)
+    gate.release.set()
 
-        reply = await submit
-        assert reply.outcome is ActivationOutcome.FAILED
-        with pytest.raises(WorkflowFailureError) as failure:
-            await result_of(gated, receipt.registration_id)
-        cause = failure.value.cause
-        assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
-        assert "NotFound" in str(cause)
-        assert await customers(stack).find_customer("frank@example.com") is None
-        status = await gated.registrations.status("frank@example.com")
-        assert status.state is RegistrationState.FAILED
-        assert status.reason is not None and "NotFound" in status.reason
+    reply = await submit
+    assert reply.outcome is ActivationOutcome.FAILED
+    with pytest.raises(WorkflowFailureError) as failure:
+        await result_of(gated_stack, receipt.registration_id)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
+    assert "NotFound" in str(cause)
+    assert await customers(stack).find_customer("frank@example.com") is None
+    status = await gated_stack.registrations.status("frank@example.com")
+    assert status.state is RegistrationState.FAILED
+    assert status.reason is not None and "NotFound" in status.reason
+
+
+async def test_failure_never_deletes_a_linked_customer(stack: Stack) -> None:
+    imported = await customers(stack).create_customer(
+        NewCustomer(id="imported-7", email="ola@example.com", email_canonical="ola@example.com",
+                    name="Ola (imported)")
+    )  # fmt: skip
+    receipt = await register(stack, "ola@example.com")
+    await wait_for_state(stack, "ola@example.com", RegistrationState.PENDING)
+    principal = await identity(stack).find_principal("ola@example.com")
+    assert principal is not None
+    await identity(stack).delete_principal(principal.id)
+
+    reply = await stack.registrations.submit_code(
+        "ola@example.com", stack.code_for("ola@example.com")
+    )
+    assert reply.outcome is ActivationOutcome.FAILED
+    with pytest.raises(WorkflowFailureError):
+        await result_of(stack, receipt.registration_id)
+    assert await customers(stack).find_customer("ola@example.com") == imported
+    status = await stack.registrations.status("ola@example.com")
+    assert status.state is RegistrationState.FAILED and status.linked_existing_customer
 
 
 async def test_staff_approval_activates_without_code(stack: Stack) -> None:
