@@ -243,7 +243,10 @@ class RegistrationWorkflow:
     @workflow.signal
     async def activate(self, submission: CodeSubmission) -> None:
         """Fire-and-forget form of ``submit_activation_code`` (e.g. from the Temporal UI)."""
-        await self._check_code(submission)
+        try:
+            await self._check_code(submission)
+        except FailureError as err:  # a signal must not fail the workflow; status tells
+            workflow.logger.warning("code check failed: %s", _describe(err))
 
     async def _check_code(self, submission: CodeSubmission) -> ActivationReply:
         async with self._code_lock:
