@@ -24,6 +24,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
+from activities.providers import check_email
 from common.identifiers import registration_id
 from common.keys import fernet_keys, hmac_key
 from common.passwords import PasswordPolicy, PasswordPolicyError
@@ -206,6 +207,10 @@ class RegistrationClient:
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields
         )
+        try:
+            check_email(settings, registration.canonical_email)
+        except ValueError as err:
+            raise InvalidInput("email", str(err)) from None
         try:
             self._passwords.check(password, context=(registration.email, registration.name))
         except PasswordPolicyError as err:

@@ -9,6 +9,7 @@ activated and linked under its etag), plus one mixed composition. Each test has 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ from activities.errors import InvalidRequest
 from activities.identity import ACTIVATION_READS
 from activities.providers.hantera import HanteraCustomers
 from common.settings import Settings
-from starter.client import InvalidInput, UnknownRegistration
+from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
 from tests.helpers import PASSWORD, identity, register, result_of, wait_for_state
 from tests.outbox import messages_to
 from tests.simulators.hantera import HanteraSimulator, RecordedRequest, running
@@ -445,7 +446,19 @@ async def test_injection_that_passes_validation_links_no_other_customer(
 ) -> None:
     injection = "x'or'1'=='1@example.com"  # valid RFC 5322 atext, so our validator lets it in
     victim = sim.add_asset("customer", {"email": "victim@example.com", "name": "Victim"})
-    registration_id = await pending(hstack, injection, "Mallory")
+    # Our client refuses it up front, since customers are on Hantera...
+    with pytest.raises(InvalidInput, match="hantera customers provider") as refused:
+        await register(hstack, injection)
+    assert refused.value.field == "email"
+    # ...but a backend whose starter does not know the worker's providers gets it started, and
+    # the worker still defends itself.
+    blind = dataclasses.replace(
+        hstack,
+        registrations=RegistrationClient(
+            hstack.client, hstack.settings.model_copy(update={"customers_provider": "local"})
+        ),
+    )
+    registration_id = await pending(blind, injection, "Mallory")
 
     reply = await hstack.registrations.submit_code(injection, activation_code(sim, injection))
     assert reply.outcome is ActivationOutcome.FAILED

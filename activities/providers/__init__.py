@@ -82,6 +82,31 @@ MAIL: dict[str, Callable[[Resources], MailProvider]] = {
 }
 
 
+def _hantera_email(email_canonical: str) -> None:
+    from activities.errors import InvalidRequest
+    from activities.providers.hantera import filter_literal
+
+    try:
+        filter_literal(email_canonical)
+    except InvalidRequest:
+        raise ValueError(
+            "cannot be used with the hantera customers provider (quote, backslash or control"
+            " character)"
+        ) from None
+
+
+CUSTOMER_EMAIL_RULES: dict[str, Callable[[str], None]] = {"hantera": _hantera_email}
+"""Addresses a customers provider cannot look up, refused before a registration starts (rather
+than after the customer typed the code)."""
+
+
+def check_email(settings: Settings, email_canonical: str) -> None:
+    """Raises ``ValueError`` if the configured customers provider cannot work with the address."""
+    rule = CUSTOMER_EMAIL_RULES.get(settings.customers_provider)
+    if rule is not None:
+        rule(email_canonical)
+
+
 @dataclass(frozen=True)
 class Providers:
     identity: IdentityProvider
