@@ -151,6 +151,11 @@ class LocalDirectory:
         self.path = path
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-directory")
+        # Argon2id gets its own pool, one thread per core: each hash takes 19 MiB that stays with
+        # its thread, and more hashing threads than cores add memory, not throughput.
+        self._hashing = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="argon2id"
+        )
         self._conn: sqlite3.Connection | None = None
         try:
             # Opened on the database thread (sqlite3 connections are thread-bound) but waited for
@@ -158,6 +163,7 @@ class LocalDirectory:
             self._executor.submit(self._open).result()
         except BaseException:
             self._executor.shutdown(wait=False)
+            self._hashing.shutdown(wait=False)
             raise
         self.identity = LocalIdentity(self)
         self.customers = LocalCustomers(self)
@@ -200,6 +206,12 @@ class LocalDirectory:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
+    async def hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a password hash (or check) on the hashing pool."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._hashing, functools.partial(fn, *args, **kwargs)
+        )
+
     async def aclose(self) -> None:
         """Close the connection after the calls already queued; idempotent."""
         if self._closed:
@@ -210,6 +222,7 @@ class LocalDirectory:
             await loop.run_in_executor(self._executor, self._close)
         finally:
             self._executor.shutdown(wait=False)
+            self._hashing.shutdown(wait=False)
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -243,7 +256,7 @@ class LocalIdentity:
         existing = await self._dir.run(_existing_principal, new)
         if existing is not None:
             return existing
-        password_hash = await asyncio.to_thread(_hash_password, password)
+        password_hash = await self._dir.hash(_hash_password, password)
         return await self._dir.run(_insert_principal, new, password_hash, _now())
 
     async def activate_principal(
@@ -259,7 +272,7 @@ class LocalIdentity:
     async def verify_password(self, principal_id: str, password: str) -> bool:
         """Whether ``password`` matches; ``False`` for an unknown principal (active or not)."""
         phc = await self._dir.run(_password_hash, principal_id)
-        return await asyncio.to_thread(_verify_password, password, phc)
+        return await self._dir.hash(_verify_password, password, phc)
 
 
 class LocalCustomers:
