@@ -246,8 +246,7 @@ async def test_concurrent_double_start_makes_one_registration(stack: Stack) -> N
         execution
         async for execution in stack.client.list_workflows(
             # The server is shared by the session: only this stack's task queue counts.
-            f"WorkflowId = '{first.registration_id}'"
-            f" AND TaskQueue = '{stack.settings.task_queue}'"
+            f"WorkflowId = '{first.registration_id}' AND TaskQueue = '{stack.settings.task_queue}'"
         )
     ]
     assert len(runs) == 1
