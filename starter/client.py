@@ -238,10 +238,11 @@ class RegistrationClient:
         return visibility.at_start("starting", None if hashed else registration.canonical_email)
 
     def _summary(self, registration: RegistrationInput) -> str:
-        """The UI's one-line summary (an encrypted payload like any other)."""
+        """The UI's one-line summary (an encrypted payload like any other; the UI renders it as
+        Markdown, hence no angle brackets)."""
         if self._settings.workflow_id_mode is WorkflowIdMode.HASHED:
             return f"Registration of {registration.name}"
-        return f"Registration of {registration.name} <{registration.email}>"
+        return f"Registration of {registration.name} ({registration.email})"
 
     def _handle_for(self, email: str) -> WorkflowHandle[Any, Any]:
         return self._handle(self.registration_id(email))

@@ -232,6 +232,7 @@ async def test_staff_approval_activates_without_code(stack: Stack) -> None:
     assert result.state is RegistrationState.ACTIVE
     status = await stack.registrations.status("grace@example.com")
     assert status.approved_by == "support:kim"
+    assert status.approval_reason == "verified by phone"
     principal = await identity(stack).find_principal("grace@example.com")
     assert principal is not None and principal.active
 

@@ -70,7 +70,7 @@ async def test_staff_can_find_registrations_by_status_expiry_and_number(stack: S
 
     described = await stack.client.get_workflow_handle(pending.registration_id).describe()
     assert await described.static_summary() == (
-        "Registration of Alice Andersson <pending.pat@example.com>"
+        "Registration of Alice Andersson (pending.pat@example.com)"
     )
 
 

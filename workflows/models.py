@@ -199,6 +199,7 @@ class RegistrationStatus(_Model):
     customer_number: str | None = None
     linked_existing_customer: bool = False
     approved_by: str | None = None
+    approval_reason: str | None = None
     reason: str | None = None
 
 

@@ -410,6 +410,7 @@ class RegistrationWorkflow:
             customer_number=self._customer.number if self._customer else None,
             linked_existing_customer=self._linked_existing,
             approved_by=self._approval.operator if self._approval else None,
+            approval_reason=self._approval.reason if self._approval else None,
             reason=self._reason,
         )
 
