@@ -19,10 +19,11 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.providers.local import LocalCustomers
 from activities.roles import Customer, NewCustomer
 from starter.cli import import_customers
+from starter.client import Receipt
 from tests.helpers import PASSWORD, customers, identity, register, result_of, wait_for_state
 from tests.outbox import messages_to
 from tests.stack import Stack, make_settings, running_stack
-from workflows.models import ActivationOutcome, RegistrationState
+from workflows.models import ActivationOutcome, ActivationReply, RegistrationState
 
 
 def categories(stack: Stack, email: str) -> list[str]:
@@ -145,18 +146,25 @@ async def gated(dev_env: Any, stack: Stack) -> AsyncIterator[tuple[GatedCustomer
         yield gate, running
 
 
+async def activation_held_at_gate(
+    gate: GatedCustomers, gated_stack: Stack, email: str
+) -> tuple[Receipt, asyncio.Task[ActivationReply]]:
+    """Register, submit the right code in the background, return once customer creation waits
+    at the gate: the test acts while the activation is half way."""
+    receipt = await register(gated_stack, email)
+    await wait_for_state(gated_stack, email, RegistrationState.PENDING)
+    submit = asyncio.create_task(
+        gated_stack.registrations.submit_code(email, gated_stack.code_for(email))
+    )
+    await asyncio.wait_for(gate.reached.wait(), 10)
+    return receipt, submit
+
+
 async def test_cancel_during_activation_undoes_customer_and_principal(
     stack: Stack, gated: tuple[GatedCustomers, Stack]
 ) -> None:
     gate, gated_stack = gated
-    receipt = await register(gated_stack, "erin@example.com")
-    await wait_for_state(gated_stack, "erin@example.com", RegistrationState.PENDING)
-    submit = asyncio.create_task(
-        gated_stack.registrations.submit_code(
-            "erin@example.com", gated_stack.code_for("erin@example.com")
-        )
-    )
-    await asyncio.wait_for(gate.reached.wait(), 10)
+    receipt, submit = await activation_held_at_gate(gate, gated_stack, "erin@example.com")
     assert await customers(stack).find_customer("erin@example.com") is not None
     await gated_stack.registrations.cancel("erin@example.com")
     await asyncio.sleep(0.3)  # let the cancel reach the workflow while the step still runs
@@ -175,14 +183,7 @@ async def test_failure_after_customer_creation_deletes_that_customer(
     stack: Stack, gated: tuple[GatedCustomers, Stack]
 ) -> None:
     gate, gated_stack = gated
-    receipt = await register(gated_stack, "frank@example.com")
-    await wait_for_state(gated_stack, "frank@example.com", RegistrationState.PENDING)
-    submit = asyncio.create_task(
-        gated_stack.registrations.submit_code(
-            "frank@example.com", gated_stack.code_for("frank@example.com")
-        )
-    )
-    await asyncio.wait_for(gate.reached.wait(), 10)
+    receipt, submit = await activation_held_at_gate(gate, gated_stack, "frank@example.com")
     # Somebody removes the principal while the customer is being created.
     principal = await identity(stack).find_principal("frank@example.com")
     assert principal is not None
