@@ -38,7 +38,7 @@ from common.keys import KeyConfigError, fernet_keys, hmac_key
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
 from common.settings import Settings
-from common.temporal import connect, dev_server_path
+from common.temporal import connect, dev_server_path, dev_server_sqlite_args
 from workflows import visibility
 from workflows.registration import RegistrationWorkflow
 
@@ -120,9 +120,8 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
             data_converter=data_converter(settings),
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(database),
-            dev_server_extra_args=["--ui-codec-endpoint", codec_endpoint]
-            if settings.encryption
-            else [],
+            dev_server_extra_args=dev_server_sqlite_args()
+            + (["--ui-codec-endpoint", codec_endpoint] if settings.encryption else []),
             port=settings.dev_server_port,
             ui=True,
             ui_port=settings.dev_ui_port,
@@ -152,6 +151,7 @@ async def codec_server(settings: Settings) -> AsyncIterator[None]:
             host=settings.codec_server_host,
             port=settings.codec_server_port,
             log_level="warning",
+            lifespan="off",  # the app has no start-up/shutdown hooks; "on" logs a traceback on exit
         )
     )
     task = asyncio.create_task(server.serve())
