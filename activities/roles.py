@@ -60,6 +60,14 @@ class NewCustomer(_Record):
     tenant: str | None = None
 
 
+class CustomerLink(_Record):
+    """The customer a registration links its principal to, and whether the registration created
+    it (only then may a compensation delete it)."""
+
+    customer: Customer
+    created: bool
+
+
 class MailMessage(_Record):
     """A rendered message. ``idempotency_key`` makes a retried send deliver it once."""
 
@@ -104,6 +112,14 @@ class CustomerProvider(Protocol):
 
     async def create_customer(self, new: NewCustomer) -> Customer:
         """Create with a generated customer number; creating the same id again returns it."""
+        ...
+
+    async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
+        """The customer with ``new``'s email (``created=False``), else a new one from ``new``.
+
+        One call, so that no customer can appear between the lookup and the create, and retry-
+        safe: the customer an earlier attempt created for ``new.id`` comes back ``created=True``.
+        """
         ...
 
     async def delete_customer(self, customer_id: str) -> bool:

@@ -101,20 +101,20 @@ async def import_customers(settings: Settings, file: Path) -> dict[str, Any]:
                 row = ImportedCustomer.model_validate_json(line)
             except ValidationError as err:
                 raise InvalidInput(f"line {number}", str(err.errors()[0]["msg"])) from None
-            email = canonical_email(row.email)
-            if await providers.customers.find_customer(email) is not None:
-                skipped.append(row.email)
-                continue
-            customer = await providers.customers.create_customer(
+            link = await providers.customers.link_or_create_customer(
                 NewCustomer(
                     id=str(uuid.uuid4()),
                     email=row.email.strip(),
-                    email_canonical=email,
+                    email_canonical=canonical_email(row.email),
                     name=row.name,
                     phone=row.phone,
                     number_prefix=settings.customer_number_prefix,
                 )
             )
+            if not link.created:
+                skipped.append(row.email)
+                continue
+            customer = link.customer
             imported.append({"email": customer.email, "customer_number": customer.number})
     return {"imported": imported, "already_present": skipped}
 

@@ -351,6 +351,24 @@ async def test_create_and_find_customers_numbered_from_the_type_prefix(
     assert "dynamic.email == 'user1@example.com'" in sim.graph_filters
 
 
+async def test_link_or_create_links_an_asset_with_the_email_and_creates_otherwise(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    imported = await hantera.customers.create_customer(new_customer(1, "imp@example.com"))
+    lookups = len(sim.graph_filters)
+
+    link = await hantera.customers.link_or_create_customer(new_customer(2, "imp@example.com"))
+    assert link.created is False and link.customer == imported
+    assert len(sim.assets) == 1
+    assert len(sim.graph_filters) == lookups + 1  # one lookup, no create
+
+    fresh = await hantera.customers.link_or_create_customer(new_customer(3))
+    assert fresh.created is True and fresh.customer.number == "CUST100002"
+    # A retry (the answer was lost) gets the same asset back, still as created by us.
+    assert await hantera.customers.link_or_create_customer(new_customer(3)) == fresh
+    assert len(sim.assets) == 2
+
+
 async def test_create_customer_again_returns_it(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:

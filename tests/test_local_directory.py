@@ -316,6 +316,41 @@ async def test_duplicate_customer_email_is_a_conflict(directory: LocalDirectory)
     assert (await customers.create_customer(new_customer(3))).number == "CUST100002"
 
 
+async def test_link_or_create_links_the_customer_with_the_email(directory: LocalDirectory) -> None:
+    customers = directory.customers
+    imported = await customers.create_customer(new_customer(1, "Imp@Example.com"))
+    link = await customers.link_or_create_customer(new_customer(2, "imp@example.com"))
+    assert link.created is False and link.customer == imported
+    assert raw_row(directory.path, "SELECT count(*) FROM customers") == (1,)
+    # Linking burnt no number.
+    assert (await customers.create_customer(new_customer(3))).number == "CUST100002"
+
+
+async def test_link_or_create_creates_once_and_a_retry_gets_it_back(
+    directory: LocalDirectory,
+) -> None:
+    customers = directory.customers
+    first = await customers.link_or_create_customer(new_customer(1))
+    assert first.created is True and first.customer.number == "CUST100001"
+    retried = await customers.link_or_create_customer(new_customer(1))
+    assert retried == first  # the earlier attempt's customer, still marked as created
+    assert raw_row(directory.path, "SELECT count(*) FROM customers") == (1,)
+    with pytest.raises(Conflict):  # same id, other email: not ours to link
+        await customers.link_or_create_customer(new_customer(1, "other@example.com"))
+
+
+async def test_link_or_create_under_concurrency_creates_one_customer(
+    directory: LocalDirectory,
+) -> None:
+    customers = directory.customers
+    links = await asyncio.gather(
+        *(customers.link_or_create_customer(new_customer(n, "same@example.com")) for n in range(10))
+    )
+    assert sum(link.created for link in links) == 1
+    assert len({link.customer.id for link in links}) == 1
+    assert raw_row(directory.path, "SELECT count(*) FROM customers") == (1,)
+
+
 async def test_delete_customer_is_idempotent(directory: LocalDirectory) -> None:
     customers = directory.customers
     await customers.create_customer(new_customer(1))

@@ -53,7 +53,14 @@ from activities.errors import (
     PasswordRejected,
     ProviderUnavailable,
 )
-from activities.roles import Customer, MailMessage, NewCustomer, NewPrincipal, Principal
+from activities.roles import (
+    Customer,
+    CustomerLink,
+    MailMessage,
+    NewCustomer,
+    NewPrincipal,
+    Principal,
+)
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -578,10 +585,19 @@ class HanteraCustomers:
         return _customer(nodes[0]) if nodes else None
 
     async def create_customer(self, new: NewCustomer) -> Customer:
-        """Create the asset (Hantera numbers it from the type's prefix); retry-safe.
+        """Create the asset (``link_or_create_customer``); a customer that already has the email
+        is a ``Conflict``."""
+        link = await self.link_or_create_customer(new)
+        if not link.created:
+            raise Conflict(f"email already belongs to customer asset {link.customer.id}")
+        return link.customer
+
+    async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
+        """The customer asset with this email, or a new one (Hantera numbers it from the type's
+        prefix); retry-safe.
 
         First the customers with this email: one carrying ``registrationId`` = ``new.id`` is a
-        previous attempt's and is returned; any other is a ``Conflict``. The create also sets
+        previous attempt's and comes back as created; any other is linked. The create also sets
         ``externalReference`` = ``new.id``, which Hantera keeps unique across assets, so even an
         attempt the graph has not indexed yet cannot be created twice. ASSUMPTION: a taken
         ``externalReference`` is answered 409; we then look the asset up by ``registrationId``
@@ -591,9 +607,9 @@ class HanteraCustomers:
         nodes = await self._customers_where("email", new.email_canonical)
         mine = [n for n in nodes if (n.get("dynamic") or {}).get("registrationId") == new.id]
         if mine:
-            return _customer(mine[0])
+            return CustomerLink(customer=_customer(mine[0]), created=True)
         if nodes:
-            raise Conflict(f"email already belongs to customer asset {nodes[0].get('assetId')}")
+            return CustomerLink(customer=_customer(nodes[0]), created=False)
         type_key = self._client.settings.customer_type_key
         fields = {"email": new.email_canonical, "name": new.name, "registrationId": new.id}
         fields.update({k: v for k, v in (("phone", new.phone), ("tenant", new.tenant)) if v})
@@ -608,9 +624,10 @@ class HanteraCustomers:
         try:
             response = await self._client.call("POST", _path(ASSETS_PATH, "new"), json=[message])
         except Conflict:
-            return await self._created_before(new)
+            return CustomerLink(customer=await self._created_before(new), created=True)
         asset_id, number = _created_asset(_json(response), type_key, new.id)
-        return Customer(id=asset_id, number=number, email=new.email_canonical, name=new.name)
+        customer = Customer(id=asset_id, number=number, email=new.email_canonical, name=new.name)
+        return CustomerLink(customer=customer, created=True)
 
     async def _created_before(self, new: NewCustomer) -> Customer:
         """The asset an earlier attempt created with this registration's ``externalReference``."""

@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from activities.errors import ConcurrentModification, ConfigurationError, Conflict, NotFound
-from activities.roles import Customer, NewCustomer, NewPrincipal, Principal
+from activities.roles import Customer, CustomerLink, NewCustomer, NewPrincipal, Principal
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -291,7 +291,14 @@ class LocalCustomers:
 
     async def create_customer(self, new: NewCustomer) -> Customer:
         """Create with the next ``<prefix><n>`` number; the same id and email again returns it."""
-        return await self._dir.run(_insert_customer, new, _now())
+        link = await self.link_or_create_customer(new)
+        if not link.created:
+            raise Conflict(f"email already belongs to customer {link.customer.id}")
+        return link.customer
+
+    async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
+        """Lookup and create in one transaction (see ``CustomerProvider``)."""
+        return await self._dir.run(_link_or_insert_customer, new, _now())
 
     async def delete_customer(self, customer_id: str) -> bool:
         return await self._dir.run(_delete, "customers", customer_id)
@@ -398,19 +405,20 @@ def _find_customer(conn: sqlite3.Connection, email_canonical: str) -> Customer |
     return None if row is None else _customer(row)
 
 
-def _insert_customer(conn: sqlite3.Connection, new: NewCustomer, now: str) -> Customer:
-    """Check, allocate the number and insert in one transaction: a conflict burns no number."""
+def _link_or_insert_customer(conn: sqlite3.Connection, new: NewCustomer, now: str) -> CustomerLink:
+    """Look up, allocate the number and insert in one transaction: nobody can take the email in
+    between, and a customer found by email burns no number."""
     with _transaction(conn):
         row = conn.execute("SELECT * FROM customers WHERE id = ?", (new.id,)).fetchone()
         if row is not None:
             if row["email_canonical"] != new.email_canonical:
                 raise Conflict(f"customer {new.id} already exists with another email")
-            return _customer(row)
+            return CustomerLink(customer=_customer(row), created=True)
         other = conn.execute(
-            "SELECT id FROM customers WHERE email_canonical = ?", (new.email_canonical,)
+            "SELECT * FROM customers WHERE email_canonical = ?", (new.email_canonical,)
         ).fetchone()
         if other is not None:
-            raise Conflict(f"email already belongs to customer {other['id']}")
+            return CustomerLink(customer=_customer(other), created=False)
         conn.execute(
             "INSERT INTO customer_number_sequences (prefix, last) VALUES (?, ?)"
             " ON CONFLICT (prefix) DO UPDATE SET last = last + 1",
@@ -425,7 +433,8 @@ def _insert_customer(conn: sqlite3.Connection, new: NewCustomer, now: str) -> Cu
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (new.id, number, new.email, new.email_canonical, new.name, new.phone, new.tenant, now),
         )
-    return Customer(id=new.id, number=number, email=new.email, name=new.name)
+    customer = Customer(id=new.id, number=number, email=new.email, name=new.name)
+    return CustomerLink(customer=customer, created=True)
 
 
 def _delete(conn: sqlite3.Connection, table: str, record_id: str) -> bool:
