@@ -73,6 +73,7 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
         identity.create_principal,
         identity.activate_principal,
         identity.delete_principal,
+        customers.link_or_create_customer,
         customers.find_customer,
         customers.create_customer,
         customers.delete_customer,

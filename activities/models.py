@@ -24,6 +24,18 @@ class ProviderProfile(_Model):
     identity_in_process: bool
     customers_in_process: bool
     mail_in_process: bool
+    customer_in_one_step: bool = False
+    """The worker links or creates the customer with one activity, and does not upsert the
+    ``activating`` status when the activation runs in-process (nobody could see it: it reached
+    the server in the same workflow task as the final status). Recorded in history with the rest
+    of the profile: registrations recorded before it existed lack the field and replay the old
+    two-step path, without a patch marker (and the search-attribute upsert a patch costs)."""
+
+    @property
+    def activation_in_process(self) -> bool:
+        """Whether the activation's steps (customer, then principal) all run as local activities,
+        i.e. within one workflow task, whose commands the server receives together."""
+        return self.identity_in_process and self.customers_in_process
 
 
 class EmailLookup(_Model):

@@ -20,6 +20,7 @@ class ProfileActivities:
             identity_in_process=identity.in_process,
             customers_in_process=customers.in_process,
             mail_in_process=mail.in_process,
+            customer_in_one_step=True,
         )
 
     @activity.defn

@@ -1,9 +1,9 @@
 """Baseline: the registration's happy path with the work taken out, to price the orchestration.
 
 ``BaselineWorkflow`` has the shape of ``RegistrationWorkflow`` on the happy path with in-process
-providers: eight local activities in ``run`` (describe providers, find principal, create
-principal, issue the code, find customer, create customer, activate, welcome mail), a validated
-update that runs a ninth local activity (verify the code) and answers once the "account" is
+providers: seven local activities in ``run`` (describe providers, find principal, create
+principal, issue the code, link or create the customer, activate, welcome mail), a validated
+update that runs an eighth local activity (verify the code) and answers once the "account" is
 active, and the same timeouts and retry policy. Its activities do nothing, except that "issue"
 touches a marker file (on a thread, like the outbox writes its mail), because the load generator
 has to learn when to submit the code the same way it does for a registration: by watching the
@@ -46,7 +46,7 @@ class BaselineInput(BaseModel):
 
 
 class BaselineActivities:
-    """No-op stand-ins for the nine activities of a registration's happy path."""
+    """No-op stand-ins for the eight activities of a registration's happy path."""
 
     def __init__(self, marker_dir: Path) -> None:
         self._marker_dir = marker_dir
@@ -73,12 +73,8 @@ class BaselineActivities:
     async def verify_activation(self, code: str) -> bool:
         return code == CODE
 
-    @activity.defn(name="baseline_find_customer")
-    async def find_customer(self, key: str) -> None:
-        return None
-
-    @activity.defn(name="baseline_create_customer")
-    async def create_customer(self, key: str) -> str:
+    @activity.defn(name="baseline_link_or_create_customer")
+    async def link_or_create_customer(self, key: str) -> str:
         return key
 
     @activity.defn(name="baseline_activate_principal")
@@ -96,8 +92,7 @@ class BaselineActivities:
             self.create_principal,
             self.issue_activation,
             self.verify_activation,
-            self.find_customer,
-            self.create_customer,
+            self.link_or_create_customer,
             self.activate_principal,
             self.send_welcome,
         ]
@@ -125,8 +120,7 @@ class BaselineWorkflow:
             self._state = BaselineState.EXPIRED
             return self._state
         self._state = BaselineState.ACTIVATING
-        await _step(BaselineActivities.find_customer, key)
-        await _step(BaselineActivities.create_customer, key)
+        await _step(BaselineActivities.link_or_create_customer, key)
         await _step(BaselineActivities.activate_principal, key)
         self._state = BaselineState.ACTIVE
         await _step(BaselineActivities.send_welcome, key)

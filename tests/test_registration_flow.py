@@ -13,17 +13,22 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.worker import Worker
 
+from activities.models import ProviderProfile
 from activities.providers.local import LocalCustomers
-from activities.roles import Customer, NewCustomer
+from activities.roles import Customer, CustomerLink, NewCustomer
 from starter.cli import import_customers
-from starter.client import Receipt
+from starter.client import Receipt, RegistrationClient
 from tests.helpers import PASSWORD, customers, identity, register, result_of, wait_for_state
 from tests.outbox import messages_to
 from tests.stack import Stack, make_settings, running_stack
+from worker import SANDBOX, registration_activities
 from workflows.models import ActivationOutcome, ActivationReply, RegistrationState
+from workflows.registration import RegistrationWorkflow
 
 
 def categories(stack: Stack, email: str) -> list[str]:
@@ -110,30 +115,49 @@ async def test_cancel_while_waiting_deletes_the_principal(stack: Stack) -> None:
     assert reply.outcome is ActivationOutcome.NOT_PENDING
 
 
-class GatedCustomers:
-    """The real local customers provider, whose ``create_customer`` waits at a gate: lets a
-    test act (cancel, break something) while the activation is half way."""
+class CountingCustomers:
+    """The real local customers provider, counting which operations the workflow calls."""
 
     def __init__(self, inner: LocalCustomers) -> None:
         self.inner = inner
         self.in_process = inner.in_process
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
+        self.calls: list[str] = []
 
     async def find_customer(self, email_canonical: str) -> Customer | None:
+        self.calls.append("find_customer")
         return await self.inner.find_customer(email_canonical)
 
     async def create_customer(self, new: NewCustomer) -> Customer:
-        created = await self.inner.create_customer(new)
-        self.reached.set()
-        await self.release.wait()
-        return created
+        self.calls.append("create_customer")
+        return await self.inner.create_customer(new)
+
+    async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
+        self.calls.append("link_or_create_customer")
+        return await self.inner.link_or_create_customer(new)
 
     async def delete_customer(self, customer_id: str) -> bool:
+        self.calls.append("delete_customer")
         return await self.inner.delete_customer(customer_id)
 
     async def aclose(self) -> None:
         pass
+
+
+class GatedCustomers(CountingCustomers):
+    """The real local customers provider, whose ``link_or_create_customer`` (the workflow's
+    customer step) waits at a gate once it has created the customer: lets a test act (cancel,
+    break something) while the activation is half way."""
+
+    def __init__(self, inner: LocalCustomers) -> None:
+        super().__init__(inner)
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
+        link = await super().link_or_create_customer(new)
+        self.reached.set()
+        await self.release.wait()
+        return link
 
 
 @pytest.fixture
@@ -272,3 +296,64 @@ async def test_link_mode_mails_a_long_token_that_activates(dev_env: Any, tmp_pat
         assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) * 8 >= 128
         reply = await linked.registrations.submit_code("lena+shop@example.com", token)
         assert reply.outcome is ActivationOutcome.ACTIVATED
+
+
+@activity.defn(name="describe_providers")
+async def profile_of_an_older_worker() -> ProviderProfile:
+    """What a worker from before ``customer_in_one_step`` recorded (the field did not exist)."""
+    return ProviderProfile(
+        identity_in_process=True, customers_in_process=True, mail_in_process=True
+    )
+
+
+async def test_registration_started_by_an_older_worker_finishes_on_this_one(
+    dev_env: Any, stack: Stack
+) -> None:
+    """Rolling upgrade: the registration recorded the old profile, so this worker takes the old
+    two-step customer path (find, then create) live, and the registration still ends active."""
+    counting = CountingCustomers(customers(stack))
+    providers = dataclasses.replace(stack.providers, customers=counting)
+    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-o"})
+    current = registration_activities(providers, settings)
+    older = Worker(
+        dev_env.client,
+        task_queue=settings.task_queue,
+        workflows=[RegistrationWorkflow],
+        activities=[profile_of_an_older_worker]
+        + [fn for fn in current if fn.__name__ != "describe_providers"],
+        workflow_runner=SANDBOX,
+    )
+    async with older:
+        upgraded = Stack(
+            dev_env.client, settings, providers, RegistrationClient(dev_env.client, settings)
+        )
+        receipt = await register(upgraded, "olga@example.com")
+        await wait_for_state(upgraded, "olga@example.com", RegistrationState.PENDING)
+    async for running in running_stack(dev_env.client, settings, providers):
+        reply = await running.registrations.submit_code(
+            "olga@example.com", running.code_for("olga@example.com")
+        )
+        assert reply.outcome is ActivationOutcome.ACTIVATED
+        result = await result_of(running, receipt.registration_id)
+    assert result.state is RegistrationState.ACTIVE and result.customer_number == "CUST100001"
+    assert counting.calls == ["find_customer", "create_customer"]
+    principal = await identity(stack).find_principal("olga@example.com")
+    assert principal is not None and principal.active
+    assert principal.customer_id == result.customer_id
+
+
+async def test_current_registration_links_or_creates_in_one_step(
+    dev_env: Any, stack: Stack
+) -> None:
+    counting = CountingCustomers(customers(stack))
+    providers = dataclasses.replace(stack.providers, customers=counting)
+    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-n"})
+    async for running in running_stack(dev_env.client, settings, providers):
+        receipt = await register(running, "nina@example.com")
+        await wait_for_state(running, "nina@example.com", RegistrationState.PENDING)
+        await running.registrations.submit_code(
+            "nina@example.com", running.code_for("nina@example.com")
+        )
+        result = await result_of(running, receipt.registration_id)
+    assert result.state is RegistrationState.ACTIVE
+    assert counting.calls == ["link_or_create_customer"]

@@ -1,6 +1,7 @@
 """Every recorded history replays against the current workflow code: a change that breaks
 determinism fails here (and needs ``workflow.patched``). Histories of earlier versions of the
-workflow stay, in subfolders (``v1/``: before search attributes), and must keep replaying."""
+workflow stay, in subfolders, and must keep replaying: ``v1/`` before search attributes, ``v2/``
+before the one-step customer (``ProviderProfile.customer_in_one_step``)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyActivationInput,
     )
     from activities.profile import ProfileActivities
-    from activities.roles import Customer, NewCustomer, NewPrincipal, Principal
+    from activities.roles import Customer, CustomerLink, NewCustomer, NewPrincipal, Principal
     from workflows.models import (
         ActivationOutcome,
         ActivationReply,
@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
         ResendReply,
         ResendRequest,
     )
-    from workflows.saga import Saga
+    from workflows.saga import Saga, Undo
     from workflows.visibility import Visibility
 
 A = TypeVar("A")
@@ -172,7 +172,7 @@ class RegistrationWorkflow:
 
         # 5. Customer record (linked or created), then the principal goes active with the link.
         self._state = RegistrationState.ACTIVATING
-        self._visibility.state(self._state)
+        self._show_activating()
         self._customer = await self._link_or_create_customer()
         self._principal = await self._saga.step(
             self._identity(
@@ -323,34 +323,51 @@ class RegistrationWorkflow:
 
     # -- Step 5: customer and activation ----------------------------------------------------------
 
+    def _show_activating(self) -> None:
+        """The ``activating`` status, for search, while remote steps run. In-process steps reach
+        the server in the same workflow task as the final status, so nobody could see it."""
+        profile = self._in_process
+        if not (profile.customer_in_one_step and profile.activation_in_process):
+            self._visibility.state(self._state)
+
     async def _link_or_create_customer(self) -> Customer:
+        if not self._in_process.customer_in_one_step:
+            return await self._find_then_create_customer()
+        link = await self._saga.step(
+            self._customers(
+                CustomerActivities.link_or_create_customer,
+                self._new_customer(),
+                "link or create customer",
+            ),
+            undo=self._undo_created_customer,
+        )
+        self._linked_existing = not link.created  # imported before; never deleted by compensation
+        return link.customer
+
+    def _undo_created_customer(self, link: CustomerLink) -> Undo | None:
+        """Beyond the up-front undo of ``_new_customer_id``: a customer a provider created under
+        an id of its own is deleted by that id."""
+        customer = link.customer
+        if not link.created or customer.id == self._new_customer_id:
+            return None
+        return lambda: self._delete_customer(customer.id)
+
+    async def _find_then_create_customer(self) -> Customer:
+        """Step 5 as registrations started before ``customer_in_one_step`` recorded it."""
         existing = await self._customers(
             CustomerActivities.find_customer,
             EmailLookup(email_canonical=self._input.canonical_email),
             "find customer by email",
         )
         if existing is not None:
-            self._linked_existing = True  # imported before; never deleted by compensation
+            self._linked_existing = True
             return existing
         created = await self._saga.step(
             self._customers(
-                CustomerActivities.create_customer,
-                NewCustomer(
-                    id=self._new_customer_id,
-                    email=self._input.email,
-                    email_canonical=self._input.canonical_email,
-                    name=self._input.name,
-                    phone=self._input.phone,
-                    number_prefix=self._policy.customer_number_prefix,
-                    tenant=self._input.tenant,
-                ),
-                "create customer",
+                CustomerActivities.create_customer, self._new_customer(), "create customer"
             ),
-            # Providers that assign their own ids: undo by the id they gave.
-            undo=lambda customer: (
-                None
-                if customer.id == self._new_customer_id
-                else lambda: self._delete_customer(customer.id)
+            undo=lambda customer: self._undo_created_customer(
+                CustomerLink(customer=customer, created=True)
             ),
         )
         return created
@@ -456,6 +473,17 @@ class RegistrationWorkflow:
                 tenant=self._input.tenant,
             ),
             sealed_password=self._input.sealed_password,
+        )
+
+    def _new_customer(self) -> NewCustomer:
+        return NewCustomer(
+            id=self._new_customer_id,  # chosen here, so a retried create is idempotent
+            email=self._input.email,
+            email_canonical=self._input.canonical_email,
+            name=self._input.name,
+            phone=self._input.phone,
+            number_prefix=self._policy.customer_number_prefix,
+            tenant=self._input.tenant,
         )
 
     def _notice(self) -> NoticeInput:
