@@ -6,6 +6,7 @@ receivers (and the outbox, which names its files after it) can drop the duplicat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 from email.headerregistry import BaseHeader, HeaderRegistry
@@ -15,6 +16,9 @@ from email.utils import format_datetime, parseaddr
 
 from activities.errors import ConfigurationError, InvalidRequest
 from activities.roles import MailMessage
+
+HEADER_CACHE_SIZE = 256
+"""Parsed headers kept (LRU): the repeated ones stay, the per-message ones (To, Date, ID) cycle."""
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -36,6 +40,12 @@ class _HeaderClasses(HeaderRegistry):
         if cls is None:
             cls = self._classes[key] = super().__getitem__(name)
         return cls
+
+    @functools.lru_cache(maxsize=HEADER_CACHE_SIZE)  # noqa: B019 (one registry, lives forever)
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        """A header parsed once per name and value: most values repeat in every message (From,
+        MIME-Version, Content-Type and its transfer encoding, the subject of a template)."""
+        return super().__call__(name, value)
 
 
 POLICY = default.clone(header_factory=_HeaderClasses())
