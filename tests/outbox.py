@@ -8,7 +8,7 @@ from email.parser import BytesParser
 from email.policy import default
 from pathlib import Path
 
-_CODE_LINE = re.compile(r"[0-9]{6}")
+CODE_LINE = re.compile(r"[0-9]{6}")
 
 
 def messages_to(outbox_dir: Path, to: str) -> list[EmailMessage]:
@@ -31,6 +31,6 @@ def latest_code(outbox_dir: Path, to: str) -> str:
     newest = messages[-1]
     body = newest.get_body(preferencelist=("plain",))
     assert body is not None, f"newest mail to {to} ({newest['Subject']}) has no text part"
-    codes = [line for line in body.get_content().splitlines() if _CODE_LINE.fullmatch(line)]
+    codes = [line for line in body.get_content().splitlines() if CODE_LINE.fullmatch(line)]
     assert codes, f"newest mail to {to} ({newest['Subject']}) has no line with a 6-digit code"
     return str(codes[0])

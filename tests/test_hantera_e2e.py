@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from activities.providers.hantera import HanteraCustomers
 from common.settings import Settings
 from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
 from tests.helpers import PASSWORD, identity, register, result_of, wait_for_state
-from tests.outbox import messages_to
+from tests.outbox import CODE_LINE, messages_to
 from tests.simulators.hantera import HanteraSimulator, RecordedRequest, running
 from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
@@ -37,7 +36,6 @@ PRINCIPALS = "/resources/iam/principals"
 ASSET_NEW = "/resources/actors/asset/new"
 ACTIVATION = "customer_activation"
 WELCOME = "customer_welcome"
-_CODE_LINE = re.compile(r"[0-9]{6}")
 
 
 # Fixtures -------------------------------------------------------------------------------------
@@ -99,7 +97,7 @@ def activation_code(sim: HanteraSimulator, email: str) -> str:
     """The code of the newest activation sending to ``email``: its plainText line of 6 digits."""
     sent = [s for s in sendings_to(sim, email) if s["category"] == ACTIVATION]
     assert sent, f"no {ACTIVATION} sending to {email}"
-    codes = [line for line in sent[-1]["plainText"].splitlines() if _CODE_LINE.fullmatch(line)]
+    codes = [line for line in sent[-1]["plainText"].splitlines() if CODE_LINE.fullmatch(line)]
     assert len(codes) == 1, f"expected one code line, found {codes}"
     return str(codes[0])
 

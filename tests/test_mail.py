@@ -22,6 +22,7 @@ from activities.providers.outbox import OutboxMail
 from activities.providers.smtp import SmtpMail
 from activities.rendering import MailRenderer
 from activities.roles import MailMessage
+from bench.mailbox import newest_code
 from common.settings import Settings
 from tests.outbox import latest_code, messages_to
 
@@ -175,6 +176,23 @@ async def test_outbox_helpers_pick_recipient_and_newest(tmp_path: Path) -> None:
         latest_code(tmp_path, "ann@example.com")
     with pytest.raises(AssertionError, match=r"no mail to carl@example\.com"):
         latest_code(tmp_path, "carl@example.com")
+
+
+async def test_benchmark_reads_the_code_the_tests_read(tmp_path: Path) -> None:
+    """``bench.mailbox.newest_code`` (cheap parser, one recipient's folder) agrees with
+    ``latest_code``, and takes the newest mail: a resent code replaces the first."""
+    outbox = OutboxMail(tmp_path, SENDER)
+    await outbox.send(activation(to="zoë@example.com", key="a"))
+    resent = renderer.activation(
+        to="zoë@example.com",
+        name="Zoë Ångström",
+        code="765432",
+        expires_at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
+        link=None,
+        idempotency_key="b",
+    )
+    await outbox.send(resent)
+    assert newest_code(tmp_path) == latest_code(tmp_path, "zoë@example.com") == "765432"
 
 
 async def test_header_injection_is_rejected(tmp_path: Path) -> None:
