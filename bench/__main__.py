@@ -50,7 +50,7 @@ from bench.procstat import (
     self_peak_rss_bytes,
     usable_cores,
 )
-from bench.report import HashFigures, Percentiles, Report, RunFigures, UnloadedFigures
+from bench.report import BatchFigures, HashFigures, Report, RunFigures, UnloadedFigures
 from bench.worker_process import READY, WorkerConfig
 from common.converter import data_converter
 from common.settings import Settings
@@ -242,19 +242,7 @@ async def measure_unloaded(scenario: Scenario, run: Run, count: int) -> Unloaded
     progress(f"{run.label}: {count} units at 1 in flight (latency)")
     names = [f"{run.tag}l{i:05d}" for i in range(count)]
     batch = await drive(scenario, names, 1)
-    finished = await count_finished(scenario, names, 1)
-    samples = batch.samples
-    return UnloadedFigures(
-        count=count,
-        succeeded=len(samples),
-        finished=finished,
-        failures=batch.failures,
-        wall_s=batch.wall,
-        start_ms=Percentiles.of([s.start for s in samples]),
-        code_wait_ms=Percentiles.of([s.code_wait for s in samples]),
-        activation_ms=Percentiles.of([s.activation for s in samples]),
-        end_to_end_ms=Percentiles.of([s.total for s in samples]),
-    )
+    return UnloadedFigures.of(count, batch, await count_finished(scenario, names, 1))
 
 
 async def measure(
@@ -305,18 +293,9 @@ async def measure(
         )
     finally:
         await worker.stop()
-    samples = batch.samples
     return RunFigures(
+        **vars(BatchFigures.of(args.count, batch, finished)),
         kind=run.label,
-        count=args.count,
-        succeeded=len(samples),
-        finished=finished,
-        failures=batch.failures,
-        wall_s=batch.wall,
-        start_ms=Percentiles.of([s.start for s in samples]),
-        code_wait_ms=Percentiles.of([s.code_wait for s in samples]),
-        activation_ms=Percentiles.of([s.activation for s in samples]),
-        end_to_end_ms=Percentiles.of([s.total for s in samples]),
         cpu_s=cpu,
         cores=usable_cores(),
         worker_peak_rss_bytes=worker_rss,

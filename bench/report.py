@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.load import Batch
 from bench.procstat import CpuSnapshot
 
 MIB = 1024 * 1024
@@ -59,13 +60,8 @@ class Percentiles:
 
 
 @dataclass(frozen=True)
-class UnloadedFigures:
-    """Units driven one at a time after the throughput batch, by the same (warm) worker.
-
-    Nothing queues, so each latency is the unit's own path through client, server and worker;
-    at the throughput batch's ``--concurrency`` the same figures are mostly waiting for the others.
-    Not part of the throughput window: its CPU and wall time are left out of the per-unit figures.
-    """
+class BatchFigures:
+    """One batch of units: how many went through and how long each phase took."""
 
     count: int
     succeeded: int
@@ -78,9 +74,23 @@ class UnloadedFigures:
     activation_ms: Percentiles
     end_to_end_ms: Percentiles
 
+    @classmethod
+    def of(cls, count: int, batch: Batch, finished: int) -> BatchFigures:
+        samples = batch.samples
+        return cls(
+            count=count,
+            succeeded=len(samples),
+            finished=finished,
+            failures=batch.failures,
+            wall_s=batch.wall,
+            start_ms=Percentiles.of([s.start for s in samples]),
+            code_wait_ms=Percentiles.of([s.code_wait for s in samples]),
+            activation_ms=Percentiles.of([s.activation for s in samples]),
+            end_to_end_ms=Percentiles.of([s.total for s in samples]),
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
-            "concurrency": 1,
             "count": self.count,
             "succeeded": self.succeeded,
             "finished": self.finished,
@@ -94,22 +104,21 @@ class UnloadedFigures:
         }
 
 
+UnloadedFigures = BatchFigures
+"""The latency batch: units driven one at a time after the throughput batch, by the same (warm)
+worker. Nothing queues, so each latency is the unit's own path through client, server and
+worker; at the throughput batch's ``--concurrency`` the same figures are mostly waiting for the
+others. Not part of the throughput window: its CPU and wall time are left out of the per-unit
+figures."""
+
+
 @dataclass(frozen=True)
-class RunFigures:
-    """One measured batch, warm-up excluded."""
+class RunFigures(BatchFigures):
+    """One run: its throughput batch (warm-up excluded), the CPU and memory around it, and its
+    latency batch."""
 
     kind: str
     """``baseline``, ``registration`` or ``no-argon2id`` (the registration, hash stubbed)."""
-    count: int
-    succeeded: int
-    finished: int
-    """Workflows that completed in the happy end state (checked after the window)."""
-    failures: list[str]
-    wall_s: float
-    start_ms: Percentiles
-    code_wait_ms: Percentiles
-    activation_ms: Percentiles
-    end_to_end_ms: Percentiles
     cpu_s: CpuSnapshot
     cores: int
     worker_peak_rss_bytes: int
@@ -150,17 +159,8 @@ class RunFigures:
     def as_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "count": self.count,
-            "succeeded": self.succeeded,
-            "finished": self.finished,
-            "failures": self.failures[:10],
-            "failure_count": len(self.failures),
-            "wall_s": self.wall_s,
+            **super().as_json(),
             "per_s": self.per_s,
-            "start_ms": vars(self.start_ms),
-            "code_wait_ms": vars(self.code_wait_ms),
-            "activation_ms": vars(self.activation_ms),
-            "end_to_end_ms": vars(self.end_to_end_ms),
             "cpu_s": {
                 "server": self.cpu_s.server,
                 "worker": self.cpu_s.worker,
