@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import platform
@@ -31,7 +30,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.fernet import Fernet
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -51,6 +49,7 @@ from bench.procstat import (
     usable_cores,
 )
 from bench.report import BatchFigures, HashFigures, Report, RunFigures, UnloadedFigures
+from bench.run_settings import generated_keys, settings_values
 from bench.worker_process import READY, WorkerConfig
 from common.converter import data_converter
 from common.settings import Settings
@@ -96,35 +95,6 @@ def stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def generated_keys() -> dict[str, str]:
-    """Fresh keys, as ``tests/stack.py`` makes them: Fernet seal key, HMAC keys, AES-256 key."""
-
-    def urlsafe32() -> str:
-        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-
-    return {
-        "seal_key": Fernet.generate_key().decode(),
-        "code_key": urlsafe32(),
-        "id_key": urlsafe32(),
-        "encryption_keys": f"bench-1:{urlsafe32()}",
-    }
-
-
-def settings_values(root: Path, label: str, keys: dict[str, str]) -> dict[str, Any]:
-    """``Settings`` arguments of one run: the embedded providers, encryption on, own data."""
-    return {
-        "data_dir": str(root / label),
-        "task_queue": f"bench-{label}",
-        "identity_provider": "local",
-        "customers_provider": "local",
-        "mail_provider": "outbox",
-        "encryption": True,
-        "search_attributes": True,
-        "metrics_bind_address": "127.0.0.1:0",  # a free port: `make run` may hold the default
-        **keys,
-    }
 
 
 def measure_argon2id(samples: int) -> HashFigures:
