@@ -49,7 +49,7 @@ from bench.procstat import (
     self_peak_rss_bytes,
     usable_cores,
 )
-from bench.report import BatchFigures, HashFigures, Report, RunFigures, UnloadedFigures
+from bench.report import BatchFigures, HashFigures, Report, RunFigures
 from bench.run_settings import generated_keys, settings_values
 from bench.worker_process import READY, WorkerConfig
 from common.converter import data_converter
@@ -203,7 +203,7 @@ class WorkerProcess:
             await self.process.wait()
 
 
-async def measure_unloaded(scenario: Scenario, run: Run, count: int) -> UnloadedFigures:
+async def measure_unloaded(scenario: Scenario, run: Run, count: int) -> BatchFigures:
     """Drive ``count`` more units one at a time: latency with nothing to queue behind.
 
     Called once the throughput batch's workflows have all completed, so their last steps do not
@@ -213,7 +213,7 @@ async def measure_unloaded(scenario: Scenario, run: Run, count: int) -> Unloaded
     progress(f"{run.label}: {count} units at 1 in flight (latency)")
     names = [f"{run.tag}l{i:05d}" for i in range(count)]
     batch = await drive(scenario, names, 1)
-    return UnloadedFigures.of(count, batch, await count_finished(scenario, names, 1))
+    return BatchFigures.of(count, batch, await count_finished(scenario, names, 1))
 
 
 async def measure(

@@ -9,7 +9,7 @@ Argon2id) costs over bare orchestration.
 Latency is reported twice. At ``--concurrency`` units in flight it is mostly queueing (Little's
 law: units in flight = throughput x latency), so it describes the load, not the code; the latency
 targets describe one customer on an otherwise idle service and are judged on a second batch
-driven one unit at a time (``UnloadedFigures``).
+driven one unit at a time (``RunFigures.unloaded``).
 """
 
 from __future__ import annotations
@@ -104,14 +104,6 @@ class BatchFigures:
         }
 
 
-UnloadedFigures = BatchFigures
-"""The latency batch: units driven one at a time after the throughput batch, by the same (warm)
-worker. Nothing queues, so each latency is the unit's own path through client, server and
-worker; at the throughput batch's ``--concurrency`` the same figures are mostly waiting for the
-others. Not part of the throughput window: its CPU and wall time are left out of the per-unit
-figures."""
-
-
 @dataclass(frozen=True)
 class RunFigures(BatchFigures):
     """One run: its throughput batch (warm-up excluded), the CPU and memory around it, and its
@@ -123,8 +115,10 @@ class RunFigures(BatchFigures):
     cores: int
     worker_peak_rss_bytes: int
     load_generator_peak_rss_bytes: int
-    unloaded: UnloadedFigures | None
-    """The latency batch at 1 in flight; ``None`` with ``--latency-count 0``."""
+    unloaded: BatchFigures | None
+    """The latency batch: units driven one at a time after the throughput batch, by the same
+    (warm) worker, outside the CPU window. Nothing queues, so each latency is the unit's own path
+    through client, server and worker. ``None`` with ``--latency-count 0``."""
 
     @property
     def per_s(self) -> float:
@@ -382,7 +376,7 @@ class Report:
         # After the throughput window's rows: none of the CPU or memory figures above include it.
         if any(r.unloaded is not None for r in runs):
 
-            def at_one(cell: Callable[[UnloadedFigures], str]) -> list[str]:
+            def at_one(cell: Callable[[BatchFigures], str]) -> list[str]:
                 return ["n/a" if r.unloaded is None else cell(r.unloaded) for r in runs]
 
             row(
