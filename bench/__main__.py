@@ -75,6 +75,10 @@ class Run:
     """Prefix of the unit names (emails, workflow ids): runs share the server, not their ids."""
     stub_argon2id: bool = False
 
+    def again(self, number: int) -> Run:
+        """The same run once more (``--pairs``), under a label and tag of its own."""
+        return Run(self.kind, f"{self.label}-{number}", f"{self.tag}{number}", self.stub_argon2id)
+
 
 BASELINE = Run("baseline", "baseline", "b")
 REGISTRATION = Run("registration", "registration", "r")
@@ -305,10 +309,12 @@ async def run(args: argparse.Namespace) -> Report:
     progress(f"timing Argon2id ({HASH_SAMPLES} hashes)")
     argon2id = measure_argon2id(HASH_SAMPLES)
     keys = generated_keys()
+    extra_pairs = [(BASELINE.again(n), NO_ARGON2ID.again(n)) for n in range(2, args.pairs + 1)]
     plan = [
         *([] if args.skip_baseline else [BASELINE]),
         REGISTRATION,
         *([] if args.skip_no_hash else [NO_ARGON2ID]),
+        *(run for pair in extra_pairs for run in pair),
     ]
     figures: dict[str, RunFigures] = {}
     with tempfile.TemporaryDirectory(prefix="registration-bench-") as temp:
@@ -329,11 +335,13 @@ async def run(args: argparse.Namespace) -> Report:
             "worker": "subprocess",
             "encryption": True,
             "order": ", ".join(planned.label for planned in plan),
+            "pairs": args.pairs,
         },
         argon2id=argon2id,
         registration=figures[REGISTRATION.label],
         baseline=figures.get(BASELINE.label),
         no_argon2id=figures.get(NO_ARGON2ID.label),
+        more_pairs=[(figures[b.label], figures[h.label]) for b, h in extra_pairs],
     )
 
 
@@ -381,11 +389,20 @@ def main() -> None:
         " estimated from the registration run)",
     )
     parser.add_argument(
+        "--pairs",
+        type=positive,
+        default=1,
+        help="run the baseline and the no-argon2id registration this many times in turn (each on"
+        " a fresh server) and judge the targets on the medians: one pair varies by a few percent",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print the figures as JSON on stdout (the text report then goes to stderr)",
     )
     args = parser.parse_args()
+    if args.pairs > 1 and (args.skip_baseline or args.skip_no_hash):
+        parser.error("--pairs needs the baseline and the no-argon2id runs")
     report = asyncio.run(run(args))
     print(report.text(), file=sys.stderr if args.json else sys.stdout, flush=True)
     if args.json:
