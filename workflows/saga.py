@@ -1,6 +1,12 @@
 """Compensations for the registration: each step registers its undo once it has succeeded, and
 ``compensate`` runs the undos newest first, to completion, even while the workflow is cancelled.
 
+An undo that fails for good (the provider rejects it with a non-retryable error, so the activity's
+own retries stop) does not stop the others: the rest still run, and the failed ones are tried
+again after a durable pause that doubles up to ``UNDO_PAUSE_MAX``, until they are done. A rejection
+may need someone to fix the record at the provider; the workflow stays open and says so in its
+log until then, instead of leaving the other records behind.
+
 Cancellation is the subtle part, twice over:
 - A step that is running when a cancel arrives is allowed to finish (it is shielded), so its
   outcome is known: a customer that was created is then deleted, instead of being left behind
@@ -16,11 +22,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import FailureError
 
 T = TypeVar("T")
 
 Undo = Callable[[], Awaitable[object]]
+
+UNDO_PAUSE_FIRST = timedelta(minutes=1)
+UNDO_PAUSE_MAX = timedelta(hours=1)
 
 
 async def run_to_completion(action: Awaitable[T]) -> tuple[T, bool]:
@@ -64,6 +77,18 @@ class Saga:
         self._undos.clear()
 
     async def compensate(self) -> None:
-        """Undo every registered step, newest first; each undo retries until it is done."""
-        while self._undos:
-            await run_to_completion(self._undos.pop()())
+        """Undo every registered step, newest first, each until it is done (module docstring)."""
+        pending, self._undos = self._undos[::-1], []
+        pause = UNDO_PAUSE_FIRST
+        while True:
+            failed: list[Undo] = []
+            for undo in pending:
+                try:
+                    await run_to_completion(undo())
+                except FailureError as err:
+                    workflow.logger.warning("undo failed, tried again in %s: %s", pause, err)
+                    failed.append(undo)
+            if not failed:
+                return
+            await run_to_completion(workflow.sleep(pause, summary="pause before retrying undos"))
+            pending, pause = failed, min(pause * 2, UNDO_PAUSE_MAX)
