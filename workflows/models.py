@@ -114,18 +114,6 @@ class RegistrationState(StrEnum):
     LOCKED = "locked"
 
 
-TERMINAL_STATES = frozenset(
-    {
-        RegistrationState.ACTIVE,
-        RegistrationState.ALREADY_REGISTERED,
-        RegistrationState.EXPIRED,
-        RegistrationState.CANCELLED,
-        RegistrationState.FAILED,
-        RegistrationState.LOCKED,
-    }
-)
-
-
 class CodeSubmission(_Model):
     """An activation code (or link token), sealed by the starter or typed plainly in the UI.
 

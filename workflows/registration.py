@@ -235,7 +235,10 @@ class RegistrationWorkflow:
         return ActivationReply(outcome=self._outcome_for_caller())
 
     @submit_activation_code.validator
-    def _only_while_pending(self, submission: CodeSubmission) -> None:
+    def _code_only_while_pending(self, submission: CodeSubmission) -> None:
+        self._require_pending()
+
+    def _require_pending(self) -> None:
         """Rejected updates never reach history: cheap for the server and for the caller."""
         if self._state is not RegistrationState.PENDING:
             raise ValueError(f"no activation is pending (registration is {self._state.value})")
@@ -294,8 +297,7 @@ class RegistrationWorkflow:
 
     @request_resend.validator
     def _resend_only_while_pending(self, request: ResendRequest) -> None:
-        if self._state is not RegistrationState.PENDING:
-            raise ValueError(f"no activation is pending (registration is {self._state.value})")
+        self._require_pending()
 
     @workflow.signal
     async def resend(self, request: ResendRequest | None = None) -> None:
