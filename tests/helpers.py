@@ -6,6 +6,7 @@ import asyncio
 
 from activities.providers.local import LocalCustomers, LocalIdentity
 from starter.client import Receipt
+from tests.outbox import messages_to
 from tests.stack import Stack
 from workflows.models import RegistrationResult, RegistrationState
 
@@ -28,6 +29,16 @@ async def result_of(stack: Stack, registration_id: str) -> RegistrationResult:
     handle = stack.client.get_workflow_handle(registration_id, result_type=RegistrationResult)
     result: RegistrationResult = await handle.result()
     return result
+
+
+def categories(stack: Stack, email: str) -> list[str]:
+    """The ``X-Category`` of every mail to ``email`` in the outbox, oldest first."""
+    return [str(m["X-Category"]) for m in messages_to(stack.settings.outbox_path, email)]
+
+
+def wrong_code(code: str, offset: int = 1) -> str:
+    """Another 6-digit code: certainly not ``code``."""
+    return f"{(int(code) + offset) % 1_000_000:06d}"
 
 
 def identity(stack: Stack) -> LocalIdentity:

@@ -15,7 +15,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.roles import NewCustomer
-from tests.helpers import identity, register, result_of, wait_for_state
+from tests.helpers import identity, register, result_of, wait_for_state, wrong_code
 from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
 
@@ -29,7 +29,7 @@ async def _pending(stack: Stack) -> str:
 
 
 async def _wrong(stack: Stack) -> str:
-    return f"{(int(stack.code_for(EMAIL)) + 1) % 1_000_000:06d}"
+    return wrong_code(stack.code_for(EMAIL))
 
 
 async def active_by_code(stack: Stack, env: WorkflowEnvironment) -> str:

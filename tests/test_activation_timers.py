@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import identity, register, result_of, wait_for_state
+from tests.helpers import identity, register, result_of, wait_for_state, wrong_code
 from tests.outbox import messages_to
 from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
@@ -66,7 +66,7 @@ async def test_five_wrong_codes_burn_the_code_and_a_resend_does_not_reset_the_to
     await register(time_stack, EMAIL)
     await wait_for_state(time_stack, EMAIL, RegistrationState.PENDING)
     code = time_stack.code_for(EMAIL)
-    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    wrong = wrong_code(code)
 
     replies = [await time_stack.registrations.submit_code(EMAIL, wrong) for _ in range(5)]
     assert [r.outcome for r in replies[:4]] == [ActivationOutcome.INVALID_CODE] * 4
@@ -96,7 +96,7 @@ async def test_twenty_wrong_codes_lock_the_registration_and_compensate(
             await time_env.sleep(timedelta(seconds=61))
             assert (await time_stack.registrations.resend(EMAIL)).outcome is ResendOutcome.SENT
         code = time_stack.code_for(EMAIL)
-        wrong = f"{(int(code) + 7) % 1_000_000:06d}"
+        wrong = wrong_code(code, offset=7)
         for _ in range(5):
             outcomes.append((await time_stack.registrations.submit_code(EMAIL, wrong)).outcome)
     assert outcomes[-1] is ActivationOutcome.TOO_MANY_ATTEMPTS

@@ -23,16 +23,20 @@ from activities.providers.local import LocalCustomers
 from activities.roles import Customer, CustomerLink, NewCustomer
 from starter.cli import import_customers
 from starter.client import Receipt, RegistrationClient
-from tests.helpers import PASSWORD, customers, identity, register, result_of, wait_for_state
+from tests.helpers import (
+    PASSWORD,
+    categories,
+    customers,
+    identity,
+    register,
+    result_of,
+    wait_for_state,
+)
 from tests.outbox import messages_to
 from tests.stack import Stack, make_settings, running_stack
 from worker import SANDBOX, registration_activities
 from workflows.models import ActivationOutcome, ActivationReply, RegistrationState
 from workflows.registration import RegistrationWorkflow
-
-
-def categories(stack: Stack, email: str) -> list[str]:
-    return [str(m["X-Category"]) for m in messages_to(stack.settings.outbox_path, email)]
 
 
 async def test_happy_path_creates_customer_and_activates_principal(stack: Stack) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, wrong_code
 from tests.histories.record import HERE as HISTORIES
 from tests.outbox import messages_to
 from tests.scenarios import EMAIL, active_by_code
@@ -67,7 +67,7 @@ async def test_history_query_and_logs_hold_no_secret(
     assert "Riley Recorded" in text  # the check reads real, unencrypted payloads
     secrets = {PASSWORD, *codes}
     assert len(codes) == 1
-    wrong = f"{(int(next(iter(codes))) + 1) % 1_000_000:06d}"  # the wrong code submitted first
+    wrong = wrong_code(next(iter(codes)))  # the wrong code submitted first
     for secret in (*secrets, wrong):
         assert secret not in text, "a secret is in the workflow history"
         assert secret not in status.model_dump_json(), "a secret is in the status query"
