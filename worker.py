@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
@@ -37,7 +36,7 @@ from common.converter import data_converter
 from common.keys import KeyConfigError, fernet_keys, hmac_key
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
-from common.settings import Settings
+from common.settings import InvalidSettings, Settings, load_settings
 from common.temporal import connect, dev_server_path, dev_server_sqlite_args
 from workflows import visibility
 from workflows.registration import RegistrationWorkflow
@@ -204,9 +203,9 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(Settings(), args.dev))
-    except (ConfigurationError, KeyConfigError, ValidationError) as err:
-        # Misconfiguration stops the worker at start-up, naming the setting, without a traceback.
+        asyncio.run(serve(load_settings(), args.dev))
+    except (ConfigurationError, KeyConfigError, InvalidSettings) as err:
+        # Misconfiguration stops the worker at start-up, naming the variable, without a traceback.
         log.error("configuration error: %s", err)
         raise SystemExit(2) from None
 

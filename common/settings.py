@@ -1,7 +1,7 @@
 """Configuration shared by the worker, the starter and the tools.
 
 Every setting comes from the environment (prefix ``REGISTRATION_``) or a ``.env`` file in the
-working directory; pydantic-settings names the offending variable when a value is invalid.
+working directory; ``load_settings`` names the offending variable when a value is invalid.
 Secrets (keys, passwords) are ``SecretStr`` so they never show up in a repr or a log line.
 Connection settings for Temporal itself are not here: they come from ``temporalio.envconfig``
 (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS, API key), see ``common/temporal.py``.
@@ -12,9 +12,13 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+if TYPE_CHECKING:
+    from workflows.models import RegistrationPolicy
 
 
 class WorkflowIdMode(StrEnum):
@@ -57,12 +61,13 @@ class Settings(BaseSettings):
     workflow_id_mode: WorkflowIdMode = WorkflowIdMode.EMAIL
 
     # Registration policy (copied into each workflow's input, so a running workflow keeps its own).
+    # Bounds: those of ``RegistrationPolicy``, checked by ``_policy_in_bounds``.
     activation_ttl: timedelta = timedelta(hours=24)
-    max_attempts_per_code: int = Field(5, ge=1)
-    max_attempts_total: int = Field(20, ge=1)
-    max_resends: int = Field(5, ge=0)
+    max_attempts_per_code: int = 5
+    max_attempts_total: int = 20
+    max_resends: int = 5
     resend_interval: timedelta = timedelta(minutes=1)
-    customer_number_prefix: str = Field("CUST", pattern=r"^[A-Z][A-Z0-9-]{0,11}$")
+    customer_number_prefix: str = "CUST"
 
     # Password policy (NIST SP 800-63B: length and blocklist, no composition rules).
     password_min_length: int = Field(8, ge=8)
@@ -110,6 +115,24 @@ class Settings(BaseSettings):
     codec_server_token: SecretStr | None = None
     """If set, callers must send ``Authorization: Bearer <token>``."""
 
+    def registration_policy(self, activation_ttl: timedelta | None = None) -> RegistrationPolicy:
+        """The limits a registration copies at start (``activation_ttl`` overrides the configured
+        one), validated by the workflow's own model."""
+        # Imported here: workflows.models imports common.identifiers, which imports this module.
+        from workflows.models import RegistrationPolicy
+
+        fields = self.model_dump(include=set(RegistrationPolicy.model_fields))
+        if activation_ttl is not None:
+            fields["activation_ttl"] = activation_ttl
+        return RegistrationPolicy.model_validate(fields)
+
+    @model_validator(mode="after")
+    def _policy_in_bounds(self) -> Self:
+        """Refuse at start-up what every registration would refuse later (a zero TTL, say), once
+        the fields parse. The policy's errors keep their field names: errors of these settings."""
+        self.registration_policy()
+        return self
+
     @property
     def database_path(self) -> Path:
         return self.database or self.data_dir / "directory.sqlite3"
@@ -117,3 +140,26 @@ class Settings(BaseSettings):
     @property
     def outbox_path(self) -> Path:
         return self.outbox_dir or self.data_dir / "outbox"
+
+
+class InvalidSettings(ValueError):
+    """An invalid setting; the message names its environment variable, as the operator set it."""
+
+
+def env_variable(field: str) -> str:
+    """The variable a setting is read from (no setting has an alias), as it is written."""
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def load_settings() -> Settings:
+    """The settings of a process's start-up. Invalid values raise ``InvalidSettings`` naming their
+    variables: pydantic names only the field (``activation_ttl``), not what to fix."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = [
+            f"{env_variable(str(error['loc'][0]))}: {error['msg']}" for error in err.errors()
+        ]
+        raise InvalidSettings("; ".join(problems)) from None
+    except SettingsError as err:  # a list setting that is not JSON; the message names the field
+        raise InvalidSettings(str(err)) from None

@@ -1,7 +1,11 @@
 """``python -m starter``: the registration client on the command line.
 
-Every command prints one JSON object on stdout. Exit codes: 0 success, 1 the action was rejected
-(wrong code, nothing pending, unknown email, invalid input), 2 usage error.
+Every command prints one JSON object on stdout (argparse's own usage errors excepted). Exit codes:
+  0  success
+  1  the action was rejected: wrong code, nothing pending, unknown email, invalid input
+  2  usage error: bad arguments, an unreadable import file or an invalid row in it, invalid
+     configuration (the JSON names the variable)
+  3  the Temporal server cannot be reached (TEMPORAL_ADDRESS; the JSON names the address)
 """
 
 from __future__ import annotations
@@ -16,18 +20,25 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
-from activities.providers import open_providers
+from activities.errors import ConfigurationError
+from activities.providers import check_email, open_providers
 from activities.roles import NewCustomer
 from common.identifiers import canonical_email
-from common.settings import Settings
-from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
-from workflows.models import ActivationOutcome, ResendOutcome
+from common.keys import KeyConfigError
+from common.settings import InvalidSettings, Settings, load_settings
+from starter.client import (
+    InvalidInput,
+    RegistrationClient,
+    ServerUnreachable,
+    UnknownRegistration,
+)
+from workflows.models import ActivationOutcome, RegistrationInput, ResendOutcome, ShortText
 
-OK, REJECTED, USAGE = 0, 1, 2
+OK, REJECTED, USAGE, UNREACHABLE = 0, 1, 2, 3
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
@@ -41,7 +52,13 @@ def duration(text: str) -> timedelta:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m starter", description=__doc__.splitlines()[0])
+    summary, exit_codes = __doc__.split("\n\n", 1)
+    root = argparse.ArgumentParser(
+        prog="python -m starter",
+        description=summary,
+        epilog=exit_codes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     register = commands.add_parser("register", help="start a registration")
@@ -82,29 +99,69 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+class UsageError(Exception):
+    """A bad argument that shows only once it is used (an import file); ``answer`` is the JSON."""
+
+    def __init__(self, error: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.answer: dict[str, Any] = {"error": error, "message": message, **details}
+
+
 class ImportedCustomer(BaseModel):
-    email: str
-    name: str
-    phone: str | None = None
+    """One line of an import file, held to the rules of a registration's fields (the registration
+    input's own validators), so nothing is imported that could not have registered."""
+
+    email: Annotated[
+        str,
+        RegistrationInput.model_fields["email"],
+        AfterValidator(RegistrationInput._valid_email),
+    ]
+    name: ShortText
+    phone: Annotated[str | None, AfterValidator(RegistrationInput._valid_phone)] = None
+
+
+def read_customers(settings: Settings, file: Path) -> list[ImportedCustomer]:
+    """Every row of an import file, all validated before any is imported: an unreadable file or
+    a bad row (named by line and field) is a ``UsageError`` and the file is left unimported."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise UsageError("unreadable_file", f"{file}: {err.strerror}", file=str(file)) from None
+    except UnicodeDecodeError:
+        raise UsageError("unreadable_file", f"{file}: not UTF-8 text", file=str(file)) from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = ImportedCustomer.model_validate_json(line)
+            check_email(settings, canonical_email(row.email))
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or None
+            raise _bad_row(file, number, field, first["msg"]) from None
+        except ValueError as err:  # check_email: the customers provider cannot take the address
+            raise _bad_row(file, number, "email", str(err)) from None
+        rows.append(row)
+    return rows
+
+
+def _bad_row(file: Path, line: int, field: str | None, message: str) -> UsageError:
+    where = f"{file} line {line}" + (f", {field}" if field else "")
+    return UsageError("invalid_row", f"{where}: {message}", file=str(file), line=line, field=field)
 
 
 async def import_customers(settings: Settings, file: Path) -> dict[str, Any]:
     """Load existing customers into the configured customers provider, so that registrations
     with their emails link to them instead of creating new records. Re-importing is harmless."""
+    rows = await asyncio.to_thread(read_customers, settings, file)
     imported, skipped = [], []
     async with open_providers(settings) as providers:
-        lines = (await asyncio.to_thread(file.read_text)).splitlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = ImportedCustomer.model_validate_json(line)
-            except ValidationError as err:
-                raise InvalidInput(f"line {number}", str(err.errors()[0]["msg"])) from None
+        for row in rows:
             link = await providers.customers.link_or_create_customer(
                 NewCustomer(
                     id=str(uuid.uuid4()),
-                    email=row.email.strip(),
+                    email=row.email,
                     email_canonical=canonical_email(row.email),
                     name=row.name,
                     phone=row.phone,
@@ -159,13 +216,24 @@ async def run(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits with 2 on usage errors
     try:
-        code, answer = asyncio.run(run(args, Settings()))
+        code, answer = asyncio.run(run(args, load_settings()))
     except InvalidInput as err:
         code, answer = REJECTED, {"error": "invalid_input", "field": err.field, "message": str(err)}
     except UnknownRegistration as err:
         code, answer = REJECTED, {"error": "unknown_registration", "message": str(err)}
-    except ValidationError as err:  # settings
+    except UsageError as err:
+        code, answer = USAGE, err.answer
+    except (InvalidSettings, KeyConfigError, ConfigurationError) as err:
         code, answer = USAGE, {"error": "configuration", "message": str(err)}
+    except ServerUnreachable as err:
+        code, answer = (
+            UNREACHABLE,
+            {
+                "error": "server_unreachable",
+                "address": err.address,
+                "message": str(err),
+            },
+        )
     payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
     print(json.dumps(payload, indent=2, default=str))
     return code

@@ -8,7 +8,7 @@ already an account, so the API cannot be used to find out who has an account.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from common.keys import fernet_keys, hmac_key
 from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
 from common.settings import Settings, WorkflowIdMode
-from common.temporal import connect
+from common.temporal import connect, connect_config
 from workflows import visibility
 from workflows.models import (
     ActivationOutcome,
@@ -38,7 +38,6 @@ from workflows.models import (
     Approval,
     CodeSubmission,
     RegistrationInput,
-    RegistrationPolicy,
     RegistrationState,
     RegistrationStatus,
     ResendOutcome,
@@ -65,6 +64,14 @@ class UnknownRegistration(LookupError):
     """No registration exists for this email."""
 
 
+class ServerUnreachable(ConnectionError):
+    """The Temporal server did not take the connection; nothing was sent."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot reach the Temporal server at {address}: {reason}")
+        self.address = address
+
+
 class Receipt(BaseModel):
     """The same answer for every registration request."""
 
@@ -86,7 +93,13 @@ class RegistrationClient:
 
     @classmethod
     async def connect(cls, settings: Settings) -> RegistrationClient:
-        return cls(await connect(settings), settings)
+        """Raises ``ServerUnreachable`` naming the address, where the SDK raises a bare
+        ``RuntimeError``."""
+        try:
+            client = await connect(settings)
+        except RuntimeError as err:
+            raise ServerUnreachable(connect_config()["target_host"], str(err)) from None
+        return cls(client, settings)
 
     def registration_id(self, email: str) -> str:
         return registration_id(email, self._settings.workflow_id_mode, self._id_key)
@@ -178,18 +191,13 @@ class RegistrationClient:
         return status
 
     async def status(self, email: str) -> RegistrationStatus:
-        try:
-            return await self._handle_for(email).query(RegistrationWorkflow.status)
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise UnknownRegistration(f"no registration for {email}") from None
-            raise
+        return await _registered(email, self._handle_for(email).query(RegistrationWorkflow.status))
 
     async def cancel(self, email: str, reason: str = "") -> None:
         """Cancels a running registration; its compensations undo what it did."""
         handle = self._handle_for(email)
-        description = await self._describe(handle, email)
-        if description is not WorkflowExecutionStatus.RUNNING:
+        description = await _registered(email, handle.describe())
+        if description.status is not WorkflowExecutionStatus.RUNNING:
             raise InvalidInput("email", "registration is not running")
         await handle.cancel(reason=reason)
 
@@ -199,11 +207,7 @@ class RegistrationClient:
         self, *, password: str, activation_ttl: timedelta | None, **fields: Any
     ) -> RegistrationInput:
         settings = self._settings
-        # The policy fields are settings of the same names; a per-call TTL overrides.
-        configured = settings.model_dump(include=set(RegistrationPolicy.model_fields))
-        if activation_ttl is not None:
-            configured["activation_ttl"] = activation_ttl
-        policy = _validated(RegistrationPolicy, **configured)
+        policy = _validated(settings.registration_policy, activation_ttl=activation_ttl)
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields
         )
@@ -250,14 +254,6 @@ class RegistrationClient:
     def _handle(self, workflow_id: str) -> WorkflowHandle[Any, Any]:
         return self._client.get_workflow_handle(workflow_id)
 
-    async def _describe(self, handle: WorkflowHandle[Any, Any], email: str) -> Any:
-        try:
-            return (await handle.describe()).status
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise UnknownRegistration(f"no registration for {email}") from None
-            raise
-
     async def _closed_outcome(self, email: str) -> ActivationOutcome:
         """Why a code could not be taken: the registration expired, or nothing is pending."""
         status = await self.status(email)
@@ -271,11 +267,21 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 
-def _validated(model: type[M], **fields: Any) -> M:
+async def _registered(email: str, call: Awaitable[R]) -> R:
+    """Awaits a call on the registration of ``email``; Temporal's NOT_FOUND means there is none."""
+    try:
+        return await call
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise UnknownRegistration(f"no registration for {email}") from None
+        raise
+
+
+def _validated(make: Callable[..., M], **fields: Any) -> M:
     """Build a model; the first validation error becomes ``InvalidInput`` naming the field."""
     try:
-        return model(**fields)
+        return make(**fields)
     except ValidationError as err:
         first = err.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or model.__name__
+        field = ".".join(str(part) for part in first["loc"]) or make.__name__
         raise InvalidInput(field, first["msg"]) from None

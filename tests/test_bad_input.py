@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from activities.providers import open_providers
 from common.settings import Settings
 from starter.client import InvalidInput, UnknownRegistration
 from tests.helpers import PASSWORD, identity, register, wait_for_state
@@ -19,6 +20,8 @@ from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState
 
 REPO = Path(__file__).resolve().parent.parent
+NO_SERVER = "127.0.0.1:1"
+"""Nothing listens there: for commands that must not need a server, or must report its absence."""
 
 
 @pytest.mark.parametrize(
@@ -78,13 +81,14 @@ async def test_unknown_email_is_a_clear_error(stack: Stack) -> None:
 
 
 async def cli(
-    env: WorkflowEnvironment, settings: Settings, *args: str, stdin: str = ""
-) -> tuple[int, dict[str, object]]:
-    """Runs ``python -m starter`` as a backend or an operator would, against the test server
-    (asynchronously: the worker answering it lives in this process's event loop)."""
+    address: str, settings: Settings, *args: str, stdin: str = "", **variables: str
+) -> tuple[int, dict[str, Any]]:
+    """Runs ``python -m starter`` as a backend or an operator would, against the server at
+    ``address`` (asynchronously: the worker answering it lives in this process's event loop).
+    ``variables`` are set in its environment on top of ``settings``."""
     environment = {
         **os.environ,
-        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TEMPORAL_ADDRESS": address,
         "REGISTRATION_DATA_DIR": str(settings.data_dir),
         "REGISTRATION_TASK_QUEUE": settings.task_queue,
         "REGISTRATION_SEAL_KEY": settings.seal_key.get_secret_value() if settings.seal_key else "",
@@ -92,6 +96,7 @@ async def cli(
         "REGISTRATION_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value()
         if settings.encryption_keys
         else "",
+        **variables,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "starter", *args,
@@ -106,35 +111,124 @@ async def cli(
     return process.returncode, output
 
 
+def server_of(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
 async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> None:
-    settings = stack.settings
+    settings, server = stack.settings, server_of(dev_env)
     code, out = await cli(
-        dev_env, settings, "register", "--email", "kim@example.com", "--name", "Kim",
+        server, settings, "register", "--email", "kim@example.com", "--name", "Kim",
         "--password-stdin", stdin=PASSWORD + "\n",
     )  # fmt: skip
     assert code == 0 and out["registration_id"] == "registration-kim@example.com"
     await wait_for_state(stack, "kim@example.com", RegistrationState.PENDING)
 
-    code, out = await cli(
-        dev_env, settings, "activate", "--email", "kim@example.com", "--code", "x"
-    )
+    code, out = await cli(server, settings, "activate", "--email", "kim@example.com", "--code", "x")
     assert code == 1 and out["outcome"] == "invalid_code"
-    code, out = await cli(dev_env, settings, "status", "--email", "nobody@example.com")
+    code, out = await cli(server, settings, "status", "--email", "nobody@example.com")
     assert code == 1 and out["error"] == "unknown_registration"
     code, out = await cli(
-        dev_env, settings, "register", "--email", "bad", "--name", "B", "--password-stdin",
+        server, settings, "register", "--email", "bad", "--name", "B", "--password-stdin",
         stdin=PASSWORD + "\n",
     )  # fmt: skip
     assert code == 1 and out["field"] == "email"
-    code, _ = await cli(dev_env, settings, "activate", "--email", "kim@example.com")
+    code, _ = await cli(server, settings, "activate", "--email", "kim@example.com")
     assert code == 2  # usage: --code missing
 
     code, out = await cli(
-        dev_env, settings, "activate", "--email", "kim@example.com",
+        server, settings, "activate", "--email", "kim@example.com",
         "--code", stack.code_for("kim@example.com"),
     )  # fmt: skip
     assert code == 0 and out["outcome"] == "activated"
-    code, out = await cli(dev_env, settings, "status", "--email", "KIM@example.com")
+    code, out = await cli(server, settings, "status", "--email", "KIM@example.com")
     assert code == 0 and out["state"] == "active" and out["customer_number"] == "CUST100001"
-    code, out = await cli(dev_env, settings, "resend", "--email", "kim@example.com")
+    code, out = await cli(server, settings, "resend", "--email", "kim@example.com")
     assert code == 1 and out["outcome"] == "not_pending"
+
+    await register(stack, "lee@example.com")
+    await wait_for_state(stack, "lee@example.com", RegistrationState.PENDING)
+    approve = ("approve", "--operator", "ops", "--reason", "verified by phone", "--email")
+    code, out = await cli(server, settings, *approve, "lee@example.com")
+    assert code == 0 and out == {"approved": True, "by": "ops"}
+    code, out = await cli(server, settings, *approve, "kim@example.com")
+    assert code == 1 and out["field"] == "email" and "not pending" in out["message"]
+
+    await register(stack, "max@example.com")
+    await wait_for_state(stack, "max@example.com", RegistrationState.PENDING)
+    code, out = await cli(server, settings, "cancel", "--email", "max@example.com")
+    assert code == 0 and out == {"cancelled": True}
+    await wait_for_state(stack, "max@example.com", RegistrationState.CANCELLED)
+    code, out = await cli(server, settings, "cancel", "--email", "max@example.com")
+    assert code == 1 and out["field"] == "email" and "not running" in out["message"]
+    code, out = await cli(server, settings, "cancel", "--email", "nobody@example.com")
+    assert code == 1 and out["error"] == "unknown_registration"
+
+
+async def test_cli_imports_customers_and_names_a_missing_file(
+    settings: Settings, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        '{"email": "Nia@Example.com", "name": "Nia"}\n\n'
+        '{"email": "oz@example.com", "name": "Oz", "phone": "+46 70 123 45 67"}\n'
+    )
+    code, out = await cli(NO_SERVER, settings, "customers", "import", str(good))
+    assert code == 0
+    assert [row["email"] for row in out["imported"]] == ["Nia@Example.com", "oz@example.com"]
+    code, out = await cli(NO_SERVER, settings, "customers", "import", str(good))
+    assert code == 0 and out == {
+        "imported": [],
+        "already_present": ["Nia@Example.com", "oz@example.com"],
+    }
+
+    missing = tmp_path / "missing.jsonl"
+    code, out = await cli(NO_SERVER, settings, "customers", "import", str(missing))
+    assert code == 2 and out["error"] == "unreadable_file" and out["file"] == str(missing)
+    assert str(missing) in out["message"]
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ('{"email": "not-an-email", "name": ""}', "email"),
+        ('{"email": "pia@example.com", "name": "   "}', "name"),
+        ('{"email": "pia@example.com", "name": "Pia", "phone": "call me"}', "phone"),
+        ('{"name": "Pia"}', "email"),
+        ("not json", None),
+    ],
+)
+async def test_cli_import_with_a_bad_row_names_it_and_imports_nothing(
+    settings: Settings, tmp_path: Path, row: str, field: str | None
+) -> None:
+    file = tmp_path / "customers.jsonl"
+    file.write_text('{"email": "quinn@example.com", "name": "Quinn"}\n' + row + "\n")
+    code, out = await cli(NO_SERVER, settings, "customers", "import", str(file))
+    assert code == 2 and out["error"] == "invalid_row"
+    assert (out["file"], out["line"], out["field"]) == (str(file), 2, field)
+    async with open_providers(settings) as providers:
+        assert await providers.customers.find_customer("quinn@example.com") is None
+
+
+async def test_cli_unreachable_server_and_bad_configuration(
+    settings: Settings, tmp_path: Path
+) -> None:
+    code, out = await cli(NO_SERVER, settings, "status", "--email", "kim@example.com")
+    assert code == 3 and out["error"] == "server_unreachable" and out["address"] == NO_SERVER
+    assert NO_SERVER in out["message"]
+
+    file = tmp_path / "customers.jsonl"
+    file.write_text('{"email": "rae@example.com", "name": "Rae"}\n')
+    code, out = await cli(
+        NO_SERVER, settings, "customers", "import", str(file),
+        REGISTRATION_IDENTITY_PROVIDER="bogus",
+    )  # fmt: skip
+    assert code == 2 and out["error"] == "configuration"
+    assert "REGISTRATION_IDENTITY_PROVIDER='bogus'" in out["message"]
+
+    code, out = await cli(
+        NO_SERVER, settings, "status", "--email", "kim@example.com",
+        REGISTRATION_ACTIVATION_TTL="PT0S",
+    )  # fmt: skip
+    assert code == 2 and out["error"] == "configuration"  # found before trying to connect
+    assert out["message"].startswith("REGISTRATION_ACTIVATION_TTL: ")

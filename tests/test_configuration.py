@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from activities.providers import open_providers
 from activities.providers.hantera import HanteraCustomers
 from activities.providers.local import LocalIdentity
 from activities.providers.outbox import OutboxMail
+from common.settings import InvalidSettings, env_variable, load_settings
 from tests.stack import make_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,11 +50,74 @@ async def test_roles_compose_independently(tmp_path: Path, monkeypatch: pytest.M
         assert isinstance(providers.mail, OutboxMail)
 
 
-async def test_worker_exits_with_the_setting_named(tmp_path: Path) -> None:
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """``load_settings`` as a process starts it: from the environment, with no ``.env`` file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REGISTRATION_DATA_DIR", str(tmp_path))
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REGISTRATION_ACTIVATION_TTL", "PT0S"),
+        ("REGISTRATION_ACTIVATION_TTL", "PT59S"),
+        ("REGISTRATION_ACTIVATION_TTL", "P30DT1S"),
+        ("REGISTRATION_ACTIVATION_TTL", "soon"),
+        ("REGISTRATION_MAX_ATTEMPTS_PER_CODE", "0"),
+        ("REGISTRATION_MAX_ATTEMPTS_TOTAL", "0"),
+        ("REGISTRATION_MAX_RESENDS", "-1"),
+        ("REGISTRATION_CUSTOMER_NUMBER_PREFIX", "cust"),
+    ],
+)
+def test_invalid_setting_names_the_variable(
+    environment: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """The registration policy's bounds hold at start-up, not only when a registration starts."""
+    environment.setenv(variable, value)
+    with pytest.raises(InvalidSettings, match=rf"^{variable}: "):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "ttl"), [("PT1M", timedelta(minutes=1)), ("P30D", timedelta(days=30))]
+)
+def test_activation_ttl_bounds_are_inclusive(
+    environment: pytest.MonkeyPatch, value: str, ttl: timedelta
+) -> None:
+    environment.setenv("REGISTRATION_ACTIVATION_TTL", value)
+    assert load_settings().activation_ttl == ttl
+
+
+def test_every_error_is_named_by_its_variable(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("REGISTRATION_ACTIVATION_TTL", "P31D")
+    environment.setenv("REGISTRATION_MAX_RESENDS", "-1")
+    with pytest.raises(InvalidSettings) as error:
+        load_settings()
+    assert "REGISTRATION_ACTIVATION_TTL: " in str(error.value)
+    assert "REGISTRATION_MAX_RESENDS: " in str(error.value)
+    assert "activation_ttl" not in str(error.value)
+
+
+def test_variable_names_come_from_the_settings_model() -> None:
+    assert env_variable("activation_ttl") == "REGISTRATION_ACTIVATION_TTL"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("REGISTRATION_MAIL_PROVIDER", "pigeon", "REGISTRATION_MAIL_PROVIDER='pigeon'"),
+        ("REGISTRATION_ACTIVATION_TTL", "PT0S", "REGISTRATION_ACTIVATION_TTL: "),
+    ],
+)
+async def test_worker_exits_with_the_setting_named(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
     environment = {
         **os.environ,
         "REGISTRATION_DATA_DIR": str(tmp_path),
-        "REGISTRATION_MAIL_PROVIDER": "pigeon",
+        variable: value,
         "TEMPORAL_ADDRESS": "127.0.0.1:9",
     }
     process = await asyncio.create_subprocess_exec(
@@ -61,5 +126,5 @@ async def test_worker_exits_with_the_setting_named(tmp_path: Path) -> None:
     )  # fmt: skip
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 2
-    assert "REGISTRATION_MAIL_PROVIDER='pigeon'" in stderr.decode()
+    assert message in stderr.decode()
     assert "Traceback" not in stderr.decode()
