@@ -79,10 +79,14 @@ class MailActivities:
 
     @activity.defn
     async def send_already_registered(self, notice: NoticeInput) -> None:
+        """Sent instead of a code (and again for each resend) when the email has an account."""
+        purpose = "already-registered"
         await self._mail.send(
             self._renderer.already_registered(
                 to=notice.email,
                 name=notice.name,
-                idempotency_key=_idempotency_key("already-registered"),
+                idempotency_key=_idempotency_key(
+                    purpose if notice.sequence == 1 else f"{purpose}/{notice.sequence}"
+                ),
             )
         )

@@ -30,6 +30,11 @@ class ProviderProfile(_Model):
     the server in the same workflow task as the final status). Recorded in history with the rest
     of the profile: registrations recorded before it existed lack the field and replay the old
     two-step path, without a patch marker (and the search-attribute upsert a patch costs)."""
+    existing_account_answers_as_pending: bool = False
+    """For an email that has an active account, the workflow mails its owner and then answers
+    code submissions and resends as a pending registration would, until the activation window
+    ends: not only the first answer but every later one is the same as for a new email.
+    Registrations recorded before it existed end at once (same versioning as above)."""
 
     @property
     def activation_in_process(self) -> bool:
@@ -71,6 +76,11 @@ class IssueActivationInput(_Model):
     expires_at: datetime
 
 
+NO_CODE = "no code was issued"
+"""``code_digest`` when nothing was issued (an email that has an account): no HMAC (64 hex
+digits) equals it, so every submission is a wrong code, checked by the same activity."""
+
+
 class IssuedActivation(_Model):
     """What the workflow keeps of an issued code: keyed HMACs only, never the code itself."""
 
@@ -90,3 +100,5 @@ class NoticeInput(_Model):
     name: str
     locale: str | None = None
     customer_number: str | None = None
+    sequence: int = 1
+    """Which notice of its kind this is for the registration: a resent one is a new mail."""

@@ -21,6 +21,7 @@ class ProfileActivities:
             customers_in_process=customers.in_process,
             mail_in_process=mail.in_process,
             customer_in_one_step=True,
+            existing_account_answers_as_pending=True,
         )
 
     @activity.defn

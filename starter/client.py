@@ -255,11 +255,14 @@ class RegistrationClient:
         return self._client.get_workflow_handle(workflow_id)
 
     async def _closed_outcome(self, email: str) -> ActivationOutcome:
-        """Why a code could not be taken: the registration expired, or nothing is pending."""
+        """Why a code could not be taken: the registration expired, or nothing is pending. An
+        email with an account answers as a new one's registration would have ended: expired at
+        the end of its window, or locked (nothing pending) after too many wrong codes."""
         status = await self.status(email)
-        if status.state is RegistrationState.EXPIRED:
-            return ActivationOutcome.EXPIRED
-        return ActivationOutcome.NOT_PENDING
+        expired = status.state is RegistrationState.EXPIRED or (
+            status.state is RegistrationState.ALREADY_REGISTERED and status.attempts_left > 0
+        )
+        return ActivationOutcome.EXPIRED if expired else ActivationOutcome.NOT_PENDING
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -80,8 +80,13 @@ async def active_linked(stack: Stack, env: WorkflowEnvironment) -> str:
 
 
 async def already_registered(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The email has an account: its owner is told, and the caller gets a pending registration's
+    answers (here: a wrong code) until the activation window ends."""
     workflow_id = await active_by_code(stack, env)
     await register(stack, EMAIL, "Riley Again")
+    reply = await stack.registrations.submit_code(EMAIL, "000000")
+    assert reply.outcome is ActivationOutcome.INVALID_CODE
+    await env.sleep(timedelta(hours=24, minutes=1))
     assert (await result_of(stack, workflow_id)).state is RegistrationState.ALREADY_REGISTERED
     return workflow_id
 
@@ -142,7 +147,7 @@ SCENARIOS = {
     "active_after_resend": Scenario(active_after_resend, True),
     "active_by_approval": Scenario(active_by_approval, False),
     "active_linked": Scenario(active_linked, False),
-    "already_registered": Scenario(already_registered, False),
+    "already_registered": Scenario(already_registered, True),
     "cancelled": Scenario(cancelled, False),
     "failed": Scenario(failed, False),
     "expired": Scenario(expired, True),

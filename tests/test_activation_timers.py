@@ -6,7 +6,14 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import identity, register, result_of, wait_for_state, wrong_code
+from tests.helpers import (
+    categories,
+    identity,
+    register,
+    result_of,
+    wait_for_state,
+    wrong_code,
+)
 from tests.outbox import messages_to
 from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
@@ -105,3 +112,52 @@ async def test_twenty_wrong_codes_lock_the_registration_and_compensate(
     assert await identity(time_stack).find_principal(EMAIL) is None
     status = await time_stack.registrations.status(EMAIL)
     assert status.state is RegistrationState.LOCKED and status.attempts_left == 0
+
+
+async def callers_view(stack: Stack, env: WorkflowEnvironment, email: str) -> list[object]:
+    """What a caller sees of a registration over its whole window: a wrong code, a resend too
+    soon and one a minute later, five wrong codes for the new code, a code after the window."""
+    pending = stack.registrations
+    seen: list[object] = [await pending.submit_code(email, "000000")]
+    too_soon = await pending.resend(email)
+    seen.append((too_soon.outcome, too_soon.resends_left))
+    await env.sleep(timedelta(seconds=61))
+    sent = await pending.resend(email)
+    seen.append((sent.outcome, sent.resends_left))
+    seen += [await pending.submit_code(email, "000000") for _ in range(5)]
+    await env.sleep(timedelta(hours=24))
+    seen.append(await pending.submit_code(email, "000000"))
+    return seen
+
+
+async def test_an_email_with_an_account_is_answered_like_a_new_one_until_the_window_ends(
+    time_env: WorkflowEnvironment, time_stack: Stack
+) -> None:
+    owner = "olivia@example.com"
+    await register(time_stack, owner)
+    await wait_for_state(time_stack, owner, RegistrationState.PENDING)
+    activated = await time_stack.registrations.submit_code(owner, time_stack.code_for(owner))
+    assert activated.outcome is ActivationOutcome.ACTIVATED
+
+    probe = await register(time_stack, owner)
+    await wait_for_state(time_stack, owner, RegistrationState.ALREADY_REGISTERED)  # staff see it
+    probed = await callers_view(time_stack, time_env, owner)
+    fresh = "nora@example.com"
+    await register(time_stack, fresh)
+    await wait_for_state(time_stack, fresh, RegistrationState.PENDING)
+    if time_stack.code_for(fresh) == "000000":  # one in a million: the probe code is right
+        return
+    assert probed == await callers_view(time_stack, time_env, fresh)
+    assert probed[-1].outcome is ActivationOutcome.EXPIRED  # type: ignore[attr-defined]
+
+    result = await result_of(time_stack, probe.registration_id)
+    assert result.state is RegistrationState.ALREADY_REGISTERED
+    # The owner was told twice (the start and the resend); no code was ever mailed this time.
+    assert categories(time_stack, owner) == [
+        "customer_activation",
+        "customer_welcome",
+        "customer_already_registered",
+        "customer_already_registered",
+    ]
+    principal = await identity(time_stack).find_principal(owner)
+    assert principal is not None and principal.active

@@ -1,7 +1,9 @@
 """Every recorded history replays against the current workflow code: a change that breaks
 determinism fails here (and needs ``workflow.patched``). Histories of earlier versions of the
 workflow stay, in subfolders, and must keep replaying: ``v1/`` before search attributes, ``v2/``
-before the one-step customer (``ProviderProfile.customer_in_one_step``)."""
+before the one-step customer (``ProviderProfile.customer_in_one_step``), ``v3/`` before an
+email with an account was answered like a pending registration until its window ended
+(``ProviderProfile.existing_account_answers_as_pending``)."""
 
 from __future__ import annotations
 

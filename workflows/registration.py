@@ -1,8 +1,9 @@
 """RegistrationWorkflow: one customer's sign-up, from first request to active account.
 
 The story, top to bottom (``run``):
-1. look the email up; an existing active account gets a "you already have an account" mail and
-   the caller gets the same answer as any new registration (no account enumeration);
+1. look the email up; an existing active account gets a "you already have an account" mail, and
+   the caller gets the answers of a new registration, the first and every later one, until the
+   activation window ends (no account enumeration);
 2. create the login principal, inactive, with the sealed password;
 3. mail an activation code (the workflow keeps only its keyed HMAC);
 4. wait up to the TTL for the code (update/signal), a staff approval, resends, or a lockout;
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.identity import IdentityActivities
     from activities.mail import MailActivities
     from activities.models import (
+        NO_CODE,
         ActivatePrincipalInput,
         CreatePrincipalInput,
         CustomerRef,
@@ -90,6 +92,8 @@ class RegistrationWorkflow:
         self._principal: Principal | None = None
         self._customer: Customer | None = None
         self._linked_existing = False
+        self._existing_account = False
+        """The email has an active account: calls are answered as if a code were pending."""
         # Activation bookkeeping; handlers take the lock so checks and resends never interleave.
         self._code_lock = asyncio.Lock()
         self._issued: IssuedActivation | None = None
@@ -133,10 +137,7 @@ class RegistrationWorkflow:
             "look up the email",
         )
         if existing is not None and existing.active:
-            await self._mail(
-                MailActivities.send_already_registered, self._notice(), "mail: already registered"
-            )
-            self._end(RegistrationState.ALREADY_REGISTERED)
+            await self._answer_as_if_pending()
             return self._result()
         if existing is not None:
             # An inactive leftover of an earlier attempt that was never cleaned up (e.g. a
@@ -192,22 +193,47 @@ class RegistrationWorkflow:
         await self._send_welcome()
         return self._result()
 
+    async def _answer_as_if_pending(self) -> None:
+        """Step 1's other ending. The owner of the account is told (instead of getting a code);
+        the caller cannot tell: wrong codes, resends and their limits, and finally expiry, are
+        answered exactly as for a new email until the activation window ends. The status query
+        (staff) and the search attributes say ``already_registered`` from the start."""
+        if not self._in_process.existing_account_answers_as_pending:  # recorded before it existed
+            await self._mail(
+                MailActivities.send_already_registered, self._notice(), "mail: already registered"
+            )
+            self._end(RegistrationState.ALREADY_REGISTERED)
+            return
+        self._existing_account = True
+        await self._issue_code()
+        self._end(RegistrationState.ALREADY_REGISTERED)
+        await self._activation_arrived()  # no code exists: only expiry or a lockout ends it
+        self._existing_account = False
+
     # -- Step 3 and 4: codes and waiting --------------------------------------------------------
 
     async def _issue_code(self) -> None:
         sequence = (self._issued.sequence + 1) if self._issued else 1
-        self._issued = await self._mail(
-            MailActivities.issue_activation,
-            IssueActivationInput(
-                registration_id=workflow.info().workflow_id,
-                sequence=sequence,
-                email=self._input.email,
-                name=self._input.name,
-                locale=self._input.locale,
-                expires_at=self._expires_at,
-            ),
-            f"mail activation code #{sequence}",
-        )
+        if self._existing_account:  # nothing to activate: the owner is told (again) instead
+            await self._mail(
+                MailActivities.send_already_registered,
+                self._notice(sequence),
+                f"mail: already registered #{sequence}",
+            )
+            self._issued = IssuedActivation(sequence=sequence, code_digest=NO_CODE)
+        else:
+            self._issued = await self._mail(
+                MailActivities.issue_activation,
+                IssueActivationInput(
+                    registration_id=workflow.info().workflow_id,
+                    sequence=sequence,
+                    email=self._input.email,
+                    name=self._input.name,
+                    locale=self._input.locale,
+                    expires_at=self._expires_at,
+                ),
+                f"mail activation code #{sequence}",
+            )
         self._issued_at = workflow.now()
         self._attempts_on_code = 0
 
@@ -240,7 +266,7 @@ class RegistrationWorkflow:
 
     def _require_pending(self) -> None:
         """Rejected updates never reach history: cheap for the server and for the caller."""
-        if self._state is not RegistrationState.PENDING:
+        if not self._pending_for_caller:
             raise ValueError(f"no activation is pending (registration is {self._state.value})")
 
     @workflow.signal
@@ -253,7 +279,7 @@ class RegistrationWorkflow:
 
     async def _check_code(self, submission: CodeSubmission) -> ActivationReply:
         async with self._code_lock:
-            if self._state is not RegistrationState.PENDING or self._code_verified:
+            if not self._pending_for_caller or self._code_verified:
                 return ActivationReply(outcome=self._outcome_for_caller())
             if self._attempts_on_code >= self._policy.max_attempts_per_code:
                 return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
@@ -268,7 +294,7 @@ class RegistrationWorkflow:
                 start_to_close_timeout=LOCAL_STEP_TIMEOUT,
                 summary="verify activation code",
             )
-            if self._state is not RegistrationState.PENDING:  # expired while checking
+            if not self._pending_for_caller:  # expired while checking
                 return ActivationReply(outcome=self._outcome_for_caller())
             if valid:
                 self._code_verified = True
@@ -309,7 +335,7 @@ class RegistrationWorkflow:
 
     async def _resend(self, request: ResendRequest) -> ResendReply:
         async with self._code_lock:
-            if self._state is not RegistrationState.PENDING or self._code_verified:
+            if not self._pending_for_caller or self._code_verified:
                 return self._resend_reply(ResendOutcome.NOT_PENDING)
             if self._resends >= self._policy.max_resends:
                 return self._resend_reply(ResendOutcome.LIMIT_REACHED)
@@ -447,15 +473,23 @@ class RegistrationWorkflow:
     def _next_resend_at(self) -> datetime | None:
         return self._issued_at + self._policy.resend_interval if self._issued_at else None
 
+    @property
+    def _pending_for_caller(self) -> bool:
+        """Whether codes and resends are taken: a pending registration, or an email with an
+        account within its activation window (``_answer_as_if_pending``)."""
+        return self._state is RegistrationState.PENDING or self._existing_account
+
     def _resend_reply(self, outcome: ResendOutcome) -> ResendReply:
-        pending = self._state is RegistrationState.PENDING
         return ResendReply(
             outcome=outcome,
             resends_left=self._policy.max_resends - self._resends,
-            next_resend_at=self._next_resend_at() if pending else None,
+            next_resend_at=self._next_resend_at() if self._pending_for_caller else None,
         )
 
     def _outcome_for_caller(self) -> ActivationOutcome:
+        if self._state is RegistrationState.ALREADY_REGISTERED:  # as a new email's would end
+            locked = self._locked_out
+            return ActivationOutcome.TOO_MANY_ATTEMPTS if locked else ActivationOutcome.EXPIRED
         return {
             RegistrationState.ACTIVE: ActivationOutcome.ACTIVATED,
             RegistrationState.EXPIRED: ActivationOutcome.EXPIRED,
@@ -488,12 +522,13 @@ class RegistrationWorkflow:
             tenant=self._input.tenant,
         )
 
-    def _notice(self) -> NoticeInput:
+    def _notice(self, sequence: int = 1) -> NoticeInput:
         return NoticeInput(
             email=self._input.email,
             name=self._input.name,
             locale=self._input.locale,
             customer_number=self._customer.number if self._customer else None,
+            sequence=sequence,
         )
 
     @property
