@@ -41,7 +41,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
 from common.codec import EncryptionCodec, encryption_keys
-from common.settings import Settings
+from common.settings import InvalidSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = Settings()
     parser = argparse.ArgumentParser(description="Temporal codec server for encrypted payloads.")
+    try:
+        settings = load_settings()
+    except InvalidSettings as err:
+        parser.exit(2, f"configuration error: {err}\n")
     parser.add_argument("--host", default=settings.codec_server_host)
     parser.add_argument("--port", type=int, default=settings.codec_server_port)
     args = parser.parse_args(argv)
