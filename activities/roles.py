@@ -58,6 +58,9 @@ class NewCustomer(_Record):
     phone: str | None = None
     number_prefix: str = "CUST"
     tenant: str | None = None
+    profile: dict[str, str] = Field(default_factory=dict)
+    """The registration's profile fields (``RegistrationInput.profile``): stored with a customer
+    the registration creates; a linked customer keeps the record it had."""
 
 
 class CustomerLink(_Record):

@@ -693,3 +693,18 @@ async def test_setup_applied_makes_customer_numbers_use_the_prefix(
     }
     assert "# Manual step:" in capsys.readouterr().out  # the client ACL is not self-applied
     assert (await hantera.customers.create_customer(new_customer())).number == "SHOP100001"
+
+
+async def test_created_customer_asset_carries_the_profile_without_it_overriding_the_email(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    profile = {"company": "Pia & Co", "email": "someone.else@example.com"}
+    link = await hantera.customers.link_or_create_customer(
+        new_customer(1).model_copy(update={"profile": profile})
+    )
+    assert sim.assets[link.customer.id]["dynamic"] == {
+        "company": "Pia & Co",
+        "email": "user1@example.com",
+        "name": "User 1",
+        "registrationId": "reg-1",
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -359,3 +360,51 @@ async def test_delete_customer_is_idempotent(directory: LocalDirectory) -> None:
     assert await customers.find_customer("user1@example.com") is None
     # Numbers are never reused, even after a delete.
     assert (await customers.create_customer(new_customer(2))).number == "CUST100002"
+
+
+async def test_created_customer_keeps_the_profile_and_a_linked_one_its_own(
+    directory: LocalDirectory,
+) -> None:
+    imported = await directory.customers.create_customer(new_customer(1, "pia@example.com"))
+    profile = {"company": "Pia & Co", "newsletter": "yes"}
+    created = await directory.customers.link_or_create_customer(
+        new_customer(2).model_copy(update={"profile": profile})
+    )
+    linked = await directory.customers.link_or_create_customer(
+        new_customer(3, "pia@example.com").model_copy(update={"profile": profile})
+    )
+    assert created.created and not linked.created and linked.customer == imported
+    path = directory.path
+    stored = raw_row(path, "SELECT profile FROM customers WHERE id = ?", created.customer.id)
+    assert stored is not None and json.loads(str(stored[0])) == profile
+    assert raw_row(path, "SELECT profile FROM customers WHERE id = ?", imported.id) == ("{}",)
+
+
+async def test_a_database_file_from_before_the_profile_column_gets_it_on_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE customers (id TEXT PRIMARY KEY, number TEXT NOT NULL UNIQUE,"
+            " email TEXT NOT NULL, email_canonical TEXT NOT NULL UNIQUE, name TEXT, phone TEXT,"
+            " tenant TEXT, created_at TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO customers VALUES ('c-old', 'CUST1', 'old@example.com',"
+            " 'old@example.com', 'Old', NULL, NULL, '2026-01-01T00:00:00.000+00:00')"
+        )
+    conn.close()
+    directory = LocalDirectory(path)
+    try:
+        link = await directory.customers.link_or_create_customer(
+            new_customer(1).model_copy(update={"profile": {"company": "New"}})
+        )
+        assert link.created
+        assert await directory.customers.find_customer("old@example.com") is not None
+    finally:
+        await directory.aclose()
+    assert raw_row(path, "SELECT profile FROM customers WHERE id = 'c-old'") == ("{}",)
+    assert raw_row(path, "SELECT profile FROM customers WHERE id = 'c-1'") == (
+        '{"company": "New"}',
+    )

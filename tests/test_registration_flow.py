@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -363,3 +364,25 @@ async def test_current_registration_links_or_creates_in_one_step(
         result = await result_of(running, receipt.registration_id)
     assert result.state is RegistrationState.ACTIVE
     assert counting.calls == ["link_or_create_customer"]
+
+
+async def test_profile_goes_to_the_customer_and_metadata_to_the_status(stack: Stack) -> None:
+    email = "paula@example.com"
+    await stack.registrations.register(
+        email=email,
+        name="Paula Profile",
+        password=PASSWORD,
+        profile={"company": "Paula & Co", "newsletter": "yes"},
+        metadata={"source": "checkout"},
+    )
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    assert (await stack.registrations.status(email)).metadata == {"source": "checkout"}
+    await stack.registrations.submit_code(email, stack.code_for(email))
+    status = await stack.registrations.status(email)
+    assert status.state is RegistrationState.ACTIVE
+    with sqlite3.connect(stack.settings.database_path) as conn:
+        (stored,) = conn.execute(
+            "SELECT profile FROM customers WHERE id = ?", (status.customer_id,)
+        ).fetchone()
+    conn.close()
+    assert json.loads(stored) == {"company": "Paula & Co", "newsletter": "yes"}

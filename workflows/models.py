@@ -189,6 +189,8 @@ class RegistrationStatus(_Model):
     approved_by: str | None = None
     approval_reason: str | None = None
     reason: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """The caller's ``RegistrationInput.metadata`` (e.g. where the sign-up came from)."""
 
 
 class RegistrationResult(_Model):

@@ -457,6 +457,7 @@ class RegistrationWorkflow:
             approved_by=self._approval.operator if self._approval else None,
             approval_reason=self._approval.reason if self._approval else None,
             reason=self._reason,
+            metadata=self._input.metadata,
         )
 
     # -- Helpers -----------------------------------------------------------------------------------
@@ -520,6 +521,7 @@ class RegistrationWorkflow:
             phone=self._input.phone,
             number_prefix=self._policy.customer_number_prefix,
             tenant=self._input.tenant,
+            profile=self._input.profile,
         )
 
     def _notice(self, sequence: int = 1) -> NoticeInput:

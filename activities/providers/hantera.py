@@ -611,7 +611,10 @@ class HanteraCustomers:
         if nodes:
             return CustomerLink(customer=_customer(nodes[0]), created=False)
         type_key = self._client.settings.customer_type_key
-        fields = {"email": new.email_canonical, "name": new.name, "registrationId": new.id}
+        # Profile fields first: the fields the adapter relies on win over a profile key of the
+        # same name.
+        fields = {**new.profile, "email": new.email_canonical, "name": new.name}
+        fields["registrationId"] = new.id
         fields.update({k: v for k, v in (("phone", new.phone), ("tenant", new.tenant)) if v})
         message = {
             "type": "create",

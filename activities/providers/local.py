@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -75,7 +76,8 @@ CREATE TABLE IF NOT EXISTS customers (
     name            TEXT,
     phone           TEXT,
     tenant          TEXT,
-    created_at      TEXT NOT NULL
+    created_at      TEXT NOT NULL,
+    profile         TEXT NOT NULL DEFAULT '{}'
 )""",
     """
 CREATE TABLE IF NOT EXISTS customer_number_sequences (
@@ -84,6 +86,18 @@ CREATE TABLE IF NOT EXISTS customer_number_sequences (
 )""",
 )
 """Created on open if missing. ``customer_number_sequences`` holds the last number per prefix."""
+
+
+_ADDED_COLUMNS = {("customers", "profile"): "TEXT NOT NULL DEFAULT '{}'"}
+"""Columns newer than some database files: added on open (``CREATE TABLE IF NOT EXISTS`` leaves
+an existing table as it is)."""
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for (table, column), definition in _ADDED_COLUMNS.items():
+        present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _now() -> str:
@@ -181,6 +195,7 @@ class LocalDirectory:
             with _transaction(conn):
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _add_missing_columns(conn)
         except (OSError, sqlite3.Error) as exc:
             if conn is not None:
                 conn.close()
@@ -430,8 +445,18 @@ def _link_or_insert_customer(conn: sqlite3.Connection, new: NewCustomer, now: st
         number = f"{new.number_prefix}{last}"
         conn.execute(
             "INSERT INTO customers (id, number, email, email_canonical, name, phone, tenant,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (new.id, number, new.email, new.email_canonical, new.name, new.phone, new.tenant, now),
+            " created_at, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                new.id,
+                number,
+                new.email,
+                new.email_canonical,
+                new.name,
+                new.phone,
+                new.tenant,
+                now,
+                json.dumps(new.profile),
+            ),
         )
     customer = Customer(id=new.id, number=number, email=new.email, name=new.name)
     return CustomerLink(customer=customer, created=True)
