@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from activities.providers.local import LocalCustomers, LocalIdentity
 from starter.client import Receipt
@@ -17,12 +18,20 @@ async def register(stack: Stack, email: str, name: str = "Alice Andersson") -> R
     return await stack.registrations.register(email=email, name=name, password=PASSWORD)
 
 
-async def wait_for_state(stack: Stack, email: str, state: RegistrationState) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll for about 10 s until ``check`` holds (signals and mails arrive on their own time)."""
     for _ in range(200):
-        if (await stack.registrations.status(email)).state is state:
+        if await check():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{email} never reached {state}")
+    raise AssertionError(f"never happened: {what}")
+
+
+async def wait_for_state(stack: Stack, email: str, state: RegistrationState) -> None:
+    async def reached() -> bool:
+        return (await stack.registrations.status(email)).state is state
+
+    await eventually(reached, f"{email} reaching {state}")
 
 
 async def result_of(stack: Stack, registration_id: str) -> RegistrationResult:

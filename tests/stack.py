@@ -6,6 +6,7 @@ the developer's environment (no .env, own data dir and task queue)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -96,3 +97,14 @@ async def running_stack(
         used = providers or opened
         async with create_worker(client, settings, used):
             yield Stack(client, settings, used, RegistrationClient(client, settings))
+
+
+async def beside(stack: Stack, suffix: str, **providers: Any) -> AsyncIterator[Stack]:
+    """A second worker next to ``stack`` (same server, SQLite file and outbox) on a task queue of
+    its own, with the named providers replaced, e.g. by wrappers that fail or wait on purpose."""
+    settings = stack.settings.model_copy(
+        update={"task_queue": f"{stack.settings.task_queue}-{suffix}"}
+    )
+    replaced = dataclasses.replace(stack.providers, **providers)
+    async for running in running_stack(stack.client, settings, replaced):
+        yield running

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -15,7 +14,7 @@ from activities.providers.local import LocalIdentity
 from activities.roles import NewPrincipal, Principal
 from common.settings import Settings
 from tests.helpers import customers, identity, register, result_of, wait_for_state
-from tests.stack import running_stack
+from tests.stack import beside, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
 
 EMAIL = "rita@example.com"
@@ -61,9 +60,7 @@ async def test_a_rejected_undo_neither_stops_the_others_nor_is_given_up(
 ) -> None:
     async for plain in running_stack(time_env.client, settings):
         rejecting = RejectingIdentity(identity(plain), rejections=2)
-        providers = dataclasses.replace(plain.providers, identity=rejecting)
-        settings = settings.model_copy(update={"task_queue": settings.task_queue + "-r"})
-        async for stack in running_stack(time_env.client, settings, providers):
+        async for stack in beside(plain, "r", identity=rejecting):
             receipt = await register(stack, EMAIL)
             await wait_for_state(stack, EMAIL, RegistrationState.PENDING)
             reply = await stack.registrations.submit_code(EMAIL, stack.code_for(EMAIL))

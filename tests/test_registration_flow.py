@@ -34,7 +34,7 @@ from tests.helpers import (
     wait_for_state,
 )
 from tests.outbox import messages_to
-from tests.stack import Stack, make_settings, running_stack
+from tests.stack import Stack, beside, make_settings, running_stack
 from worker import SANDBOX, registration_activities
 from workflows.models import ActivationOutcome, ActivationReply, RegistrationState
 from workflows.registration import RegistrationWorkflow
@@ -168,12 +168,10 @@ class GatedCustomers(CountingCustomers):
 
 
 @pytest.fixture
-async def gated(dev_env: Any, stack: Stack) -> AsyncIterator[tuple[GatedCustomers, Stack]]:
+async def gated(stack: Stack) -> AsyncIterator[tuple[GatedCustomers, Stack]]:
     """A second worker whose customer creation waits at a gate (same SQLite file as ``stack``)."""
     gate = GatedCustomers(customers(stack))
-    providers = dataclasses.replace(stack.providers, customers=gate)
-    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-g"})
-    async for running in running_stack(dev_env.client, settings, providers):
+    async for running in beside(stack, "g", customers=gate):
         yield gate, running
 
 
@@ -349,13 +347,9 @@ async def test_registration_started_by_an_older_worker_finishes_on_this_one(
     assert principal.customer_id == result.customer_id
 
 
-async def test_current_registration_links_or_creates_in_one_step(
-    dev_env: Any, stack: Stack
-) -> None:
+async def test_current_registration_links_or_creates_in_one_step(stack: Stack) -> None:
     counting = CountingCustomers(customers(stack))
-    providers = dataclasses.replace(stack.providers, customers=counting)
-    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-n"})
-    async for running in running_stack(dev_env.client, settings, providers):
+    async for running in beside(stack, "n", customers=counting):
         receipt = await register(running, "nina@example.com")
         await wait_for_state(running, "nina@example.com", RegistrationState.PENDING)
         await running.registrations.submit_code(

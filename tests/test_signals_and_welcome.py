@@ -5,8 +5,7 @@ the code once the resend throttle allows it."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from common.sealing import Sealer
 from tests.helpers import (
     categories,
     customers,
+    eventually,
     identity,
     register,
     result_of,
@@ -28,7 +28,7 @@ from tests.helpers import (
     wrong_code,
 )
 from tests.outbox import messages_to
-from tests.stack import Stack, make_settings, running_stack
+from tests.stack import Stack, beside, make_settings, running_stack
 from workflows.models import (
     ActivationOutcome,
     CodeSubmission,
@@ -45,15 +45,6 @@ def submission(stack: Stack, code: str, *, sealed: bool) -> CodeSubmission:
         return CodeSubmission(code=code)
     sealer = Sealer(fernet_keys(stack.settings.seal_key, stack.settings.data_dir))
     return CodeSubmission(sealed_code=sealer.seal(code))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Signals are fire-and-forget: poll until their effect shows."""
-    for _ in range(200):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def assert_active_with_customer(stack: Stack, email: str, result: RegistrationResult) -> None:
@@ -148,13 +139,11 @@ class WelcomeRejectingMail:
 
 @pytest.fixture
 async def welcome_rejected(
-    dev_env: Any, stack: Stack
+    stack: Stack,
 ) -> AsyncIterator[tuple[WelcomeRejectingMail, Stack]]:
     """A second worker whose mail provider rejects the welcome (same SQLite file and outbox)."""
     mail = WelcomeRejectingMail(stack.providers.mail)
-    providers = dataclasses.replace(stack.providers, mail=mail)
-    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-w"})
-    async for running in running_stack(dev_env.client, settings, providers):
+    async for running in beside(stack, "w", mail=mail):
         yield mail, running
 
 
