@@ -7,7 +7,7 @@ generator would spend minutes parsing mail instead of driving registrations. So 
 worker shards the outbox: ``ShardedOutbox`` hands each message to the unchanged ``OutboxMail``
 provider for a folder named after the recipient, and the load generator reads the code from
 that folder (one or two files; ``newest_code``).
-Everything a registration's mail costs in production (rendering, MIME, fsync, atomic rename) is
+Everything a registration's mail costs in production (rendering, MIME, the atomic write) is
 still paid in the worker.
 """
 
