@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.activation import ActivationActivities
 from activities.codes import ActivationCodes, CodeActivities
 from activities.customers import CustomerActivities
 from activities.errors import ConfigurationError
@@ -76,6 +77,7 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
         customers.find_customer,
         customers.create_customer,
         customers.delete_customer,
+        ActivationActivities(identity, customers).link_customer_and_activate,
         mail.issue_activation,
         mail.send_welcome,
         mail.send_already_registered,

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.roles import NewPrincipal
+from activities.roles import CustomerLink, NewCustomer, NewPrincipal, Principal
 from workflows.models import CodeSubmission
 
 
@@ -35,6 +35,10 @@ class ProviderProfile(_Model):
     code submissions and resends as a pending registration would, until the activation window
     ends: not only the first answer but every later one is the same as for a new email.
     Registrations recorded before it existed end at once (same versioning as above)."""
+    activation_in_one_step: bool = False
+    """Identity and customers both run in this process, and this worker links or creates the
+    customer and activates the principal in one local activity (``activities/activation.py``)
+    instead of two. Registrations recorded before it existed take two (same versioning)."""
 
     @property
     def activation_in_process(self) -> bool:
@@ -60,6 +64,19 @@ class ActivatePrincipalInput(_Model):
     principal_id: str
     customer_id: str
     customer_number: str
+
+
+class LinkAndActivateInput(_Model):
+    """Step 5 in one activity (``activities/activation.py``): the customer to link or create,
+    and the principal to activate with the link."""
+
+    principal_id: str
+    customer: NewCustomer
+
+
+class LinkedActivation(_Model):
+    link: CustomerLink
+    principal: Principal
 
 
 class CustomerRef(_Model):

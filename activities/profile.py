@@ -22,6 +22,7 @@ class ProfileActivities:
             mail_in_process=mail.in_process,
             customer_in_one_step=True,
             existing_account_answers_as_pending=True,
+            activation_in_one_step=identity.in_process and customers.in_process,
         )
 
     @activity.defn

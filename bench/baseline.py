@@ -1,14 +1,14 @@
 """Baseline: the registration's happy path with the work taken out, to price the orchestration.
 
 ``BaselineWorkflow`` has the shape of ``RegistrationWorkflow`` on the happy path with in-process
-providers: seven local activities in ``run`` (describe providers, find principal, create
-principal, issue the code, link or create the customer, activate, welcome mail), a validated
-update that runs an eighth local activity (verify the code) and answers once the "account" is
+providers: six local activities in ``run`` (describe providers, find principal, create
+principal, issue the code, link or create the customer and activate, welcome mail), a validated
+update that runs a seventh local activity (verify the code) and answers once the "account" is
 active, and the same timeouts and retry policy. Its activities do nothing, except that "issue"
 touches a marker file (on a thread, like the outbox writes its mail), because the load generator
 has to learn when to submit the code the same way it does for a registration: by watching the
 file system. Whatever a registration costs above this baseline is the registration's own work:
-Argon2id, SQLite, rendering and fsyncing mails, Fernet and HMAC, larger payloads.
+Argon2id, SQLite, rendering and writing mails, Fernet and HMAC, larger payloads.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class BaselineInput(BaseModel):
 
 
 class BaselineActivities:
-    """No-op stand-ins for the eight activities of a registration's happy path."""
+    """No-op stand-ins for the seven activities of a registration's happy path."""
 
     def __init__(self, marker_dir: Path) -> None:
         self._marker_dir = marker_dir
@@ -73,12 +73,8 @@ class BaselineActivities:
     async def verify_activation(self, code: str) -> bool:
         return code == CODE
 
-    @activity.defn(name="baseline_link_or_create_customer")
-    async def link_or_create_customer(self, key: str) -> str:
-        return key
-
-    @activity.defn(name="baseline_activate_principal")
-    async def activate_principal(self, key: str) -> str:
+    @activity.defn(name="baseline_link_customer_and_activate")
+    async def link_customer_and_activate(self, key: str) -> str:
         return key
 
     @activity.defn(name="baseline_send_welcome")
@@ -92,8 +88,7 @@ class BaselineActivities:
             self.create_principal,
             self.issue_activation,
             self.verify_activation,
-            self.link_or_create_customer,
-            self.activate_principal,
+            self.link_customer_and_activate,
             self.send_welcome,
         ]
 
@@ -120,8 +115,7 @@ class BaselineWorkflow:
             self._state = BaselineState.EXPIRED
             return self._state
         self._state = BaselineState.ACTIVATING
-        await _step(BaselineActivities.link_or_create_customer, key)
-        await _step(BaselineActivities.activate_principal, key)
+        await _step(BaselineActivities.link_customer_and_activate, key)
         self._state = BaselineState.ACTIVE
         await _step(BaselineActivities.send_welcome, key)
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 
 from activities.providers.local import LocalCustomers, LocalIdentity
@@ -43,6 +44,18 @@ async def result_of(stack: Stack, registration_id: str) -> RegistrationResult:
 def categories(stack: Stack, email: str) -> list[str]:
     """The ``X-Category`` of every mail to ``email`` in the outbox, oldest first."""
     return [str(m["X-Category"]) for m in messages_to(stack.settings.outbox_path, email)]
+
+
+async def local_activities(stack: Stack, registration_id: str) -> list[str]:
+    """The types of the local activities a registration ran, in order, from its history's markers
+    (their data is the SDK's own JSON, not a payload of the data converter)."""
+    history = await stack.client.get_workflow_handle(registration_id).fetch_history()
+    return [
+        json.loads(marker.details["data"].payloads[0].data)["activity_type"]
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+        for marker in [event.marker_recorded_event_attributes]
+    ]
 
 
 def wrong_code(code: str, offset: int = 1) -> str:

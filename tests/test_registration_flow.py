@@ -29,6 +29,7 @@ from tests.helpers import (
     categories,
     customers,
     identity,
+    local_activities,
     register,
     result_of,
     wait_for_state,
@@ -251,7 +252,10 @@ async def test_failure_never_deletes_a_linked_customer(stack: Stack) -> None:
         await result_of(stack, receipt.registration_id)
     assert await customers(stack).find_customer("ola@example.com") == imported
     status = await stack.registrations.status("ola@example.com")
-    assert status.state is RegistrationState.FAILED and status.linked_existing_customer
+    assert status.state is RegistrationState.FAILED
+    # Linking and activating are one step in-process, and it failed as a whole: the status
+    # claims no customer for this registration.
+    assert status.customer_id is None and not status.linked_existing_customer
 
 
 async def test_staff_approval_activates_without_code(stack: Stack) -> None:
@@ -303,24 +307,45 @@ async def test_link_mode_mails_a_long_token_that_activates(dev_env: Any, tmp_pat
         assert reply.outcome is ActivationOutcome.ACTIVATED
 
 
-@activity.defn(name="describe_providers")
-async def profile_of_an_older_worker() -> ProviderProfile:
-    """What a worker from before ``customer_in_one_step`` recorded (the field did not exist)."""
-    return ProviderProfile(
-        identity_in_process=True, customers_in_process=True, mail_in_process=True
-    )
+OLDER_PROFILES = {
+    # Before ``customer_in_one_step``: find the customer, then create it, then activate.
+    "two-step-customer": (
+        ProviderProfile(identity_in_process=True, customers_in_process=True, mail_in_process=True),
+        ["find_customer", "create_customer"],
+        ["find_customer", "create_customer", "activate_principal"],
+    ),
+    # Before ``activation_in_one_step``: link or create, then activate, two local activities.
+    "two-step-activation": (
+        ProviderProfile(
+            identity_in_process=True,
+            customers_in_process=True,
+            mail_in_process=True,
+            customer_in_one_step=True,
+            existing_account_answers_as_pending=True,
+        ),
+        ["link_or_create_customer"],
+        ["link_or_create_customer", "activate_principal"],
+    ),
+}
 
 
+@pytest.mark.parametrize("older", sorted(OLDER_PROFILES))
 async def test_registration_started_by_an_older_worker_finishes_on_this_one(
-    dev_env: Any, stack: Stack
+    dev_env: Any, stack: Stack, older: str
 ) -> None:
-    """Rolling upgrade: the registration recorded the old profile, so this worker takes the old
-    two-step customer path (find, then create) live, and the registration still ends active."""
+    """Rolling upgrade: the registration recorded an older worker's profile, so this worker takes
+    that worker's path for step 5 live, and the registration still ends active."""
+    profile, customer_calls, step_5 = OLDER_PROFILES[older]
+
+    @activity.defn(name="describe_providers")
+    async def profile_of_an_older_worker() -> ProviderProfile:
+        return profile
+
     counting = CountingCustomers(customers(stack))
     providers = dataclasses.replace(stack.providers, customers=counting)
     settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-o"})
     current = registration_activities(providers, settings)
-    older = Worker(
+    older_worker = Worker(
         dev_env.client,
         task_queue=settings.task_queue,
         workflows=[RegistrationWorkflow],
@@ -328,26 +353,27 @@ async def test_registration_started_by_an_older_worker_finishes_on_this_one(
         + [fn for fn in current if fn.__name__ != "describe_providers"],
         workflow_runner=SANDBOX,
     )
-    async with older:
+    email = f"olga.{older}@example.com"
+    async with older_worker:
         upgraded = Stack(
             dev_env.client, settings, providers, RegistrationClient(dev_env.client, settings)
         )
-        receipt = await register(upgraded, "olga@example.com")
-        await wait_for_state(upgraded, "olga@example.com", RegistrationState.PENDING)
+        receipt = await register(upgraded, email)
+        await wait_for_state(upgraded, email, RegistrationState.PENDING)
     async for running in running_stack(dev_env.client, settings, providers):
-        reply = await running.registrations.submit_code(
-            "olga@example.com", running.code_for("olga@example.com")
-        )
+        reply = await running.registrations.submit_code(email, running.code_for(email))
         assert reply.outcome is ActivationOutcome.ACTIVATED
         result = await result_of(running, receipt.registration_id)
+        ran = await local_activities(running, receipt.registration_id)
     assert result.state is RegistrationState.ACTIVE and result.customer_number == "CUST100001"
-    assert counting.calls == ["find_customer", "create_customer"]
-    principal = await identity(stack).find_principal("olga@example.com")
+    assert counting.calls == customer_calls
+    assert ran[ran.index("verify_activation") + 1 : -1] == step_5
+    principal = await identity(stack).find_principal(email)
     assert principal is not None and principal.active
     assert principal.customer_id == result.customer_id
 
 
-async def test_current_registration_links_or_creates_in_one_step(stack: Stack) -> None:
+async def test_current_registration_links_and_activates_in_one_step(stack: Stack) -> None:
     counting = CountingCustomers(customers(stack))
     async for running in beside(stack, "n", customers=counting):
         receipt = await register(running, "nina@example.com")
@@ -356,8 +382,16 @@ async def test_current_registration_links_or_creates_in_one_step(stack: Stack) -
             "nina@example.com", running.code_for("nina@example.com")
         )
         result = await result_of(running, receipt.registration_id)
+        ran = await local_activities(running, receipt.registration_id)
     assert result.state is RegistrationState.ACTIVE
     assert counting.calls == ["link_or_create_customer"]
+    assert ran[ran.index("verify_activation") + 1 :] == [
+        "link_customer_and_activate",
+        "send_welcome",
+    ]
+    principal = await identity(stack).find_principal("nina@example.com")
+    assert principal is not None and principal.active
+    assert principal.customer_id == result.customer_id
 
 
 async def test_profile_goes_to_the_customer_and_metadata_to_the_status(stack: Stack) -> None:

@@ -3,7 +3,9 @@ determinism fails here (and needs ``workflow.patched``). Histories of earlier ve
 workflow stay, in subfolders, and must keep replaying: ``v1/`` before search attributes, ``v2/``
 before the one-step customer (``ProviderProfile.customer_in_one_step``), ``v3/`` before an
 email with an account was answered like a pending registration until its window ended
-(``ProviderProfile.existing_account_answers_as_pending``)."""
+(``ProviderProfile.existing_account_answers_as_pending``), ``v4/`` before linking the customer
+and activating the principal became one local activity
+(``ProviderProfile.activation_in_one_step``)."""
 
 from __future__ import annotations
 
