@@ -6,8 +6,9 @@ each. As two local activities, the second one waits for a workflow activation of
 the account is active. As one activity they run back to back. The calls are exactly those of the
 separate activities (``CustomerActivities``, ``IdentityActivities``), so both paths behave alike:
 a retry repeats both calls, and both are idempotent on the ids the workflow chose; a failed
-activation leaves the customer this registration created to the workflow's compensation (its
-undo is registered up front, by id). Remote providers keep one regular activity per call, each
+activation leaves the customer this registration created to the workflow's compensation, whose
+undo is registered up front by that id (in-process providers create under the workflow's id, as
+the local one does). Remote providers keep one regular activity per call, each
 with its own retries and timeout.
 """
 
