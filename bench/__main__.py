@@ -16,22 +16,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
 from temporalio.client import Client
-from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.local import (
@@ -43,7 +39,6 @@ from activities.providers.local import (
 from bench.load import BaselineScenario, RegistrationScenario, Scenario, count_finished, drive
 from bench.procstat import (
     CpuSnapshot,
-    child_pids,
     load_average,
     peak_rss_bytes,
     self_peak_rss_bytes,
@@ -51,11 +46,11 @@ from bench.procstat import (
 )
 from bench.report import BatchFigures, HashFigures, Report, RunFigures
 from bench.run_settings import generated_keys, settings_values
+from bench.server import fresh_server
 from bench.worker_process import READY, WorkerConfig
 from common.converter import data_converter
 from common.settings import Settings
-from common.temporal import dev_server_path, dev_server_sqlite_args
-from workflows import visibility
+from common.temporal import dev_server_path
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_START_SECONDS = 60.0
@@ -87,19 +82,6 @@ NO_ARGON2ID = Run("registration", "no-argon2id", "h", stub_argon2id=True)
 
 def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Children started meanwhile inherit stderr as their stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def measure_argon2id(samples: int) -> HashFigures:
@@ -279,31 +261,6 @@ async def measure(
     )
 
 
-@asynccontextmanager
-async def fresh_server(
-    folder: Path, converter: DataConverter
-) -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
-    """A dev server of its own for one run, started as ``make run`` starts it (SQLite file in WAL
-    mode, search attributes registered), and its pid. One per run because a server that has
-    already run another batch is slower (measured: ~3 ms more server CPU per registration after
-    the baseline's 620 workflows), which would bias the comparison by the order of the runs."""
-    progress(f"starting a Temporal dev server in {folder.name}/")
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    with stdout_to_stderr():  # its banner would end up in the report (or the JSON)
-        env = await WorkflowEnvironment.start_local(
-            data_converter=converter,
-            dev_server_existing_path=dev_server_path(),
-            dev_server_database_filename=str(folder / "temporal.sqlite3"),
-            dev_server_extra_args=dev_server_sqlite_args(),
-            search_attributes=visibility.ALL,
-        )
-    async with env:
-        servers = child_pids("temporal")
-        if len(servers) != 1:
-            raise RuntimeError(f"expected one 'temporal' child process, found {servers}")
-        yield env, servers[0]
-
-
 async def run(args: argparse.Namespace) -> Report:
     machine = describe_machine()
     progress(f"timing Argon2id ({HASH_SAMPLES} hashes)")
@@ -322,6 +279,7 @@ async def run(args: argparse.Namespace) -> Report:
         # The load generator's client uses the same converter as the workers (encryption on).
         converter = data_converter(Settings(_env_file=None, **settings_values(root, "load", keys)))
         for planned in plan:
+            progress(f"starting a Temporal dev server in {planned.label}/")
             async with fresh_server(root / planned.label, converter) as (env, server_pid):
                 figures[planned.label] = await measure(planned, env, server_pid, root, keys, args)
     machine["load_average_after"] = load_average()

@@ -20,13 +20,13 @@ import uuid
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
-from bench.procstat import child_pids, cpu_seconds
+from bench.procstat import cpu_seconds
 from bench.report import percentile
+from bench.server import fresh_server
 from bench.shape_workflow import Shape, ShapeWorkflow, noop
-from common.temporal import dev_server_path, dev_server_sqlite_args
 from worker import SANDBOX
 
 TASK_QUEUE = "shapes"
@@ -70,13 +70,7 @@ async def throughput(
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="registration-shapes-") as temp:
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=dev_server_path(),
-            dev_server_database_filename=str(Path(temp) / "temporal.sqlite3"),
-            dev_server_extra_args=dev_server_sqlite_args(),
-        )
-        async with env:
-            (server_pid,) = child_pids("temporal")
+        async with fresh_server(Path(temp), DataConverter.default) as (env, server_pid):
             async with Worker(
                 env.client,
                 task_queue=TASK_QUEUE,

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -34,12 +33,11 @@ from temporalio.worker import (
 from activities.providers import Providers, open_providers
 from bench.mailbox import ShardedOutbox, read_code
 from bench.run_settings import generated_keys, settings_values
+from bench.server import fresh_server
 from common.converter import data_converter
 from common.settings import Settings
-from common.temporal import dev_server_path, dev_server_sqlite_args
 from starter.client import RegistrationClient
 from worker import SANDBOX, registration_activities
-from workflows import visibility
 from workflows.registration import RegistrationWorkflow
 
 
@@ -110,15 +108,11 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="registration-timeline-") as temp:
         root = Path(temp)
         settings = Settings(_env_file=None, **settings_values(root, "timeline", generated_keys()))
-        env = await WorkflowEnvironment.start_local(
-            data_converter=data_converter(settings),
-            dev_server_existing_path=dev_server_path(),
-            dev_server_database_filename=str(root / "temporal.sqlite3"),
-            dev_server_extra_args=dev_server_sqlite_args(),
-            search_attributes=visibility.ALL,
-        )
         recorder = Recorder()
-        async with env, open_providers(settings) as opened:
+        async with (
+            fresh_server(root / "server", data_converter(settings)) as (env, _),
+            open_providers(settings) as opened,
+        ):
             providers = Providers(
                 identity=opened.identity,
                 customers=opened.customers,
