@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from activities.identity import ACTIVATION_READS
 from activities.providers.hantera import HanteraCustomers
 from common.settings import Settings
 from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
-from tests.helpers import PASSWORD, identity, register, result_of, wait_for_state
+from tests.helpers import PASSWORD, eventually, identity, register, result_of, wait_for_state
 from tests.outbox import CODE_LINE, messages_to
 from tests.simulators.hantera import HanteraSimulator, RecordedRequest, running
 from tests.stack import Stack, make_settings, running_stack
@@ -120,15 +120,6 @@ def asset_deletes(sim: HanteraSimulator) -> list[RecordedRequest]:
         and r.path.startswith("/resources/actors/asset/")
         and r.path != ASSET_NEW
     ]
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll for up to 10 s."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 async def pending(stack: Stack, email: str, name: str = "Alice Andersson") -> str:
@@ -290,7 +281,11 @@ async def test_cancel_while_the_asset_is_being_created_undoes_asset_and_principa
     sim.set_faults(latency_seconds=2.0, path_prefix=ASSET_NEW)
 
     submit = asyncio.create_task(hstack.registrations.submit_code(email, code))
-    await wait_until(lambda: len(calls(sim, "POST", ASSET_NEW)) == 1, "asset creation started")
+
+    async def creating() -> bool:
+        return len(calls(sim, "POST", ASSET_NEW)) == 1
+
+    await eventually(creating, "asset creation started")
     (create,) = calls(sim, "POST", ASSET_NEW)
     await hstack.registrations.cancel(email, reason="changed their mind")
     assert create.status == 0, "the cancel must arrive while the create is still unanswered"
