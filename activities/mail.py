@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from urllib.parse import urlencode
 
 from temporalio import activity
@@ -35,8 +36,12 @@ class MailActivities:
     async def issue_activation(self, request: IssueActivationInput) -> IssuedActivation:
         """Makes a fresh code (and link token), mails it and returns only their HMACs.
 
-        A retried attempt makes a new code, so the attempt number is part of the idempotency key:
-        the newest mail always carries the code that the returned digest belongs to.
+        Every run makes a new code, so every run sends its own mail: the idempotency key names
+        the code (a random nonce), not the attempt. The attempt number would not do: a local
+        activity that runs again because its workflow task was lost (worker killed after the
+        mail went out) starts again at attempt 1, and the outbox would keep the first mail while
+        the workflow stored the digest of a code nobody received. The newest mail always
+        carries the code that the returned digest belongs to.
         """
         code = self._codes.new_code()
         token = self._codes.new_link_token() if self._link_base else None
@@ -53,7 +58,7 @@ class MailActivities:
                 expires_at=request.expires_at,
                 link=link,
                 idempotency_key=_idempotency_key(
-                    f"activation/{request.sequence}/{activity.info().attempt}"
+                    f"activation/{request.sequence}/{secrets.token_hex(8)}"
                 ),
             )
         )

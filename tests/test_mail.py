@@ -16,8 +16,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
+from temporalio.testing import ActivityEnvironment
 
+from activities.codes import ActivationCodes
 from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable
+from activities.mail import MailActivities
+from activities.models import IssueActivationInput
 from activities.providers.outbox import OutboxMail
 from activities.providers.smtp import SmtpMail
 from activities.rendering import MailRenderer
@@ -159,6 +163,28 @@ async def test_outbox_is_idempotent_per_key(tmp_path: Path) -> None:
     names = listing(tmp_path)
     assert len(names) == 2
     assert all(name.endswith(".eml") for name in names)  # no temp files left behind
+
+
+async def test_a_rerun_of_issue_activation_mails_the_code_it_returns(tmp_path: Path) -> None:
+    """A local activity run again after its workflow task was lost starts at attempt 1 again,
+    with a new code: its mail must not be taken for the first run's (kept by the outbox)."""
+    codes = ActivationCodes(b"k" * 32)
+    mail = MailActivities(OutboxMail(tmp_path, SENDER), renderer, codes, None)
+    request = IssueActivationInput(
+        registration_id="registration-ann@example.com",
+        sequence=1,
+        email="ann@example.com",
+        name="Ann",
+        expires_at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
+    )
+    runs = ActivityEnvironment()  # the same activity info, attempt 1, both times
+    first = await runs.run(mail.issue_activation, request)
+    second = await runs.run(mail.issue_activation, request)
+
+    assert len(listing(tmp_path)) == 2
+    code = latest_code(tmp_path, "ann@example.com")
+    assert codes.matches(request.registration_id, second, code)
+    assert first.code_digest != second.code_digest
 
 
 async def test_outbox_helpers_pick_recipient_and_newest(tmp_path: Path) -> None:
