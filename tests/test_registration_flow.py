@@ -21,7 +21,14 @@ from temporalio.worker import Worker
 
 from activities.models import ProviderProfile
 from activities.providers.local import LocalCustomers
-from activities.roles import Customer, CustomerLink, NewCustomer
+from activities.roles import (
+    Customer,
+    CustomerLink,
+    MailMessage,
+    MailProvider,
+    NewCustomer,
+    NewPrincipal,
+)
 from starter.cli import import_customers
 from starter.client import Receipt, RegistrationClient
 from tests.helpers import (
@@ -37,7 +44,13 @@ from tests.helpers import (
 from tests.outbox import messages_to
 from tests.stack import Stack, beside, make_settings, running_stack
 from worker import SANDBOX, registration_activities
-from workflows.models import ActivationOutcome, ActivationReply, RegistrationState
+from workflows.models import (
+    ActivationOutcome,
+    ActivationReply,
+    RegistrationState,
+    ResendOutcome,
+    ResendReply,
+)
 from workflows.registration import RegistrationWorkflow
 
 
@@ -105,6 +118,61 @@ async def test_already_registered_gets_the_same_answer_and_a_notice(stack: Stack
     assert reply == ActivationReply(outcome=ActivationOutcome.INVALID_CODE, attempts_left=4)
     principal = await identity(stack).find_principal("carol@example.com")
     assert principal is not None and principal.active  # untouched
+
+
+class HeldMail:
+    """The stack's mail provider as a remote one (regular activities: the workflow takes calls
+    while a mail is out), each send waiting at a gate."""
+
+    in_process = False
+
+    def __init__(self, inner: MailProvider) -> None:
+        self.inner = inner
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, message: MailMessage) -> None:
+        self.reached.set()
+        await self.release.wait()
+        await self.inner.send(message)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def answers_while_the_first_mail_is_out(
+    stack: Stack, email: str
+) -> tuple[ResendReply, ActivationReply]:
+    """A resend and a code from whoever registered ``email``, sent while its first mail (code or
+    notice) is still being sent."""
+    held = HeldMail(stack.providers.mail)
+    async for running in beside(stack, email.partition("@")[0], mail=held):
+        receipt = await register(running, email)
+        await asyncio.wait_for(held.reached.wait(), 10)
+        resend = await asyncio.wait_for(running.registrations.resend(email), 10)
+        code = await asyncio.wait_for(running.registrations.submit_code(email, "123456"), 10)
+        held.release.set()
+        await running.registrations.cancel(email)
+        with pytest.raises(WorkflowFailureError):
+            await result_of(running, receipt.registration_id)
+    return resend, code
+
+
+async def test_an_email_with_an_account_answers_as_a_new_one_while_the_first_mail_is_out(
+    stack: Stack,
+) -> None:
+    owner = NewPrincipal(
+        id="owner-1", email="olga@example.com", email_canonical="olga@example.com", name="Olga"
+    )
+    principal = await identity(stack).create_principal(owner, PASSWORD)
+    await identity(stack).activate_principal(principal.id, "customer-1", "CUST1", principal.version)
+
+    new_email = await answers_while_the_first_mail_is_out(stack, "oscar@example.com")
+    has_account = await answers_while_the_first_mail_is_out(stack, "olga@example.com")
+    assert has_account == new_email
+    resend, code = new_email
+    assert resend.outcome is ResendOutcome.NOT_PENDING and resend.resends_left == 5
+    assert code.outcome is ActivationOutcome.NOT_PENDING
 
 
 async def test_cancel_while_waiting_deletes_the_principal(stack: Stack) -> None:
@@ -207,6 +275,34 @@ async def test_cancel_during_activation_undoes_customer_and_principal(
     assert await identity(stack).find_principal("erin@example.com") is None
     status = await gated_stack.registrations.status("erin@example.com")
     assert status.state is RegistrationState.CANCELLED
+
+
+async def test_a_code_submitted_again_during_activation_is_answered_like_the_first(
+    gated: tuple[GatedCustomers, Stack],
+) -> None:
+    """A double click, or a backend retrying after a timeout, must not hear "not pending"."""
+    gate, gated_stack = gated
+    email = "rosa@example.com"
+    receipt, first = await activation_held_at_gate(gate, gated_stack, email)
+    code = gated_stack.code_for(email)
+    again = asyncio.create_task(gated_stack.registrations.submit_code(email, code))
+    await asyncio.sleep(0.3)  # the second call reaches the workflow while the first activates
+    assert not again.done()
+    gate.release.set()
+    assert (await first).outcome is ActivationOutcome.ACTIVATED
+    assert (await again).outcome is ActivationOutcome.ACTIVATED
+    await result_of(gated_stack, receipt.registration_id)
+    late = await gated_stack.registrations.submit_code(email, code)  # after the workflow closed
+    assert late.outcome is ActivationOutcome.ACTIVATED
+
+
+async def test_the_right_code_twice_at_once_is_activated_twice(stack: Stack) -> None:
+    email = "dora@example.com"
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    code = stack.code_for(email)
+    replies = await asyncio.gather(*(stack.registrations.submit_code(email, code) for _ in "ab"))
+    assert [reply.outcome for reply in replies] == [ActivationOutcome.ACTIVATED] * 2
 
 
 async def test_failure_after_customer_creation_deletes_that_customer(

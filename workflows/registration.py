@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         ResendReply,
         ResendRequest,
     )
-    from workflows.saga import Saga, Undo
+    from workflows.saga import Saga, Undo, run_to_completion
     from workflows.visibility import Visibility
 
 A = TypeVar("A")
@@ -73,6 +73,11 @@ REMOTE_STEP_TIMEOUT = timedelta(seconds=30)
 REMOTE_STEP_DEADLINE = timedelta(minutes=30)
 """How long a forward step may keep retrying before the registration fails and compensates."""
 WELCOME_DEADLINE = timedelta(minutes=10)
+ENDINGS = frozenset(RegistrationState) - {
+    RegistrationState.STARTING,
+    RegistrationState.PENDING,
+    RegistrationState.ACTIVATING,
+}
 
 
 @workflow.defn
@@ -128,7 +133,9 @@ class RegistrationWorkflow:
             raise ApplicationError(
                 f"registration failed: {reason}", type="RegistrationFailed", non_retryable=True
             ) from err
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        # Handlers still answering callers (a resend mid-mail) finish first; a cancel now is
+        # ignored like one during the welcome mail: the outcome is decided.
+        await run_to_completion(workflow.wait_condition(workflow.all_handlers_finished))
         return result
 
     async def _register(self) -> RegistrationResult:
@@ -253,7 +260,8 @@ class RegistrationWorkflow:
 
     @submit_activation_code.validator
     def _code_only_while_pending(self, submission: CodeSubmission) -> None:
-        self._require_pending()
+        if not self._activation_underway:
+            self._require_pending()
 
     def _require_pending(self) -> None:
         """Rejected updates never reach history: cheap for the server and for the caller."""
@@ -270,7 +278,9 @@ class RegistrationWorkflow:
 
     async def _check_code(self, submission: CodeSubmission) -> ActivationReply:
         async with self._code_lock:
-            if not self._pending_for_caller or self._code_verified:
+            if self._activation_underway:
+                return ActivationReply(outcome=ActivationOutcome.ACTIVATED)
+            if not self._pending_for_caller:
                 return ActivationReply(outcome=self._outcome_for_caller())
             if self._attempts_on_code >= self._policy.max_attempts_per_code:
                 return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
@@ -326,7 +336,7 @@ class RegistrationWorkflow:
 
     async def _resend(self, request: ResendRequest) -> ResendReply:
         async with self._code_lock:
-            if not self._pending_for_caller or self._code_verified:
+            if not self._pending_for_caller or self._activation_underway:
                 return self._resend_reply(ResendOutcome.NOT_PENDING)
             if self._resends >= self._policy.max_resends:
                 return self._resend_reply(ResendOutcome.LIMIT_REACHED)
@@ -441,7 +451,11 @@ class RegistrationWorkflow:
     # -- Endings -----------------------------------------------------------------------------------
 
     def _end(self, state: RegistrationState, reason: str | None = None) -> None:
-        """The registration's outcome is decided (once): state, reason, search attributes."""
+        """The registration's outcome is decided, once: state, reason, search attributes. A later
+        ending (a cancel while an email with an account waits out its window) keeps the first."""
+        if self._state in ENDINGS:
+            workflow.logger.info("already %s; %s ignored", self._state.value, state.value)
+            return
         self._state = state
         self._reason = reason
         self._visibility.finished(state, self._customer.number if self._customer else None)
@@ -501,8 +515,24 @@ class RegistrationWorkflow:
     @property
     def _pending_for_caller(self) -> bool:
         """Whether codes and resends are taken: a pending registration, or an email with an
-        account within its activation window (``_answer_as_if_pending``)."""
-        return self._state is RegistrationState.PENDING or self._existing_account
+        account within its activation window (``_answer_as_if_pending``) once its first notice is
+        out, the moment a new email's registration turns pending after its first code mail."""
+        if self._existing_account:
+            return self._issued is not None
+        return self._state is RegistrationState.PENDING
+
+    @property
+    def _activation_underway(self) -> bool:
+        """A code was accepted (or staff approved): the account is being activated, or is active.
+        A submission from then on (a double click, a call retried after a timeout) is told how
+        the activation ends, as the first one was, whatever code it carries: the code no longer
+        decides anything, and "not pending" would tell the customer the code was refused."""
+        accepted = self._code_verified or self._approval is not None
+        return accepted and self._state in (
+            RegistrationState.PENDING,
+            RegistrationState.ACTIVATING,
+            RegistrationState.ACTIVE,
+        )
 
     def _resend_reply(self, outcome: ResendOutcome) -> ResendReply:
         return ResendReply(
