@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -81,3 +82,43 @@ async def test_a_rejected_undo_neither_stops_the_others_nor_is_given_up(
             assert await identity(plain).find_principal(EMAIL) is None
             status = await stack.registrations.status(EMAIL)
             assert status.state is RegistrationState.FAILED
+
+
+class HeldRejectingIdentity(RejectingIdentity):
+    """``RejectingIdentity`` as a remote provider (regular activities, so a cancel reaches the
+    workflow while one runs), whose first delete waits at a gate before it is refused."""
+
+    def __init__(self, inner: LocalIdentity, rejections: int) -> None:
+        super().__init__(inner, rejections)
+        self.in_process = False
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def delete_principal(self, principal_id: str) -> bool:
+        if self.deletes == 0:
+            self.reached.set()
+            await self.release.wait()
+        return await super().delete_principal(principal_id)
+
+
+async def test_a_cancel_while_an_undo_fails_does_not_stop_the_compensation(
+    time_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    async for plain in running_stack(time_env.client, settings):
+        held = HeldRejectingIdentity(identity(plain), rejections=2)
+        async for stack in beside(plain, "h", identity=held):
+            await register(stack, EMAIL)
+            await wait_for_state(stack, EMAIL, RegistrationState.PENDING)
+            reply = await stack.registrations.submit_code(EMAIL, stack.code_for(EMAIL))
+            assert reply.outcome is ActivationOutcome.FAILED
+            await asyncio.wait_for(held.reached.wait(), 10)
+            await stack.registrations.cancel(EMAIL, reason="staff gave up waiting")
+            await asyncio.sleep(0.5)  # the cancel reaches the workflow while the undo runs
+            held.release.set()  # ... which is then refused
+
+            await time_env.sleep(timedelta(minutes=4))
+            assert await customers(stack).find_customer(EMAIL) is None
+            assert await identity(plain).find_principal(EMAIL) is None
+            assert held.deletes == 3
+            status = await stack.registrations.status(EMAIL)
+            assert status.state is RegistrationState.FAILED  # the outcome decided first

@@ -85,8 +85,12 @@ class Saga:
             for undo in pending:
                 try:
                     await run_to_completion(undo())
-                except FailureError as err:
-                    workflow.logger.warning("undo failed, tried again in %s: %s", pause, err)
+                except (FailureError, asyncio.CancelledError) as err:
+                    # CancelledError: the undo failed after a cancel came in (``run_to_completion``
+                    # reports that as the cancel). The undos are already running: go on with them.
+                    workflow.logger.warning(
+                        "undo failed, tried again in %s: %s", pause, err or "cancel during undo"
+                    )
                     failed.append(undo)
             if not failed:
                 return
