@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pytest
 from temporalio.client import WorkflowFailureError
@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.roles import NewCustomer
 from tests.helpers import identity, register, result_of, wait_for_state, wrong_code
-from tests.stack import Stack, beside
+from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
 
 EMAIL = "Riley.Recorded@Example.com"
@@ -136,36 +136,12 @@ async def locked(stack: Stack, env: WorkflowEnvironment) -> str:
     return workflow_id
 
 
-class Remote:
-    """A provider run the way a remote one is (Hantera's path): each call a regular activity
-    with its own retries and timeouts, and the ``activating`` status shown while they run."""
-
-    in_process = False
-
-    def __init__(self, inner: object) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-async def active_remote(stack: Stack, env: WorkflowEnvironment) -> str:
-    """The happy path with every role remote: regular activities instead of local ones."""
-    providers = stack.providers
-    remote = {
-        "identity": Remote(providers.identity),
-        "customers": Remote(providers.customers),
-        "mail": Remote(providers.mail),
-    }
-    async for running in beside(stack, "remote", **remote):
-        workflow_id = await active_by_code(running, env)
-    return workflow_id
-
-
 class Scenario(NamedTuple):
     run: Callable[[Stack, WorkflowEnvironment], Awaitable[str]]
     time_skipping: bool
     """Needs the time-skipping server (timers of a minute or a day)."""
+    remote: bool = False
+    """Runs every provider role as a remote one (``running_stack(remote=True)``)."""
 
 
 SCENARIOS = {
@@ -173,7 +149,7 @@ SCENARIOS = {
     "active_after_resend": Scenario(active_after_resend, True),
     "active_by_approval": Scenario(active_by_approval, False),
     "active_linked": Scenario(active_linked, False),
-    "active_remote": Scenario(active_remote, False),
+    "active_remote": Scenario(active_by_code, False, remote=True),
     "already_registered": Scenario(already_registered, True),
     "cancelled": Scenario(cancelled, False),
     "failed": Scenario(failed, False),

@@ -89,11 +89,29 @@ class Stack:
         return latest_code(self.settings.outbox_path, email)
 
 
+class Remote:
+    """A provider run the way a remote one is (Hantera's path): each call a regular activity
+    with its own retries and timeouts, and the ``activating`` status shown while they run."""
+
+    in_process = False
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 async def running_stack(
-    client: Client, settings: Settings, providers: Providers | None = None
+    client: Client, settings: Settings, providers: Providers | None = None, *, remote: bool = False
 ) -> AsyncIterator[Stack]:
-    """A worker for ``settings``; ``providers`` replaces the configured ones (e.g. wrapped)."""
+    """A worker for ``settings``; ``providers`` replaces the configured ones (e.g. wrapped);
+    ``remote`` runs each configured one as a remote provider (``Remote``)."""
     async with open_providers(settings) as opened:
+        if remote:
+            opened = Providers(
+                Remote(opened.identity), Remote(opened.customers), Remote(opened.mail)
+            )
         used = providers or opened
         async with create_worker(client, settings, used):
             yield Stack(client, settings, used, RegistrationClient(client, settings))

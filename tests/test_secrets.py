@@ -66,7 +66,7 @@ async def test_history_query_and_logs_hold_no_secret(
     caplog.set_level(logging.DEBUG)
     client = await plain_client(env.client)
     settings = make_settings(tmp_path, encryption=False)
-    async for stack in running_stack(client, settings):
+    async for stack in running_stack(client, settings, remote=scenario.remote):
         workflow_id = await scenario.run(stack, env)
         status = await stack.registrations.status(EMAIL)
         history = await client.get_workflow_handle(workflow_id).fetch_history()

@@ -41,7 +41,7 @@ async def record(names: list[str]) -> None:
             client = await plain_client(env.client)
             with tempfile.TemporaryDirectory() as folder:
                 settings = make_settings(Path(folder), encryption=False)
-                async for stack in running_stack(client, settings):
+                async for stack in running_stack(client, settings, remote=scenario.remote):
                     workflow_id = await scenario.run(stack, env)
                     history = await client.get_workflow_handle(workflow_id).fetch_history()
             (HERE / f"{name}.json").write_text(history.to_json())
