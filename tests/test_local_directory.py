@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -248,6 +249,19 @@ async def test_password_stored_as_argon2id_phc_and_never_in_plaintext(
     assert directory.path.name in files
     for name, content in files.items():
         assert PASSWORD.encode() not in content, name
+
+
+async def test_password_matches_in_either_unicode_normal_form(directory: LocalDirectory) -> None:
+    """Set in composed form (NFC) and checked decomposed (NFD), or the other way round."""
+    composed = unicodedata.normalize("NFC", "Crème brûlée für Åsa")
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    identity = directory.identity
+    await identity.create_principal(new_principal(1), composed)
+    await identity.create_principal(new_principal(2), decomposed)
+    assert await identity.verify_password("p-1", decomposed) is True
+    assert await identity.verify_password("p-2", composed) is True
+    assert await identity.verify_password("p-1", "Creme brulee fur Asa") is False
 
 
 async def test_data_survives_reopen(tmp_path: Path) -> None:

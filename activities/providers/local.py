@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -117,6 +118,12 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def _password_bytes(password: str) -> bytes:
+    """What Argon2id hashes: the password in NFKC (NIST 800-63B), so the same password typed on
+    another keyboard or OS (composed ``é`` or ``e`` plus a combining accent) still matches."""
+    return unicodedata.normalize("NFKC", password).encode("utf-8")
+
+
 def _hash_password(password: str) -> str:
     kdf = Argon2id(
         salt=os.urandom(ARGON2_SALT_BYTES),
@@ -125,13 +132,13 @@ def _hash_password(password: str) -> str:
         lanes=ARGON2_LANES,
         memory_cost=ARGON2_MEMORY_KIB,
     )
-    return kdf.derive_phc_encoded(password.encode("utf-8"))
+    return kdf.derive_phc_encoded(_password_bytes(password))
 
 
 def _verify_password(password: str, phc: str | None) -> bool:
     """Check against the stored hash; without one, spend the same time and say no."""
     try:
-        Argon2id.verify_phc_encoded(password.encode("utf-8"), phc or _dummy_hash())
+        Argon2id.verify_phc_encoded(_password_bytes(password), phc or _dummy_hash())
     except InvalidKey:
         return False
     return phc is not None
