@@ -92,8 +92,13 @@ def _endpoint(transform: Transform, token: str | None) -> Endpoint:
 
 
 def _has_token(request: Request, token: str) -> bool:
+    """Compared as bytes: ``compare_digest`` raises on non-ASCII text (an HTTP 500 instead of a
+    401). Starlette decodes header bytes as Latin-1, so encoding back gives the bytes as sent,
+    which a client sends in UTF-8 for a token that is not ASCII."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("latin-1"), token.encode()
+    )
 
 
 def _is_loopback(host: str) -> bool:

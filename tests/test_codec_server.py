@@ -163,3 +163,19 @@ async def test_token_is_required_when_configured(serve: Serve) -> None:
     assert not_bearer.status_code == 401
     assert right.status_code == 200
     assert len(json_format.Parse(right.text, Payloads()).payloads) == 2
+
+
+async def test_non_ascii_tokens_are_compared_as_utf8(serve: Serve) -> None:
+    """A wrong token that is not ASCII is a 401 like any wrong token, not a server error."""
+    base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token="sécret-tøken"))
+    body = plain_payloads_json()
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        wrong = await client.post(
+            "/encode", content=body, headers={b"Authorization": "Bearer nöt-it".encode()}
+        )
+        right = await client.post(
+            "/encode", content=body, headers={b"Authorization": "Bearer sécret-tøken".encode()}
+        )
+    assert wrong.status_code == 401
+    assert right.status_code == 200
