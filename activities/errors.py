@@ -3,14 +3,28 @@
 They are Temporal ``ApplicationError``s whose ``type`` is the class name, so the workflow (and the
 UI) can tell a conflict from a missing record. Errors that a retry cannot fix are non-retryable;
 ``ProviderUnavailable`` is the one retryable kind, optionally carrying the server's Retry-After.
+Their messages quote a server's reply only through ``scrub``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import ClassVar
 
 from temporalio.exceptions import ApplicationError
+
+_EMAIL = re.compile(r"[^\s'\"<>(),;:@]+@[^\s'\"<>(),;:@]+")
+
+
+def scrub(text: str, redact: Iterable[str] = ()) -> str:
+    """Remove secrets and email addresses from a provider's reply, then shorten: error messages
+    go into workflow history, which is not encrypted, and name ids, never emails."""
+    for secret in redact:
+        if secret:
+            text = text.replace(secret, "***")
+    return _EMAIL.sub("<email>", text)[:200]
 
 
 class ProviderError(ApplicationError):

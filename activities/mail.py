@@ -89,7 +89,6 @@ class MailActivities:
         await self._mail.send(
             self._renderer.already_registered(
                 to=notice.email,
-                name=notice.name,
                 idempotency_key=_idempotency_key(
                     purpose if notice.sequence == 1 else f"{purpose}/{notice.sequence}"
                 ),

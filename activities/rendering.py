@@ -76,16 +76,19 @@ class MailRenderer:
             link=link,
         )
 
-    def already_registered(self, to: str, name: str, idempotency_key: str) -> MailMessage:
+    def already_registered(self, to: str, idempotency_key: str) -> MailMessage:
         """Tells the owner of an existing account about the attempt; no code, since there is
-        nothing to activate, but a way back in via password reset."""
+        nothing to activate, but a way back in via password reset.
+
+        It greets without a name: the name was typed by whoever tried to register, perhaps a
+        stranger, and free text of theirs in a genuine mail from the shop is a phishing tool.
+        """
         return self._message(
             "already_registered",
             to=to,
             subject=f"You already have an account at {self.shop_name}",
             category=ALREADY_REGISTERED,
             idempotency_key=idempotency_key,
-            name=name,
             password_reset_url=self.password_reset_url,
         )
 
@@ -111,10 +114,12 @@ class MailRenderer:
         subject: str,
         category: str,
         idempotency_key: str,
-        name: str,
+        name: str | None = None,
         **context: Any,
     ) -> MailMessage:
-        values = {"shop_name": self.shop_name, "name": _one_line(name), **context}
+        values = {"shop_name": self.shop_name, **context}
+        if name is not None:  # no name: the template greets without one
+            values["name"] = _one_line(name)
         return MailMessage(
             to=to,
             subject=subject,

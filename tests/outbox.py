@@ -6,6 +6,7 @@ import re
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
+from email.utils import getaddresses
 from pathlib import Path
 
 CODE_LINE = re.compile(r"[0-9]{6}")
@@ -18,8 +19,10 @@ def messages_to(outbox_dir: Path, to: str) -> list[EmailMessage]:
     for path in files:
         with path.open("rb") as file:
             message = BytesParser(policy=default).parse(file)
-        addresses = message["To"].addresses if message["To"] else ()
-        if any(address.addr_spec.lower() == to.lower() for address in addresses):
+        # From the header's text: a parsed Address keeps the UTF-8 of an RFC 6532 header (a
+        # local part that is not ASCII) as undecoded surrogates, the text has it decoded.
+        addresses = getaddresses(message.get_all("To", []))
+        if any(address.lower() == to.lower() for _, address in addresses):
             found.append(message)
     return found
 

@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.codes import ActivationCodes
 from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable
 from activities.mail import MailActivities
-from activities.models import IssueActivationInput
+from activities.models import IssueActivationInput, NoticeInput
 from activities.providers.outbox import OutboxMail
 from activities.providers.smtp import SmtpMail
 from activities.rendering import MailRenderer
@@ -87,11 +87,7 @@ def test_html_escapes_the_name() -> None:
     )
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in message.html
     assert "<script>" not in message.html
-    for render in (
-        renderer.already_registered("ann@example.com", EVIL_NAME, "k"),
-        renderer.welcome("ann@example.com", EVIL_NAME, "CUST-1", "k"),
-    ):
-        assert "<script>" not in render.html
+    assert "<script>" not in renderer.welcome("ann@example.com", EVIL_NAME, "CUST-1", "k").html
 
 
 def test_name_cannot_add_lines() -> None:
@@ -108,7 +104,9 @@ def test_name_cannot_add_lines() -> None:
 
 
 def test_already_registered_has_reset_url_and_no_code() -> None:
-    message = renderer.already_registered("ann@example.com", "Ann", "k")
+    message = renderer.already_registered("ann@example.com", "k")
+    assert message.text.startswith("Hello,\n")
+    assert "<p>Hello,</p>" in message.html
     assert RESET_URL in message.text
     assert RESET_URL.replace("&", "&amp;") in message.html
     assert not re.search(r"\b[0-9]{6}\b", message.text + message.html)
@@ -187,6 +185,21 @@ async def test_a_rerun_of_issue_activation_mails_the_code_it_returns(tmp_path: P
     assert first.code_digest != second.code_digest
 
 
+async def test_already_registered_notice_leaves_out_the_typed_name(tmp_path: Path) -> None:
+    """The name was typed by whoever tried to register: the account's owner must not get a
+    genuine shop mail carrying a stranger's text."""
+    bait = "Ann. Your account is locked, call +1 555 0100"
+    mail = MailActivities(OutboxMail(tmp_path, SENDER), renderer, ActivationCodes(b"k" * 32), None)
+    notice = NoticeInput(email="ann@example.com", name=bait)
+    await ActivityEnvironment().run(mail.send_already_registered, notice)
+
+    (message,) = messages_to(tmp_path, "ann@example.com")
+    assert message["X-Category"] == "customer_already_registered"
+    for kind in ("plain", "html"):
+        body = message.get_body(preferencelist=(kind,))
+        assert body is not None and "555 0100" not in body.get_content()
+
+
 async def test_outbox_helpers_pick_recipient_and_newest(tmp_path: Path) -> None:
     outbox = OutboxMail(tmp_path, SENDER)
     await outbox.send(activation(to="ann@example.com", key="a"))
@@ -228,6 +241,29 @@ async def test_header_injection_is_rejected(tmp_path: Path) -> None:
     assert listing(tmp_path) == []
 
 
+IDN_DOMAIN = ("user@bücher.de", "user@xn--bcher-kva.de")
+UTF8_LOCAL_PART = ("jörg@bücher.de", "jörg@xn--bcher-kva.de")
+"""International recipients and the To header that carries them: domain in IDNA form, and a
+local part without an ASCII form as UTF-8 (RFC 6532)."""
+
+
+def to_header(raw: bytes) -> str:
+    """The To header as written, before a parser decodes any encoded-word in it."""
+    (line,) = (line for line in raw.splitlines() if line.startswith(b"To: "))
+    return line.decode()
+
+
+@pytest.mark.parametrize(("to", "header"), [IDN_DOMAIN, UTF8_LOCAL_PART])
+async def test_outbox_writes_international_addresses_without_encoded_words(
+    tmp_path: Path, to: str, header: str
+) -> None:
+    await OutboxMail(tmp_path, SENDER).send(activation(to=to))
+
+    (name,) = listing(tmp_path)
+    assert to_header((tmp_path / name).read_bytes()) == f"To: {header}"
+    assert parse(tmp_path / name)["To"] == header
+
+
 # SMTP
 
 REFUSED = "gone@example.com"
@@ -239,13 +275,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.received: list[tuple[list[str], EmailMessage]] = []
+        self.raw: list[bytes] = []
         self.logins: list[Any] = []
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
-        if address == REFUSED:
-            return "550 5.1.1 No such user"
+        if address == REFUSED:  # quoting the address, as Postfix does
+            return f"550 5.1.1 <{address}>: Recipient address rejected: No such user"
         if address == BUSY:
             return "451 4.3.0 Try again later"
         envelope.rcpt_tos.append(address)
@@ -254,6 +291,7 @@ class Recorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = BytesParser(policy=default).parsebytes(envelope.original_content)
         self.received.append((list(envelope.rcpt_tos), parsed))
+        self.raw.append(envelope.original_content)
         self.logins.append(session.auth_data)
         return "250 Message accepted"
 
@@ -264,15 +302,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Controller, Recorder]]:
+def run_smtp_server(**options: Any) -> Iterator[tuple[Controller, Recorder]]:
     recorder = Recorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), **options)
     controller.start()
     try:
         yield controller, recorder
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Controller, Recorder]]:
+    """With SMTPUTF8, which aiosmtpd's controller offers by default."""
+    yield from run_smtp_server()
+
+
+@pytest.fixture
+def ascii_smtp_server() -> Iterator[tuple[Controller, Recorder]]:
+    """Without SMTPUTF8 (RFC 6531), like many relays still."""
+    yield from run_smtp_server(enable_SMTPUTF8=False)
 
 
 def smtp_mail(controller: Controller, *, starttls: bool = False, **options: Any) -> SmtpMail:
@@ -321,6 +370,45 @@ async def test_smtp_permanent_refusal_is_invalid_request(
     controller, recorder = smtp_server
     with pytest.raises(InvalidRequest, match="550") as caught:
         await smtp_mail(controller).send(activation(to=REFUSED))
+    assert caught.value.non_retryable
+    assert REFUSED not in str(caught.value)  # errors go into workflow history: no addresses
+    assert "Recipient address rejected" in str(caught.value)
+    assert recorder.received == []
+
+
+async def test_smtp_sends_an_idn_domain_in_ascii(
+    smtp_server: tuple[Controller, Recorder],
+) -> None:
+    controller, recorder = smtp_server
+    to, header = IDN_DOMAIN
+    await smtp_mail(controller).send(activation(to=to))
+
+    ((recipients, received),) = recorder.received
+    assert recipients == [header]
+    assert received["To"] == header
+    assert to_header(recorder.raw[0]) == f"To: {header}"
+
+
+async def test_smtp_sends_a_utf8_local_part_with_smtputf8(
+    smtp_server: tuple[Controller, Recorder],
+) -> None:
+    controller, recorder = smtp_server
+    to, header = UTF8_LOCAL_PART
+    await smtp_mail(controller).send(activation(to=to))
+
+    ((recipients, received),) = recorder.received
+    assert recipients == [header]
+    assert received["To"] == header
+    assert to_header(recorder.raw[0]) == f"To: {header}"
+
+
+async def test_smtp_utf8_local_part_without_smtputf8_is_invalid_request(
+    ascii_smtp_server: tuple[Controller, Recorder],
+) -> None:
+    """No retry can deliver it: failing at once beats retrying until the step's deadline."""
+    controller, recorder = ascii_smtp_server
+    with pytest.raises(InvalidRequest, match="SMTPUTF8") as caught:
+        await smtp_mail(controller).send(activation(to=UTF8_LOCAL_PART[0]))
     assert caught.value.non_retryable
     assert recorder.received == []
 

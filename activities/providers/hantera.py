@@ -52,6 +52,7 @@ from activities.errors import (
     NotFound,
     PasswordRejected,
     ProviderUnavailable,
+    scrub,
 )
 from activities.roles import (
     Customer,
@@ -143,20 +144,11 @@ def _required(name: str, value: str | None) -> str:
 
 # Error mapping --------------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"[^\s'\"<>(),;:@]+@[^\s'\"<>(),;:@]+")
 _STATUS_ERRORS: dict[int, type[InvalidRequest | NotFound | Conflict]] = {
     404: NotFound,
     409: Conflict,
     412: ConcurrentModification,
 }
-
-
-def _scrub(text: str, redact: Iterable[str]) -> str:
-    """Remove secrets and email addresses, then shorten: the text goes into workflow history."""
-    for secret in redact:
-        if secret:
-            text = text.replace(secret, "***")
-    return _EMAIL.sub("<email>", text)[:200]
 
 
 def _detail(response: httpx.Response) -> str:
@@ -199,7 +191,7 @@ def _raise_for_status(
     if 200 <= status < 300:
         return
     request = response.request
-    detail = _scrub(_detail(response), redact)
+    detail = scrub(_detail(response), redact)
     message = f"Hantera {request.method} {request.url.path}: HTTP {status} {detail}".rstrip()
     if status in (401, 403):
         raise ProviderUnavailable(
@@ -288,7 +280,7 @@ class HanteraClient:
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
-            reason = _scrub(str(exc), self._secrets) or "no detail"
+            reason = scrub(str(exc), self._secrets) or "no detail"
             raise ProviderUnavailable(
                 f"Hantera {method} {path}: {type(exc).__name__}: {reason}"
             ) from None

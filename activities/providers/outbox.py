@@ -19,11 +19,11 @@ import contextlib
 import logging
 import os
 import tempfile
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from pathlib import Path
 
 from activities.errors import ProviderUnavailable
-from activities.providers.mime import MimeBuilder, key_digest
+from activities.providers.mime import MimeBuilder, key_digest, needs_smtputf8
 from activities.roles import MailMessage
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ class OutboxMail:
             self.outbox_dir.mkdir(parents=True, exist_ok=True)
             if target.exists():
                 return target
-            data = self._mime.build(message).as_bytes(policy=SMTP)
+            email = self._mime.build(message)
+            data = email.as_bytes(policy=SMTPUTF8 if needs_smtputf8(email) else SMTP)
             fd, temp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as file:

@@ -5,7 +5,10 @@ rare enough that pooling would only add reconnect logic. SMTP reply classes deci
 4xx and transport failures are transient (``ProviderUnavailable``); a 5xx refusal of the
 recipient or the content is permanent (``InvalidRequest``). A 5xx refusal of our login or sender
 is our configuration, not the message, so it stays retryable: fixing the settings and restarting
-the worker then delivers the pending mails instead of failing their registrations.
+the worker then delivers the pending mails instead of failing their registrations. A recipient
+whose local part is not ASCII needs a server with SMTPUTF8 (RFC 6531); without it the mail cannot
+be delivered by any retry, so that is ``InvalidRequest`` too. Server replies are scrubbed of
+addresses (they often quote the recipient) before they go into an error.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from email.message import EmailMessage
 
 from pydantic import SecretStr
 
-from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable
-from activities.providers.mime import MimeBuilder
+from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable, scrub
+from activities.providers.mime import MimeBuilder, needs_smtputf8
 from activities.roles import MailMessage
 from common.settings import Settings
 
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def _refusal(what: str, code: int, reply: bytes | str) -> InvalidRequest | ProviderUnavailable:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
-    detail = f"SMTP server refused the {what}: {code} {text}"
+    detail = f"SMTP server refused the {what}: {code} {scrub(text)}"
     return InvalidRequest(detail) if 500 <= code < 600 else ProviderUnavailable(detail)
 
 
@@ -89,6 +92,8 @@ class SmtpMail:
                     smtp.starttls(context=ssl.create_default_context())
                 if self._username and self._password is not None:
                     smtp.login(self._username, self._password.get_secret_value())
+                if needs_smtputf8(email):
+                    self._require_smtputf8(smtp)
                 smtp.send_message(email)
         except smtplib.SMTPRecipientsRefused as err:
             # One recipient per message, so this is the reply for it.
@@ -98,9 +103,19 @@ class SmtpMail:
             raise _refusal("message", err.smtp_code, err.smtp_error) from None
         except (smtplib.SMTPResponseException, smtplib.SMTPNotSupportedError) as err:
             raise ProviderUnavailable(
-                f"SMTP server {self.host} rejected the session: {err}"
+                f"SMTP server {self.host} rejected the session: {scrub(str(err))}"
             ) from None
         except OSError as err:  # includes timeouts, TLS errors and SMTPServerDisconnected
             raise ProviderUnavailable(
                 f"cannot reach SMTP server {self.host}:{self.port}: {err}"
             ) from None
+
+    def _require_smtputf8(self, smtp: smtplib.SMTP) -> None:
+        """Checked up front: ``send_message`` would raise ``SMTPNotSupportedError``, which reads
+        as a session problem and would be retried, though no retry can deliver this mail."""
+        smtp.ehlo_or_helo_if_needed()  # the server lists its extensions in the EHLO reply
+        if not smtp.has_extn("smtputf8"):
+            raise InvalidRequest(
+                f"SMTP server {self.host} has no SMTPUTF8 (RFC 6531), which a recipient whose"
+                " part before the @ is not ASCII needs"
+            )
