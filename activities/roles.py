@@ -27,6 +27,12 @@ class Principal(_Record):
     version: str
     """Opaque concurrency token (etag or row version) for guarded updates."""
     customer_id: str | None = None
+    replaceable: bool = True
+    """Read when not ``active``: inactive the way a registration leaves it (created, never
+    activated), so a new registration of the email may replace it. ``False`` for an inactive
+    principal that something else owns (created by staff or another flow), which a stranger's
+    registration must not delete. True by default: what every inactive principal was taken for
+    before the field existed, so recorded histories replay unchanged."""
 
 
 class NewPrincipal(_Record):

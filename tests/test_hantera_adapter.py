@@ -197,6 +197,19 @@ async def test_create_find_and_get_principal(hantera: HanteraClient, sim: Hanter
     assert await hantera.identity.get_principal("0190a000-0000-7000-8000-0000000000ff") is None
 
 
+async def test_only_an_inactive_principal_of_a_registration_is_replaceable(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    assert not created.active and created.replaceable  # what create_principal leaves
+
+    for foreign in ({}, {"activated": False, "actorId": "asset-1"}):  # staff's, linked
+        sim.principals[new.id]["properties"] = foreign
+        found = await hantera.identity.find_principal(new.email_canonical)
+        assert found is not None and not found.active and not found.replaceable
+
+
 async def test_create_principal_again_returns_it(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:

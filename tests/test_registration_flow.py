@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
 from activities.models import ProviderProfile
-from activities.providers.local import LocalCustomers
+from activities.providers.local import LocalCustomers, LocalIdentity
 from activities.roles import (
     Customer,
     CustomerLink,
@@ -28,6 +28,7 @@ from activities.roles import (
     MailProvider,
     NewCustomer,
     NewPrincipal,
+    Principal,
 )
 from starter.cli import import_customers
 from starter.client import Receipt, RegistrationClient
@@ -173,6 +174,36 @@ async def test_an_email_with_an_account_answers_as_a_new_one_while_the_first_mai
     resend, code = new_email
     assert resend.outcome is ResendOutcome.NOT_PENDING and resend.resends_left == 5
     assert code.outcome is ActivationOutcome.NOT_PENDING
+
+
+class ForeignPrincipals:
+    """The local identity provider, reporting every principal as owned by someone else (as
+    Hantera does for one that staff created): not one a registration may replace."""
+
+    def __init__(self, inner: LocalIdentity) -> None:
+        self.inner = inner
+        self.in_process = inner.in_process
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def find_principal(self, email_canonical: str) -> Principal | None:
+        found = await self.inner.find_principal(email_canonical)
+        return found and found.model_copy(update={"replaceable": False})
+
+
+async def test_an_inactive_principal_of_someone_else_is_not_replaced(stack: Stack) -> None:
+    staff_made = NewPrincipal(
+        id="staff-1", email="sven@example.com", email_canonical="sven@example.com", name="Sven"
+    )
+    await identity(stack).create_principal(staff_made, PASSWORD)
+    async for running in beside(stack, "foreign", identity=ForeignPrincipals(identity(stack))):
+        await register(running, "sven@example.com")
+        await wait_for_state(running, "sven@example.com", RegistrationState.ALREADY_REGISTERED)
+        await running.registrations.cancel("sven@example.com")
+    principal = await identity(stack).get_principal("staff-1")
+    assert principal is not None and not principal.active  # neither deleted nor replaced
+    assert categories(stack, "sven@example.com") == ["customer_already_registered"]
 
 
 async def test_cancel_while_waiting_deletes_the_principal(stack: Stack) -> None:

@@ -145,11 +145,11 @@ class RegistrationWorkflow:
             EmailLookup(email_canonical=self._input.canonical_email),
             "look up the email",
         )
-        if existing is not None and existing.active:
-            await self._answer_as_if_pending()
+        if existing is not None and (existing.active or not existing.replaceable):
+            await self._answer_as_if_pending()  # an inactive one owned by someone else too
             return self._result()
         if existing is not None:
-            # An inactive leftover of an earlier attempt that was never cleaned up (e.g. a
+            # An inactive leftover of an earlier registration that was never cleaned up (e.g. a
             # terminated workflow): it cannot log in, so it is replaced by this registration.
             await self._identity(
                 IdentityActivities.delete_principal,

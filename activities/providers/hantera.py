@@ -389,6 +389,8 @@ def _principal(response: httpx.Response) -> Principal:
         active=properties.get("activated") is True,
         version=str(etag),
         customer_id=properties.get("actorId"),
+        # The registration's own mark (``create_principal``): "activated" false, no actor yet.
+        replaceable=properties.get("activated") is False and not properties.get("actorId"),
     )
 
 
