@@ -85,7 +85,7 @@ async def test_wal_mode_and_pragmas(directory: LocalDirectory) -> None:
             conn.execute("PRAGMA busy_timeout").fetchone()[0],
         )
     )
-    assert synchronous == 1  # NORMAL
+    assert synchronous == 2  # FULL: a reported commit survives a power cut
     assert busy > 0
 
 
