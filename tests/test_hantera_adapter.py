@@ -25,6 +25,7 @@ from activities.errors import (
 )
 from activities.providers import open_providers
 from activities.providers.hantera import (
+    RETRY_AFTER_MAX,
     HanteraClient,
     HanteraSettings,
     _raise_for_status,
@@ -311,6 +312,21 @@ async def test_activate_links_the_customer_and_drops_activation_data(
     assert put.body["etag"] == created.version
 
 
+async def test_activate_reads_the_principal_back_when_the_put_answers_without_one(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    sim.set_faults(bare_principal_puts=True)
+
+    activated = await hantera.identity.activate_principal(
+        new.id, "asset-1", "CUST1", created.version
+    )
+
+    assert activated.active and activated.customer_id == "asset-1"
+    assert activated.version == sim.principals[new.id]["etag"] != created.version
+
+
 async def test_activate_with_a_stale_version_is_concurrent_modification(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
@@ -574,6 +590,9 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert delay is not None and timedelta(seconds=55) < delay <= timedelta(minutes=1)
     assert _retry_after("later, maybe") is None
     assert _retry_after(None) is None
+    for absurd in ("nan", "inf", "-inf"):
+        assert _retry_after(absurd) is None
+    assert _retry_after("1e20") == RETRY_AFTER_MAX
 
 
 @pytest.mark.parametrize(

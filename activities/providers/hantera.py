@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import unicodedata
@@ -163,8 +164,13 @@ def _detail(response: httpx.Response) -> str:
     return " ".join(str(body[key]) for key in keys if body.get(key))
 
 
+RETRY_AFTER_MAX = timedelta(minutes=10)
+"""The longest ``Retry-After`` honoured: a longer (or absurd) one would outlast the step."""
+
+
 def _retry_after(value: str | None) -> timedelta | None:
-    """``Retry-After`` as seconds or an HTTP date; ``None`` if absent or unreadable."""
+    """``Retry-After`` as seconds or an HTTP date, at most ``RETRY_AFTER_MAX``; ``None`` if
+    absent or unreadable (``nan``, ``inf``: a retry then uses the activity's own backoff)."""
     if not value:
         return None
     try:
@@ -174,7 +180,9 @@ def _retry_after(value: str | None) -> timedelta | None:
             seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
         except (TypeError, ValueError):
             return None
-    return timedelta(seconds=max(seconds, 0.0))
+    if not math.isfinite(seconds):
+        return None
+    return timedelta(seconds=min(max(seconds, 0.0), RETRY_AFTER_MAX.total_seconds()))
 
 
 def _raise_for_status(
@@ -485,7 +493,17 @@ class HanteraIdentity:
         response = await self._client.call(
             "PUT", path, json=body, headers={"If-Match": expected_version}
         )
-        return _principal(response)
+        try:
+            return _principal(response)
+        except InvalidRequest:
+            # Activated, but the answer carries no principal (the guide shows none): read it
+            # back rather than fail, and so compensate, an activation that happened.
+            activated = await self.get_principal(principal_id)
+            if activated is None:
+                raise NotFound(
+                    f"principal {principal_id} was deleted right after its activation"
+                ) from None
+            return activated
 
     async def delete_principal(self, principal_id: str) -> bool:
         response = await self._client.call("DELETE", _path(PRINCIPALS, principal_id), allow=(404,))

@@ -88,6 +88,9 @@ class Faults:
     """The next this many conditional principal PUTs (``If-Match`` or body ``etag``) lose a race:
     just before the etag check another writer changes the principal (a new etag, its property
     ``concurrentWrites`` counted up), so they answer 412. Counts down; ignores ``path_prefix``."""
+    bare_principal_puts: bool = False
+    """A principal PUT that succeeds answers 204 without a body (the guide shows no answer, so an
+    adapter must not depend on one). Ignores ``path_prefix``."""
 
 
 @dataclass
@@ -388,6 +391,8 @@ class HanteraSimulator:
             "etag": uuid.uuid4().hex[:16],
         }
         self.principals[principal_id] = doc
+        if self.faults.bare_principal_puts:
+            return Response(status_code=204)
         return self._principal_response(doc)
 
     def _concurrent_write(self, current: dict[str, Any]) -> None:
