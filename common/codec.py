@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from common.keys import KeyConfigError, dev_key
+from common.keys import KeyConfigError, dev_key_path, stored_dev_key
 from common.settings import Settings
 
 ENCODING = b"binary/encrypted"
@@ -99,32 +98,26 @@ def encryption_keys(settings: Settings) -> tuple[dict[str, bytes], str]:
     """The payload keys by id and the id of the current (newest) one, from configuration.
 
     ``REGISTRATION_ENCRYPTION_KEYS`` (comma-separated) or ``REGISTRATION_ENCRYPTION_KEY_FILE`` (one
-    per line) hold ``keyid:base64urlkey`` pairs, newest first. With neither, the embedded stack
-    generates a dev key once into ``<data_dir>/keys/payload.key``.
+    per line) hold ``keyid:base64urlkey`` pairs, newest first. With neither, the dev key the worker
+    generated into ``<data_dir>/keys/payload.key`` (common/keys.py).
     """
-    if settings.encryption_keys and settings.encryption_key_file:
+    if settings.encryption_keys is not None and settings.encryption_key_file is not None:
         raise KeyConfigError(f"set {_KEYS_SETTING} or {_FILE_SETTING}, not both")
-    if settings.encryption_key_file:
+    if settings.encryption_key_file is not None:
         path = settings.encryption_key_file
         try:
             entries: Iterable[str] = path.read_text().splitlines()
         except OSError as err:
             raise KeyConfigError(f"{_FILE_SETTING}: cannot read {path}: {err.strerror}") from err
         source = f"{_FILE_SETTING} ({path})"
-    elif settings.encryption_keys:
+    elif settings.encryption_keys is not None:
         entries = settings.encryption_keys.get_secret_value().split(",")
         source = _KEYS_SETTING
     else:
-        path = settings.data_dir / "keys" / "payload.key"
-        entries = [dev_key(path, _new_dev_pair())]
-        source = f"{_KEYS_SETTING} (unset; dev key generated at {path})"
+        entries = [stored_dev_key(settings.data_dir, "payload", _KEYS_SETTING)]
+        source = f"{_KEYS_SETTING} (unset; dev key at {dev_key_path(settings.data_dir, 'payload')})"
     keys = _parse_pairs(entries, source)
     return keys, next(iter(keys))
-
-
-def _new_dev_pair() -> bytes:
-    key = base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)).decode()
-    return f"dev-{secrets.token_hex(4)}:{key}".encode()
 
 
 def _parse_pairs(entries: Iterable[str], source: str) -> dict[str, bytes]:

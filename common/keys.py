@@ -1,7 +1,9 @@
 """Key material: from configuration in production, generated once into ``<data_dir>/keys`` in dev.
 
 A generated key is a convenience of the embedded stack only; the warning says so every time one is
-created, so nobody ships with it by accident.
+created, so nobody ships with it by accident. Only the worker generates them (``create_dev_keys``,
+at its start): everything else reads them, because a key a client made up on its own would seal
+and encrypt what the worker cannot open, and the workflow would fail its task forever.
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from common.settings import Settings, WorkflowIdMode, env_variable
+
 log = logging.getLogger(__name__)
 
 
 class KeyConfigError(ValueError):
-    """A configured key is malformed; the message names the setting."""
+    """A configured key is malformed, or an unset one has no dev key; the message names the
+    setting."""
 
 
 def dev_key(path: Path, make: bytes) -> str:
     """The dev key stored at ``path``, created from ``make`` on first use.
 
-    The file is written aside and then hard-linked into place, so processes starting together (the
-    worker and the codec server) never read a half-written file and all end up with the same key.
+    The file is written aside and then hard-linked into place, so processes starting together
+    (workers, and clients reading it) never read a half-written file and all end up with the same
+    key.
     """
     if path.exists():
         return path.read_text().strip()
@@ -45,39 +51,87 @@ def dev_key(path: Path, make: bytes) -> str:
     return make.decode()
 
 
+def dev_key_path(data_dir: Path, name: str) -> Path:
+    return data_dir / "keys" / f"{name}.key"
+
+
+def stored_dev_key(data_dir: Path, name: str, variable: str) -> str:
+    """The dev key ``name`` that the worker generated for ``variable``, which is unset."""
+    path = dev_key_path(data_dir, name)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise KeyConfigError(
+            f"{variable} is not set and there is no development key at {path}: set {variable}, or"
+            f" {env_variable('data_dir')} to the data folder of the worker that generated it"
+        ) from None
+
+
+def create_dev_keys(settings: Settings) -> None:
+    """Generate the dev keys for every key setting left unset that this deployment uses, once:
+    the worker's own and those its clients read from the same data folder (the id key)."""
+    unset = {
+        "seal": settings.seal_key is None,
+        "code": settings.code_key is None,
+        "id": settings.id_key is None and settings.workflow_id_mode is WorkflowIdMode.HASHED,
+        "payload": settings.encryption
+        and settings.encryption_keys is None
+        and settings.encryption_key_file is None,
+    }
+    for name, make in _DEV_KEY_MAKERS.items():
+        if unset[name]:
+            dev_key(dev_key_path(settings.data_dir, name), make())
+
+
+def _new_key() -> bytes:
+    """32 random bytes in urlsafe base64: an HMAC key, or an AES-256 key."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32))
+
+
+def _new_payload_key() -> bytes:
+    """A ``keyid:base64urlkey`` pair of ``REGISTRATION_ENCRYPTION_KEYS`` (common/codec.py)."""
+    return f"dev-{secrets.token_hex(4)}:{_new_key().decode()}".encode()
+
+
+_DEV_KEY_MAKERS = {
+    "seal": Fernet.generate_key,
+    "code": _new_key,
+    "id": _new_key,
+    "payload": _new_payload_key,
+}
+
+
 def fernet_keys(configured: SecretStr | None, data_dir: Path, name: str = "seal") -> list[bytes]:
     """Fernet keys, newest first: ``REGISTRATION_SEAL_KEY`` may hold several, comma-separated."""
-    raw = (
-        configured.get_secret_value()
-        if configured
-        else dev_key(data_dir / "keys" / f"{name}.key", Fernet.generate_key())
-    )
+    variable = env_variable(f"{name}_key")
+    raw = _configured_or_dev(configured, data_dir, name)
     keys = [part.strip().encode() for part in raw.split(",") if part.strip()]
     for key in keys:
         try:
             Fernet(key)
         except ValueError as err:
-            raise KeyConfigError(
-                f"REGISTRATION_{name.upper()}_KEY: not a Fernet key (32 urlsafe-base64 bytes)"
-            ) from err
+            raise KeyConfigError(f"{variable}: not a Fernet key (32 urlsafe-base64 bytes)") from err
     if not keys:
-        raise KeyConfigError(f"REGISTRATION_{name.upper()}_KEY is empty")
+        raise KeyConfigError(f"{variable} is empty")
     return keys
 
 
 def hmac_key(configured: SecretStr | None, data_dir: Path, name: str) -> bytes:
     """A >= 32-byte HMAC key given as urlsafe base64 (``REGISTRATION_<NAME>_KEY``)."""
-    raw = (
-        configured.get_secret_value()
-        if configured
-        else dev_key(
-            data_dir / "keys" / f"{name}.key", base64.urlsafe_b64encode(secrets.token_bytes(32))
-        )
-    )
+    variable = env_variable(f"{name}_key")
+    raw = _configured_or_dev(configured, data_dir, name)
     try:
         key = base64.urlsafe_b64decode(raw.strip().encode())
     except ValueError as err:
-        raise KeyConfigError(f"REGISTRATION_{name.upper()}_KEY: not urlsafe base64") from err
+        raise KeyConfigError(f"{variable}: not urlsafe base64") from err
     if len(key) < 32:
-        raise KeyConfigError(f"REGISTRATION_{name.upper()}_KEY: needs at least 32 bytes of key")
+        raise KeyConfigError(f"{variable}: needs at least 32 bytes of key")
     return key
+
+
+def _configured_or_dev(configured: SecretStr | None, data_dir: Path, name: str) -> str:
+    """The configured key, or the dev key only when the setting is unset: a blank value is the
+    key's own error (a missing secret must not fall back to a generated key)."""
+    if configured is not None:
+        return configured.get_secret_value()
+    return stored_dev_key(data_dir, name, env_variable(f"{name}_key"))

@@ -9,16 +9,21 @@ Connection settings for Temporal itself are not here: they come from ``temporali
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Annotated, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from workflows.models import RegistrationPolicy
+
+
+ENV_FILE = ".env"
+"""Settings file in the working directory; the environment wins over it."""
 
 
 class WorkflowIdMode(StrEnum):
@@ -34,7 +39,7 @@ class Settings(BaseSettings):
     """All knobs of the service, with the embedded defaults."""
 
     model_config = SettingsConfigDict(
-        env_prefix="REGISTRATION_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix="REGISTRATION_", env_file=ENV_FILE, extra="ignore", validate_default=True
     )
 
     task_queue: str = "registrations"
@@ -51,7 +56,7 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     """Folder of the ``outbox`` mail provider (default ``<data_dir>/outbox``)."""
 
-    # Keys. Left empty, the embedded stack generates dev keys under <data_dir>/keys on first use.
+    # Keys. Left unset, the worker generates dev keys under <data_dir>/keys on its first start.
     seal_key: SecretStr | None = None
     """Fernet key(s), comma-separated, newest first: seals passwords (and codes) for the worker."""
     code_key: SecretStr | None = None
@@ -110,8 +115,9 @@ class Settings(BaseSettings):
     # Codec server (codec_server.py) that lets the Temporal UI and CLI read encrypted payloads.
     codec_server_host: str = "127.0.0.1"
     codec_server_port: int = 8081
-    codec_server_origins: list[str] = ["http://localhost:8233", "http://127.0.0.1:8233"]
-    """Browser origins (the Temporal UI) allowed to call the codec server, credentials included."""
+    codec_server_origins: Annotated[list[str], NoDecode] = []
+    """Browser origins (the Temporal UI) allowed to call the codec server, credentials included, as
+    a JSON list; unset, the embedded UI's (``dev_ui_port``), see ``_origins_of_the_dev_ui``."""
     codec_server_token: SecretStr | None = None
     """If set, callers must send ``Authorization: Bearer <token>``."""
 
@@ -125,6 +131,46 @@ class Settings(BaseSettings):
         if activation_ttl is not None:
             fields["activation_ttl"] = activation_ttl
         return RegistrationPolicy.model_validate(fields)
+
+    @field_validator("activation_ttl", "resend_interval", mode="before")
+    @classmethod
+    def _digits_are_seconds(cls, value: object) -> object:
+        """``86400`` means seconds, as documented; pydantic would read an all-digit string as a
+        clock time and refuse it ("invalid character in hour"). ISO 8601 passes on."""
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            return int(value)
+        return value
+
+    @field_validator("seal_key", "code_key", "id_key", "encryption_keys", "codec_server_token")
+    @classmethod
+    def _set_means_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        """A blank secret is a mistake (a Kubernetes secret that is missing, say), not "unset":
+        taken for unset it would mean generated dev keys, or a codec server without a token."""
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty: set a value, or unset the variable for the default")
+        return value
+
+    @field_validator("codec_server_origins", mode="before")
+    @classmethod
+    def _json_list(cls, value: object) -> object:
+        """Parsed here, not by pydantic-settings, so a bad value is named by its variable (the
+        library's own error names only the field)."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError('not a JSON list, e.g. ["http://localhost:8233"]') from None
+
+    @model_validator(mode="after")
+    def _origins_of_the_dev_ui(self) -> Self:
+        """Unset, the origins follow ``dev_ui_port``: fixed at 8233 they would lock out an
+        embedded UI moved to another port."""
+        if "codec_server_origins" not in self.model_fields_set:
+            self.codec_server_origins = [
+                f"http://{host}:{self.dev_ui_port}" for host in ("localhost", "127.0.0.1")
+            ]
+        return self
 
     @model_validator(mode="after")
     def _policy_in_bounds(self) -> Self:
@@ -161,5 +207,3 @@ def load_settings() -> Settings:
             f"{env_variable(str(error['loc'][0]))}: {error['msg']}" for error in err.errors()
         ]
         raise InvalidSettings("; ".join(problems)) from None
-    except SettingsError as err:  # a list setting that is not JSON; the message names the field
-        raise InvalidSettings(str(err)) from None

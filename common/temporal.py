@@ -6,20 +6,32 @@ into the environment's scripts folder, so nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
 
 from common.converter import data_converter
-from common.settings import Settings
+from common.settings import ENV_FILE, Settings
 
 DEFAULT_ADDRESS = "localhost:7233"
+
+
+class ServerUnreachable(ConnectionError):
+    """The Temporal server did not take the connection; nothing was sent."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the Temporal server at {address} (TEMPORAL_ADDRESS): {reason}"
+        )
+        self.address = address
 
 
 def binary(name: str, package: str) -> str:
@@ -55,12 +67,26 @@ def test_server_path() -> str:
 
 def connect_config() -> dict[str, Any]:
     """TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS, API key: envconfig (env or TOML profile)."""
-    config: dict[str, Any] = dict(ClientConfigProfile.load().to_client_connect_config())
+    profile = ClientConfigProfile.load(override_env_vars=temporal_environment())
+    config: dict[str, Any] = dict(profile.to_client_connect_config())
     config.setdefault("target_host", DEFAULT_ADDRESS)
     return config
 
 
+def temporal_environment() -> dict[str, str]:
+    """The process environment over the ``.env`` file, as the settings read them: envconfig
+    alone reads only the process environment, and ``TEMPORAL_*`` belong in ``.env`` too."""
+    from_file = {
+        name: value for name, value in dotenv_values(ENV_FILE).items() if value is not None
+    }
+    return {**from_file, **os.environ}
+
+
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(
-        **connect_config(), data_converter=data_converter(settings), runtime=runtime
-    )
+    """Raises ``ServerUnreachable`` naming the address, where the SDK raises a bare
+    ``RuntimeError``."""
+    config, converter = connect_config(), data_converter(settings)
+    try:
+        return await Client.connect(**config, data_converter=converter, runtime=runtime)
+    except RuntimeError as err:
+        raise ServerUnreachable(config["target_host"], str(err)) from None

@@ -1,8 +1,9 @@
 """``python -m starter``: the registration client on the command line.
 
-Every command prints one JSON object on stdout (argparse's own usage errors excepted). Exit codes:
+Every command prints one JSON object on stdout, usage errors included. Exit codes:
   0  success
-  1  the action was rejected: wrong code, nothing pending, unknown email, invalid input
+  1  the action was rejected: wrong code, nothing pending, unknown email, invalid input; or the
+     Temporal server refused the call (the JSON says "temporal")
   2  usage error: bad arguments, an unreadable import file or an invalid row in it, invalid
      configuration (the JSON names the variable)
   3  the Temporal server cannot be reached (TEMPORAL_ADDRESS; the JSON names the address)
@@ -20,9 +21,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from pydantic import AfterValidator, BaseModel, ValidationError
+from temporalio.exceptions import TemporalError
 
 from activities.errors import ConfigurationError
 from activities.providers import check_email, open_providers
@@ -31,6 +33,7 @@ from common.identifiers import canonical_email
 from common.keys import KeyConfigError
 from common.settings import InvalidSettings, Settings, load_settings
 from starter.client import (
+    Email,
     InvalidInput,
     RegistrationClient,
     ServerUnreachable,
@@ -48,12 +51,25 @@ def duration(text: str) -> timedelta:
     if not match:
         raise argparse.ArgumentTypeError(f"not a duration like 24h or 15m: {text!r}")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
+    try:
+        return timedelta(**{unit: int(match.group(1))})
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"duration out of range: {text!r}") from None
+
+
+class JsonArgumentParser(argparse.ArgumentParser):
+    """Usage errors answer in JSON on stdout too (exit 2), so a backend calling the CLI reads
+    one format; the usage text still goes to stderr for a person."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(json.dumps({"error": "usage", "message": message}, indent=2))
+        self.exit(USAGE)
 
 
 def parser() -> argparse.ArgumentParser:
     summary, exit_codes = __doc__.split("\n\n", 1)
-    root = argparse.ArgumentParser(
+    root = JsonArgumentParser(
         prog="python -m starter",
         description=summary,
         epilog=exit_codes,
@@ -111,11 +127,7 @@ class ImportedCustomer(BaseModel):
     """One line of an import file, held to the rules of a registration's fields (the registration
     input's own validators), so nothing is imported that could not have registered."""
 
-    email: Annotated[
-        str,
-        RegistrationInput.model_fields["email"],
-        AfterValidator(RegistrationInput._valid_email),
-    ]
+    email: Email
     name: ShortText
     phone: Annotated[str | None, AfterValidator(RegistrationInput._valid_phone)] = None
 
@@ -234,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "message": str(err),
             },
         )
+    except TemporalError as err:  # e.g. an RPCError: the server refused or failed the call
+        code, answer = REJECTED, {"error": "temporal", "message": str(err)}
     payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
     print(json.dumps(payload, indent=2, default=str))
     return code

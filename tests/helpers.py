@@ -6,6 +6,8 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
+from temporalio.service import RPCError, RPCStatusCode
+
 from activities.providers.local import LocalCustomers, LocalIdentity
 from starter.client import Receipt
 from tests.outbox import messages_to
@@ -39,6 +41,19 @@ async def result_of(stack: Stack, registration_id: str) -> RegistrationResult:
     handle = stack.client.get_workflow_handle(registration_id, result_type=RegistrationResult)
     result: RegistrationResult = await handle.result()
     return result
+
+
+async def nothing_started(stack: Stack, email: str) -> bool:
+    """Whether no registration of ``email`` exists, asked of Temporal itself (not through the
+    client, which refuses an invalid email before it asks)."""
+    workflow_id = stack.registrations.registration_id(email)
+    try:
+        await stack.client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return True
+        raise
+    return False
 
 
 def categories(stack: Stack, email: str) -> list[str]:

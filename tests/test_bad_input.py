@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import open_providers
 from common.settings import Settings
-from starter.client import InvalidInput, UnknownRegistration
-from tests.helpers import PASSWORD, identity, register, wait_for_state
+from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
+from tests.helpers import (
+    PASSWORD,
+    identity,
+    nothing_started,
+    register,
+    wait_for_state,
+    wrong_code,
+)
 from tests.stack import Stack
 from workflows.models import ActivationOutcome, RegistrationState
 
@@ -52,16 +60,27 @@ async def test_invalid_registration_names_the_field_and_starts_nothing(
         await stack.registrations.register(**request)
     assert error.value.field == field
     assert words in str(error.value)
-    with pytest.raises(UnknownRegistration):
-        await stack.registrations.status(request["email"])
+    assert await nothing_started(stack, request["email"])
     assert await identity(stack).find_principal("ivy.innes@example.com") is None
 
 
-async def test_wrong_and_garbage_codes_are_rejected_and_counted(stack: Stack) -> None:
+async def test_wrong_codes_are_counted_and_garbage_never_reaches_the_workflow(
+    stack: Stack,
+) -> None:
     await register(stack, "jack@example.com")
     await wait_for_state(stack, "jack@example.com", RegistrationState.PENDING)
-    for garbage in ("", "abc", "12345", "1234567", "' or 1=1 --", "9" * 200):
-        reply = await stack.registrations.submit_code("jack@example.com", garbage)
+    garbage = ("", "abc", "12345", "1234567", "' or 1=1 --", "9" * 5000, "١٢٣٤٥٦", "t" * 31)
+    for text in garbage:
+        with pytest.raises(InvalidInput) as error:
+            await stack.registrations.submit_code("jack@example.com", text)
+        assert error.value.field == "code"
+    assert (await stack.registrations.status("jack@example.com")).attempts_left == 20
+
+    code = stack.code_for("jack@example.com")
+    token_shaped = "A" * 32  # a link token's form, though none was issued
+    spaced = f" {wrong_code(code, 5)} "
+    for wrong in (*(wrong_code(code, offset) for offset in range(1, 5)), spaced, token_shaped):
+        reply = await stack.registrations.submit_code("jack@example.com", wrong)
         assert reply.outcome in (
             ActivationOutcome.INVALID_CODE,
             ActivationOutcome.TOO_MANY_ATTEMPTS,
@@ -69,6 +88,27 @@ async def test_wrong_and_garbage_codes_are_rejected_and_counted(stack: Stack) ->
     status = await stack.registrations.status("jack@example.com")
     assert status.attempts_left == 15  # five counted; the sixth hit a burned code
     assert status.state is RegistrationState.PENDING
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda registrations, email: registrations.status(email),
+        lambda registrations, email: registrations.submit_code(email, "123456"),
+        lambda registrations, email: registrations.resend(email),
+        lambda registrations, email: registrations.approve(email, "support:kim", "phone"),
+        lambda registrations, email: registrations.cancel(email),
+    ],
+    ids=["status", "submit_code", "resend", "approve", "cancel"],
+)
+async def test_an_invalid_email_is_named_by_every_command(
+    stack: Stack, command: Callable[[RegistrationClient, str], Awaitable[object]]
+) -> None:
+    """The rules of a registration's email, not an "unknown registration" answer."""
+    for email in ("not-an-email", "x" * 250 + "@example.com"):
+        with pytest.raises(InvalidInput) as error:
+            await command(stack.registrations, email)
+        assert error.value.field == "email"
 
 
 async def test_unknown_email_is_a_clear_error(stack: Stack) -> None:
@@ -124,8 +164,15 @@ async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> Non
     assert code == 0 and out["registration_id"] == "registration-kim@example.com"
     await wait_for_state(stack, "kim@example.com", RegistrationState.PENDING)
 
-    code, out = await cli(server, settings, "activate", "--email", "kim@example.com", "--code", "x")
+    wrong = wrong_code(stack.code_for("kim@example.com"))
+    code, out = await cli(
+        server, settings, "activate", "--email", "kim@example.com", "--code", wrong
+    )
     assert code == 1 and out["outcome"] == "invalid_code"
+    code, out = await cli(server, settings, "activate", "--email", "kim@example.com", "--code", "x")
+    assert code == 1 and out["error"] == "invalid_input" and out["field"] == "code"
+    code, out = await cli(server, settings, "activate", "--email", "kim", "--code", "123456")
+    assert code == 1 and out["error"] == "invalid_input" and out["field"] == "email"
     code, out = await cli(server, settings, "status", "--email", "nobody@example.com")
     assert code == 1 and out["error"] == "unknown_registration"
     code, out = await cli(
@@ -133,8 +180,8 @@ async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> Non
         stdin=PASSWORD + "\n",
     )  # fmt: skip
     assert code == 1 and out["field"] == "email"
-    code, _ = await cli(server, settings, "activate", "--email", "kim@example.com")
-    assert code == 2  # usage: --code missing
+    code, out = await cli(server, settings, "activate", "--email", "kim@example.com")
+    assert code == 2 and out["error"] == "usage" and "--code" in out["message"]
 
     code, out = await cli(
         server, settings, "activate", "--email", "kim@example.com",

@@ -21,7 +21,7 @@ from common.codec import (
     encryption_keys,
 )
 from common.converter import data_converter
-from common.keys import KeyConfigError
+from common.keys import KeyConfigError, create_dev_keys
 from common.settings import Settings
 
 
@@ -146,14 +146,16 @@ def test_keys_from_file(tmp_path: Path) -> None:
 
 def test_dev_key_is_generated_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        keys, current = encryption_keys(settings(tmp_path))
+        create_dev_keys(settings(tmp_path))
+    keys, current = encryption_keys(settings(tmp_path))
     assert current.startswith("dev-") and len(current) == len("dev-") + 8
     assert len(keys[current]) == 32
     assert (tmp_path / "keys" / "payload.key").read_text() == f"{current}:{b64(keys[current])}"
     assert "production must configure its own key" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert encryption_keys(settings(tmp_path)) == (keys, current)
+        create_dev_keys(settings(tmp_path))
+    assert encryption_keys(settings(tmp_path)) == (keys, current)
     assert caplog.text == ""
 
 

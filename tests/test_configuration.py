@@ -16,6 +16,7 @@ from activities.providers.hantera import HanteraCustomers
 from activities.providers.local import LocalIdentity
 from activities.providers.outbox import OutboxMail
 from common.settings import InvalidSettings, env_variable, load_settings
+from common.temporal import connect_config
 from tests.stack import make_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +89,93 @@ def test_activation_ttl_bounds_are_inclusive(
 ) -> None:
     environment.setenv("REGISTRATION_ACTIVATION_TTL", value)
     assert load_settings().activation_ttl == ttl
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "duration"),
+    [
+        ("REGISTRATION_ACTIVATION_TTL", "86400", "activation_ttl", timedelta(hours=24)),
+        ("REGISTRATION_ACTIVATION_TTL", "PT24H", "activation_ttl", timedelta(hours=24)),
+        ("REGISTRATION_RESEND_INTERVAL", " 90 ", "resend_interval", timedelta(seconds=90)),
+        ("REGISTRATION_RESEND_INTERVAL", "PT2M", "resend_interval", timedelta(minutes=2)),
+    ],
+)
+def test_durations_take_seconds_or_iso_8601(
+    environment: pytest.MonkeyPatch, variable: str, value: str, field: str, duration: timedelta
+) -> None:
+    environment.setenv(variable, value)
+    assert getattr(load_settings(), field) == duration
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("99999999999999", "999,999,999 days"), ("٨٦٤٠٠", "valid timedelta")],  # Arabic-Indic digits
+)
+def test_seconds_out_of_range_or_not_ascii_are_named(
+    environment: pytest.MonkeyPatch, value: str, words: str
+) -> None:
+    environment.setenv("REGISTRATION_ACTIVATION_TTL", value)
+    with pytest.raises(InvalidSettings, match=rf"^REGISTRATION_ACTIVATION_TTL: .*{words}"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "REGISTRATION_SEAL_KEY",
+        "REGISTRATION_CODE_KEY",
+        "REGISTRATION_ID_KEY",
+        "REGISTRATION_ENCRYPTION_KEYS",
+        "REGISTRATION_CODEC_SERVER_TOKEN",
+    ],
+)
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_blank_secret_is_an_error_not_unset(
+    environment: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A missing Kubernetes secret arrives as an empty variable: it must not mean generated dev
+    keys, or a codec server without a token."""
+    environment.setenv(variable, value)
+    with pytest.raises(InvalidSettings, match=rf"^{variable}: .*is empty"):
+        load_settings()
+    assert not (Path(os.environ["REGISTRATION_DATA_DIR"]) / "keys").exists()
+
+
+def test_codec_server_origins_follow_the_dev_ui_port(environment: pytest.MonkeyPatch) -> None:
+    assert load_settings().codec_server_origins == [
+        "http://localhost:8233",
+        "http://127.0.0.1:8233",
+    ]
+    environment.setenv("REGISTRATION_DEV_UI_PORT", "9233")
+    assert load_settings().codec_server_origins == [
+        "http://localhost:9233",
+        "http://127.0.0.1:9233",
+    ]
+    environment.setenv("REGISTRATION_CODEC_SERVER_ORIGINS", '["https://temporal.example.com"]')
+    assert load_settings().codec_server_origins == ["https://temporal.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("http://localhost:8233", "not a JSON list"), ('"http://localhost:8233"', "valid list")],
+)
+def test_bad_codec_server_origins_are_named_by_the_variable(
+    environment: pytest.MonkeyPatch, value: str, words: str
+) -> None:
+    environment.setenv("REGISTRATION_CODEC_SERVER_ORIGINS", value)
+    with pytest.raises(InvalidSettings, match=rf"^REGISTRATION_CODEC_SERVER_ORIGINS: .*{words}"):
+        load_settings()
+
+
+def test_temporal_variables_may_be_in_the_env_file(environment: pytest.MonkeyPatch) -> None:
+    """Like the service's own settings: the environment first, then ``.env``."""
+    for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_PROFILE"):
+        environment.delenv(name, raising=False)
+    Path(".env").write_text("TEMPORAL_ADDRESS=temporal.example.com:7233\nTEMPORAL_NAMESPACE=shop\n")
+    config = connect_config()
+    assert (config["target_host"], config["namespace"]) == ("temporal.example.com:7233", "shop")
+    environment.setenv("TEMPORAL_ADDRESS", "127.0.0.1:7999")
+    assert connect_config()["target_host"] == "127.0.0.1:7999"
 
 
 def test_every_error_is_named_by_its_variable(environment: pytest.MonkeyPatch) -> None:
