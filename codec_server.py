@@ -41,6 +41,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
 from common.codec import EncryptionCodec, encryption_keys
+from common.keys import KeyConfigError
 from common.settings import InvalidSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             " decrypt every payload",
             args.host,
         )
-    uvicorn.run(app_from_settings(settings), host=args.host, port=args.port)
+    try:
+        app = app_from_settings(settings)
+    except KeyConfigError as err:
+        parser.exit(2, f"configuration error: {err}\n")
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 def app_from_settings(settings: Settings) -> Starlette:

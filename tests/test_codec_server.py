@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from starlette.applications import Starlette
 from temporalio.api.common.v1 import Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from codec_server import create_app
+from codec_server import create_app, main
 from common.codec import EncryptionCodec
 
 UI = "http://localhost:8233"
@@ -179,3 +180,18 @@ async def test_non_ascii_tokens_are_compared_as_utf8(serve: Serve) -> None:
         )
     assert wrong.status_code == 401
     assert right.status_code == 200
+
+
+def test_standalone_server_without_a_key_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No worker has generated a payload key in its data folder: a one-line error, no new key."""
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("REGISTRATION_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("REGISTRATION_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("REGISTRATION_ENCRYPTION_KEY_FILE", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    assert "REGISTRATION_ENCRYPTION_KEYS" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "keys").exists()
