@@ -15,7 +15,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -91,7 +98,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
-    smtp_timeout_seconds: float = 20.0
+    smtp_timeout_seconds: float = Field(20.0, gt=0)
 
     # Visibility for support staff.
     search_attributes: bool = True
@@ -139,6 +146,15 @@ class Settings(BaseSettings):
         clock time and refuse it ("invalid character in hour"). ISO 8601 passes on."""
         if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             return int(value)
+        return value
+
+    @field_validator("password_max_length")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        """Otherwise every password would be refused, and only when someone registers."""
+        minimum = info.data.get("password_min_length")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"below {env_variable('password_min_length')} ({minimum})")
         return value
 
     @field_validator("seal_key", "code_key", "id_key", "encryption_keys", "codec_server_token")

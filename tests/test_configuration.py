@@ -70,6 +70,8 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Monke
         ("REGISTRATION_MAX_ATTEMPTS_TOTAL", "0"),
         ("REGISTRATION_MAX_RESENDS", "-1"),
         ("REGISTRATION_CUSTOMER_NUMBER_PREFIX", "cust"),
+        ("REGISTRATION_PASSWORD_MAX_LENGTH", "1025"),
+        ("REGISTRATION_SMTP_TIMEOUT_SECONDS", "0"),
     ],
 )
 def test_invalid_setting_names_the_variable(
@@ -139,6 +141,15 @@ def test_a_blank_secret_is_an_error_not_unset(
     with pytest.raises(InvalidSettings, match=rf"^{variable}: .*is empty"):
         load_settings()
     assert not (Path(os.environ["REGISTRATION_DATA_DIR"]) / "keys").exists()
+
+
+def test_password_max_length_below_the_min_names_both(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("REGISTRATION_PASSWORD_MIN_LENGTH", "200")
+    with pytest.raises(
+        InvalidSettings,
+        match=r"^REGISTRATION_PASSWORD_MAX_LENGTH: .*below REGISTRATION_PASSWORD_MIN_LENGTH",
+    ):
+        load_settings()
 
 
 def test_codec_server_origins_follow_the_dev_ui_port(environment: pytest.MonkeyPatch) -> None:
