@@ -38,7 +38,7 @@ from activities.providers import Providers, open_providers
 from activities.rendering import MailRenderer
 from codec_server import app_from_settings
 from common.converter import data_converter
-from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_key
+from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_keys
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
 from common.settings import InvalidSettings, Settings, env_variable, load_settings
@@ -66,7 +66,7 @@ so it is passed through like the models themselves instead of being re-imported 
 def registration_activities(providers: Providers, settings: Settings) -> list[Callable[..., Any]]:
     """Every activity of the registration, bound to the configured providers and keys."""
     sealer = Sealer(fernet_keys(settings.seal_key, settings.data_dir))
-    codes = ActivationCodes(hmac_key(settings.code_key, settings.data_dir, "code"))
+    codes = ActivationCodes(hmac_keys(settings.code_key, settings.data_dir, "code"))
     identity = IdentityActivities(
         providers.identity, sealer, PasswordPolicy.from_settings(settings)
     )

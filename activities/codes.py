@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 from temporalio import activity
 
@@ -22,8 +23,13 @@ LINK_TOKEN_BYTES = 24
 
 
 class ActivationCodes:
-    def __init__(self, key: bytes) -> None:
-        self._key = key
+    """Digests are made with the newest key and checked against every key
+    (``REGISTRATION_CODE_KEY=new,old``), so rotating the key does not spoil pending codes."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ValueError("ActivationCodes needs at least one key")
+        self._keys = tuple(keys)
 
     @staticmethod
     def new_code() -> str:
@@ -34,16 +40,23 @@ class ActivationCodes:
         return secrets.token_urlsafe(LINK_TOKEN_BYTES)
 
     def digest(self, registration_id: str, sequence: int, secret: str) -> str:
-        message = f"{registration_id}\x00{sequence}\x00{secret.strip()}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return _digest(self._keys[0], registration_id, sequence, secret)
 
     def matches(self, registration_id: str, issued: IssuedActivation, secret: str) -> bool:
-        candidate = self.digest(registration_id, issued.sequence, secret)
-        code_ok = hmac.compare_digest(candidate, issued.code_digest)
-        token_ok = issued.token_digest is not None and hmac.compare_digest(
-            candidate, issued.token_digest
-        )
-        return code_ok or token_ok
+        issued_digests = [issued.code_digest]
+        if issued.token_digest is not None:
+            issued_digests.append(issued.token_digest)
+        found = False
+        for key in self._keys:  # every comparison runs: the time says nothing about a match
+            candidate = _digest(key, registration_id, issued.sequence, secret)
+            for expected in issued_digests:
+                found |= hmac.compare_digest(candidate, expected)
+        return found
+
+
+def _digest(key: bytes, registration_id: str, sequence: int, secret: str) -> str:
+    message = f"{registration_id}\x00{sequence}\x00{secret.strip()}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 class CodeActivities:

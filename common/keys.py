@@ -116,17 +116,34 @@ def fernet_keys(configured: SecretStr | None, data_dir: Path, name: str = "seal"
     return keys
 
 
-def hmac_key(configured: SecretStr | None, data_dir: Path, name: str) -> bytes:
-    """A >= 32-byte HMAC key given as urlsafe base64 (``REGISTRATION_<NAME>_KEY``)."""
+def hmac_keys(configured: SecretStr | None, data_dir: Path, name: str) -> list[bytes]:
+    """HMAC keys, newest first: ``REGISTRATION_<NAME>_KEY`` holds one or more (comma-separated)
+    >= 32-byte keys in urlsafe base64. The newest makes digests, all check them, so a key can be
+    rotated while digests made with the old one are still pending."""
     variable = env_variable(f"{name}_key")
     raw = _configured_or_dev(configured, data_dir, name)
-    try:
-        key = base64.urlsafe_b64decode(raw.strip().encode())
-    except ValueError as err:
-        raise KeyConfigError(f"{variable}: not urlsafe base64") from err
-    if len(key) < 32:
-        raise KeyConfigError(f"{variable}: needs at least 32 bytes of key")
-    return key
+    keys = []
+    for part in raw.split(","):
+        try:
+            key = base64.urlsafe_b64decode(part.strip().encode())
+        except ValueError as err:
+            raise KeyConfigError(f"{variable}: not urlsafe base64") from err
+        if len(key) < 32:
+            raise KeyConfigError(f"{variable}: needs at least 32 bytes of key")
+        keys.append(key)
+    return keys
+
+
+def hmac_key(configured: SecretStr | None, data_dir: Path, name: str) -> bytes:
+    """The one HMAC key of a digest that is looked up rather than checked (a hashed workflow ID
+    is found by recomputing it), so it cannot rotate: a list is refused."""
+    keys = hmac_keys(configured, data_dir, name)
+    if len(keys) > 1:
+        raise KeyConfigError(
+            f"{env_variable(f'{name}_key')}: one key only; it cannot rotate while registrations"
+            " started with it are pending"
+        )
+    return keys[0]
 
 
 def _configured_or_dev(configured: SecretStr | None, data_dir: Path, name: str) -> str:

@@ -166,7 +166,7 @@ async def test_outbox_is_idempotent_per_key(tmp_path: Path) -> None:
 async def test_a_rerun_of_issue_activation_mails_the_code_it_returns(tmp_path: Path) -> None:
     """A local activity run again after its workflow task was lost starts at attempt 1 again,
     with a new code: its mail must not be taken for the first run's (kept by the outbox)."""
-    codes = ActivationCodes(b"k" * 32)
+    codes = ActivationCodes([b"k" * 32])
     mail = MailActivities(OutboxMail(tmp_path, SENDER), renderer, codes, None)
     request = IssueActivationInput(
         registration_id="registration-ann@example.com",
@@ -189,7 +189,9 @@ async def test_already_registered_notice_leaves_out_the_typed_name(tmp_path: Pat
     """The name was typed by whoever tried to register: the account's owner must not get a
     genuine shop mail carrying a stranger's text."""
     bait = "Ann. Your account is locked, call +1 555 0100"
-    mail = MailActivities(OutboxMail(tmp_path, SENDER), renderer, ActivationCodes(b"k" * 32), None)
+    mail = MailActivities(
+        OutboxMail(tmp_path, SENDER), renderer, ActivationCodes([b"k" * 32]), None
+    )
     notice = NoticeInput(email="ann@example.com", name=bait)
     await ActivityEnvironment().run(mail.send_already_registered, notice)
 
