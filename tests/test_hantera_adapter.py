@@ -468,6 +468,21 @@ async def test_delete_customer_is_idempotent(hantera: HanteraClient, sim: Hanter
     assert sim.assets == {}
 
 
+async def test_delete_by_the_registrations_own_id_finds_the_asset_hantera_named(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """A create whose answer was lost: only the id the registration chose (``registrationId``)
+    leads to the asset, and the registration's up-front undo deletes by it."""
+    imported = await hantera.customers.create_customer(new_customer(2, "other@example.com"))
+    new = new_customer()
+    created = await hantera.customers.create_customer(new)
+    assert created.id != new.id
+
+    assert await hantera.customers.delete_customer(new.id) is True
+    assert await hantera.customers.delete_customer(new.id) is False
+    assert list(sim.assets) == [imported.id]
+
+
 async def test_injection_through_the_email_is_harmless(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:

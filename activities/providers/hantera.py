@@ -659,6 +659,22 @@ class HanteraCustomers:
         return customer
 
     async def delete_customer(self, customer_id: str) -> bool:
+        """Delete the asset; ``False`` if there was none.
+
+        ``customer_id`` may also be the id a registration chose for the customer it creates
+        (``NewCustomer.id``, stored as ``registrationId``): Hantera names the asset itself, so a
+        create whose answer was lost leaves an asset only that id finds, and the registration's
+        up-front undo deletes it that way. Only assets this registration created carry it, so a
+        linked customer is never touched. (One the graph has not indexed yet is not found.)
+        """
+        if await self._delete_asset(customer_id):
+            return True
+        deleted = False
+        for node in await self._customers_where("registrationId", customer_id):
+            deleted |= await self._delete_asset(_customer(node).id)
+        return deleted
+
+    async def _delete_asset(self, asset_id: str) -> bool:
         """Send the asset its ``delete`` message; ``False`` if it was already gone.
 
         ASSUMPTION: Hantera lists a ``delete`` asset message but shows no request; we send it like
@@ -666,7 +682,7 @@ class HanteraCustomers:
         "delete"}]``, and take 404 (``NOT_FOUND``) as already deleted.
         """
         response = await self._client.call(
-            "POST", _path(ASSETS_PATH, customer_id), json=[{"type": "delete"}], allow=(404,)
+            "POST", _path(ASSETS_PATH, asset_id), json=[{"type": "delete"}], allow=(404,)
         )
         return response.status_code != 404
 
