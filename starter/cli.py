@@ -39,7 +39,7 @@ from starter.client import (
     ServerUnreachable,
     UnknownRegistration,
 )
-from workflows.models import ActivationOutcome, RegistrationInput, ResendOutcome, ShortText
+from workflows.models import ActivationOutcome, DisplayName, RegistrationInput, ResendOutcome
 
 OK, REJECTED, USAGE, UNREACHABLE = 0, 1, 2, 3
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -128,7 +128,7 @@ class ImportedCustomer(BaseModel):
     input's own validators), so nothing is imported that could not have registered."""
 
     email: Email
-    name: ShortText
+    name: DisplayName
     phone: Annotated[str | None, AfterValidator(RegistrationInput._valid_phone)] = None
 
 

@@ -40,6 +40,7 @@ NO_SERVER = "127.0.0.1:1"
         ({"email": "x" * 250 + "@example.com"}, "email", "254"),
         ({"name": "   "}, "name", "at least 1"),
         ({"name": "N" * 201}, "name", "at most 200"),
+        ({"name": "Ivy\r\nBcc: eve@example.com"}, "name", "control characters"),
         ({"phone": "call me maybe"}, "phone", "not a phone number"),
         ({"password": "password"}, "password", "commonly used"),
         ({"password": "short"}, "password", "at least 8"),
@@ -240,6 +241,7 @@ async def test_cli_imports_customers_and_names_a_missing_file(
     [
         ('{"email": "not-an-email", "name": ""}', "email"),
         ('{"email": "pia@example.com", "name": "   "}', "name"),
+        ('{"email": "pia@example.com", "name": "Pia\\u0000"}', "name"),
         ('{"email": "pia@example.com", "name": "Pia", "phone": "call me"}', "phone"),
         ('{"name": "Pia"}', "email"),
         ("not json", None),
