@@ -89,7 +89,9 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
         customers.find_customer,
         customers.create_customer,
         customers.delete_customer,
-        ActivationActivities(identity, customers).link_customer_and_activate,
+        ActivationActivities(
+            identity, customers, providers.one_step_activation()
+        ).link_customer_and_activate,
         mail.issue_activation,
         mail.send_welcome,
         mail.send_already_registered,

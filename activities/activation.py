@@ -3,7 +3,9 @@
 Linking or creating the customer and activating the principal are two calls of a millisecond
 each. As two local activities, the second one waits for a workflow activation of its own: about
 3 ms of SDK work on the path of the caller's ``submit_activation_code``, which answers only once
-the account is active. As one activity they run back to back. The calls are exactly those of the
+the account is active. As one activity they run back to back, and where both roles live in one
+store (the local provider's file) they are one transaction (``OneStepActivation``): one commit,
+and a failed activation leaves no customer behind. Otherwise the calls are exactly those of the
 separate activities (``CustomerActivities``, ``IdentityActivities``), so both paths behave alike:
 a retry repeats both calls, and both are idempotent on the ids the workflow chose; a failed
 activation leaves the customer this registration created to the workflow's compensation, whose
@@ -19,15 +21,27 @@ from temporalio import activity
 from activities.customers import CustomerActivities
 from activities.identity import IdentityActivities
 from activities.models import ActivatePrincipalInput, LinkAndActivateInput, LinkedActivation
+from activities.roles import OneStepActivation
 
 
 class ActivationActivities:
-    def __init__(self, identity: IdentityActivities, customers: CustomerActivities) -> None:
+    def __init__(
+        self,
+        identity: IdentityActivities,
+        customers: CustomerActivities,
+        one_step: OneStepActivation | None = None,
+    ) -> None:
         self._identity = identity
         self._customers = customers
+        self._one_step = one_step
 
     @activity.defn
     async def link_customer_and_activate(self, request: LinkAndActivateInput) -> LinkedActivation:
+        if self._one_step is not None:
+            link, principal = await self._one_step.link_customer_and_activate(
+                request.principal_id, request.customer
+            )
+            return LinkedActivation(link=link, principal=principal)
         link = await self._customers.link_or_create_customer(request.customer)
         principal = await self._identity.activate_principal(
             ActivatePrincipalInput(

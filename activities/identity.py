@@ -6,9 +6,7 @@ from temporalio import activity
 
 from activities.errors import (
     ConcurrentModification,
-    Conflict,
     InvalidRequest,
-    NotFound,
     PasswordRejected,
 )
 from activities.models import (
@@ -17,7 +15,7 @@ from activities.models import (
     EmailLookup,
     PrincipalRef,
 )
-from activities.roles import IdentityProvider, Principal
+from activities.roles import IdentityProvider, Principal, activation_target
 from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer, SealError
 
@@ -54,15 +52,13 @@ class IdentityActivities:
         """Read-modify-write under the principal's version: a concurrent change is re-read and
         kept (never overwritten); one that keeps changing ends as ``ConcurrentModification``."""
         for _ in range(ACTIVATION_READS):
-            principal = await self._provider.get_principal(request.principal_id)
-            if principal is None:
-                raise NotFound(f"principal {request.principal_id} no longer exists")
+            principal = activation_target(
+                await self._provider.get_principal(request.principal_id),
+                request.principal_id,
+                request.customer_id,
+            )
             if principal.active:
-                if principal.customer_id == request.customer_id:
-                    return principal  # a retry of an activation that already went through
-                raise Conflict(
-                    f"principal {request.principal_id} was activated for another customer"
-                )
+                return principal  # a retry of an activation that already went through
             try:
                 return await self._provider.activate_principal(
                     request.principal_id,

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from activities.errors import Conflict, NotFound
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -33,6 +35,18 @@ class Principal(_Record):
     principal that something else owns (created by staff or another flow), which a stranger's
     registration must not delete. True by default: what every inactive principal was taken for
     before the field existed, so recorded histories replay unchanged."""
+
+
+def activation_target(
+    principal: Principal | None, principal_id: str, customer_id: str
+) -> Principal:
+    """The principal to activate for ``customer_id``; if it is already active, that activation
+    went through before (a retry). ``NotFound`` or ``Conflict`` if it cannot be activated."""
+    if principal is None:
+        raise NotFound(f"principal {principal_id} no longer exists")
+    if principal.active and principal.customer_id != customer_id:
+        raise Conflict(f"principal {principal_id} was activated for another customer")
+    return principal
 
 
 class NewPrincipal(_Record):
@@ -144,3 +158,14 @@ class MailProvider(Protocol):
     async def send(self, message: MailMessage) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class OneStepActivation(Protocol):
+    """Step 5 in one transaction, where identity and customers live in one store (the local
+    provider's SQLite file): the customer linked or created and the principal activated with the
+    link, with the checks of the two separate calls, committed together. A failed activation then
+    leaves no customer behind, and the step costs one commit instead of two."""
+
+    async def link_customer_and_activate(
+        self, principal_id: str, customer: NewCustomer
+    ) -> tuple[CustomerLink, Principal]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from datetime import timedelta
@@ -17,9 +18,17 @@ from activities.providers.local import LocalIdentity
 from activities.providers.outbox import OutboxMail
 from common.settings import InvalidSettings, env_variable, load_settings
 from common.temporal import connect_config
-from tests.stack import make_settings
+from tests.stack import Remote, make_settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+async def test_step_5_is_one_transaction_only_on_one_local_file(tmp_path: Path) -> None:
+    async with open_providers(make_settings(tmp_path)) as providers:
+        assert isinstance(providers.identity, LocalIdentity)
+        assert providers.one_step_activation() is providers.identity.directory
+        wrapped = dataclasses.replace(providers, customers=Remote(providers.customers))
+        assert wrapped.one_step_activation() is None
 
 
 async def test_unknown_provider_names_the_setting(tmp_path: Path) -> None:

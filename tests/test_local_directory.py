@@ -366,6 +366,38 @@ async def test_link_or_create_under_concurrency_creates_one_customer(
     assert raw_row(directory.path, "SELECT count(*) FROM customers") == (1,)
 
 
+async def test_link_and_activate_is_one_transaction(directory: LocalDirectory) -> None:
+    principal = await directory.identity.create_principal(new_principal(), PASSWORD)
+    link, active = await directory.link_customer_and_activate(principal.id, new_customer())
+    assert link.created and link.customer.number == "CUST100001"
+    assert active.active and active.customer_id == link.customer.id
+    assert active.version != principal.version
+
+    again = await directory.link_customer_and_activate(principal.id, new_customer())  # a retry
+    assert again == (link, active)
+
+
+async def test_link_and_activate_links_an_existing_customer(directory: LocalDirectory) -> None:
+    imported = await directory.customers.create_customer(new_customer(7, "user1@example.com"))
+    principal = await directory.identity.create_principal(new_principal(), PASSWORD)
+    link, active = await directory.link_customer_and_activate(principal.id, new_customer())
+    assert not link.created and link.customer == imported
+    assert active.customer_id == imported.id
+
+
+async def test_a_failed_activation_leaves_no_customer(directory: LocalDirectory) -> None:
+    with pytest.raises(NotFound):
+        await directory.link_customer_and_activate("p-gone", new_customer())
+    assert await directory.customers.find_customer("user1@example.com") is None
+
+    principal = await directory.identity.create_principal(new_principal(2), PASSWORD)
+    await directory.link_customer_and_activate(principal.id, new_customer(2))
+    with pytest.raises(Conflict, match="activated for another customer"):
+        await directory.link_customer_and_activate(principal.id, new_customer(3))
+    assert await directory.customers.find_customer("user3@example.com") is None
+    assert raw_row(directory.path, "SELECT last FROM customer_number_sequences") == (100001,)
+
+
 async def test_delete_customer_is_idempotent(directory: LocalDirectory) -> None:
     customers = directory.customers
     await customers.create_customer(new_customer(1))

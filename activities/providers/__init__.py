@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from activities.errors import ConfigurationError
-from activities.roles import CustomerProvider, IdentityProvider, MailProvider
+from activities.roles import CustomerProvider, IdentityProvider, MailProvider, OneStepActivation
 from common.settings import Settings
 
 T = TypeVar("T")
@@ -112,6 +112,21 @@ class Providers:
     identity: IdentityProvider
     customers: CustomerProvider
     mail: MailProvider
+
+    def one_step_activation(self) -> OneStepActivation | None:
+        """Step 5 as one transaction when identity and customers are the local provider on one
+        file; ``None`` otherwise (also when a test wraps one of them), and step 5 makes the two
+        calls of the roles."""
+        from activities.providers.local import LocalCustomers, LocalIdentity
+
+        identity, customers = self.identity, self.customers
+        if (
+            isinstance(identity, LocalIdentity)
+            and isinstance(customers, LocalCustomers)
+            and identity.directory is customers.directory
+        ):
+            return identity.directory
+        return None
 
 
 def _pick(table: dict[str, Callable[[Resources], T]], setting: str, name: str, r: Resources) -> T:

@@ -36,7 +36,14 @@ from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from activities.errors import ConcurrentModification, ConfigurationError, Conflict, NotFound
-from activities.roles import Customer, CustomerLink, NewCustomer, NewPrincipal, Principal
+from activities.roles import (
+    Customer,
+    CustomerLink,
+    NewCustomer,
+    NewPrincipal,
+    Principal,
+    activation_target,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -108,7 +115,11 @@ def _now() -> str:
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
+    """A write transaction that takes the write lock up front (no upgrade deadlocks). Inside one
+    already open it joins that one, which commits or rolls back the whole."""
+    if conn.in_transaction:
+        yield
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -229,6 +240,12 @@ class LocalDirectory:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
+    async def link_customer_and_activate(
+        self, principal_id: str, customer: NewCustomer
+    ) -> tuple[CustomerLink, Principal]:
+        """``OneStepActivation``: both tables are in this file, so step 5 is one transaction."""
+        return await self.run(_link_and_activate, principal_id, customer, _now())
+
     async def hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a password hash (or check) on the hashing pool."""
         return await asyncio.get_running_loop().run_in_executor(
@@ -259,16 +276,16 @@ class LocalIdentity:
     in_process = True
 
     def __init__(self, directory: LocalDirectory) -> None:
-        self._dir = directory
+        self.directory = directory
 
     async def aclose(self) -> None:
         """Nothing to do: the ``LocalDirectory`` owns the connection."""
 
     async def find_principal(self, email_canonical: str) -> Principal | None:
-        return await self._dir.run(_find_principal, email_canonical)
+        return await self.directory.run(_find_principal, email_canonical)
 
     async def get_principal(self, principal_id: str) -> Principal | None:
-        return await self._dir.run(_get_principal, principal_id)
+        return await self.directory.run(_get_principal, principal_id)
 
     async def create_principal(self, new: NewPrincipal, password: str) -> Principal:
         """Create inactive at version 1; the same id and email again returns it unchanged.
@@ -276,26 +293,26 @@ class LocalIdentity:
         Conflicts are checked before hashing so a retry or a duplicate does not pay for Argon2id,
         and again in the insert transaction in case something changed while hashing.
         """
-        existing = await self._dir.run(_existing_principal, new)
+        existing = await self.directory.run(_existing_principal, new)
         if existing is not None:
             return existing
-        password_hash = await self._dir.hash(_hash_password, password)
-        return await self._dir.run(_insert_principal, new, password_hash, _now())
+        password_hash = await self.directory.hash(_hash_password, password)
+        return await self.directory.run(_insert_principal, new, password_hash, _now())
 
     async def activate_principal(
         self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
     ) -> Principal:
-        return await self._dir.run(
+        return await self.directory.run(
             _activate_principal, principal_id, customer_id, customer_number, expected_version
         )
 
     async def delete_principal(self, principal_id: str) -> bool:
-        return await self._dir.run(_delete, "principals", principal_id)
+        return await self.directory.run(_delete, "principals", principal_id)
 
     async def verify_password(self, principal_id: str, password: str) -> bool:
         """Whether ``password`` matches; ``False`` for an unknown principal (active or not)."""
-        phc = await self._dir.run(_password_hash, principal_id)
-        return await self._dir.hash(_verify_password, password, phc)
+        phc = await self.directory.run(_password_hash, principal_id)
+        return await self.directory.hash(_verify_password, password, phc)
 
 
 class LocalCustomers:
@@ -304,13 +321,13 @@ class LocalCustomers:
     in_process = True
 
     def __init__(self, directory: LocalDirectory) -> None:
-        self._dir = directory
+        self.directory = directory
 
     async def aclose(self) -> None:
         """Nothing to do: the ``LocalDirectory`` owns the connection."""
 
     async def find_customer(self, email_canonical: str) -> Customer | None:
-        return await self._dir.run(_find_customer, email_canonical)
+        return await self.directory.run(_find_customer, email_canonical)
 
     async def create_customer(self, new: NewCustomer) -> Customer:
         """Create with the next ``<prefix><n>`` number; the same id and email again returns it."""
@@ -321,10 +338,10 @@ class LocalCustomers:
 
     async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
         """Lookup and create in one transaction (see ``CustomerProvider``)."""
-        return await self._dir.run(_link_or_insert_customer, new, _now())
+        return await self.directory.run(_link_or_insert_customer, new, _now())
 
     async def delete_customer(self, customer_id: str) -> bool:
-        return await self._dir.run(_delete, "customers", customer_id)
+        return await self.directory.run(_delete, "customers", customer_id)
 
 
 # Database-thread functions: each takes the connection first and runs to completion there.
@@ -412,6 +429,22 @@ def _activate_principal(
             f" current version {row['version']}"
         )
     return _principal(row)
+
+
+def _link_and_activate(
+    conn: sqlite3.Connection, principal_id: str, new: NewCustomer, now: str
+) -> tuple[CustomerLink, Principal]:
+    """Step 5 in one transaction: a failure (the principal gone, or active for another customer)
+    rolls the customer back too, and nothing can change the principal in between."""
+    with _transaction(conn):
+        link = _link_or_insert_customer(conn, new, now)
+        customer = link.customer
+        principal = activation_target(_get_principal(conn, principal_id), principal_id, customer.id)
+        if not principal.active:
+            principal = _activate_principal(
+                conn, principal_id, customer.id, customer.number, principal.version
+            )
+    return link, principal
 
 
 def _password_hash(conn: sqlite3.Connection, principal_id: str) -> str | None:
