@@ -269,13 +269,12 @@ class RegistrationClient:
         return self._client.get_workflow_handle(workflow_id)
 
     async def _closed_outcome(self, email: str) -> ActivationOutcome:
-        """The answer of a registration that takes no more codes: activated once active (a code
-        submitted again), expired, or nothing pending. An email with an account answers as a new
-        one's registration would have ended: expired at the end of its window, or locked
-        (nothing pending) after too many wrong codes."""
+        """Why a code could not be taken: the registration expired, or nothing is pending (also
+        once it is active and its workflow closed: no code can be checked any more, and
+        "activated" for any code would tell who has an account). An email with an account
+        answers as a new one's registration would have ended: expired at the end of its window,
+        or locked (nothing pending) after too many wrong codes."""
         status = await self.status(email)
-        if status.state is RegistrationState.ACTIVE:  # as the workflow answers while it runs
-            return ActivationOutcome.ACTIVATED
         expired = status.state is RegistrationState.EXPIRED or (
             status.state is RegistrationState.ALREADY_REGISTERED and status.attempts_left > 0
         )

@@ -91,6 +91,22 @@ async def already_registered(stack: Stack, env: WorkflowEnvironment) -> str:
     return workflow_id
 
 
+async def already_registered_cancelled(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Staff cancel the registration of an email that has an account: it ends cancelled in
+    Temporal, its outcome stays ``already_registered``, and the account is untouched."""
+    workflow_id = await active_by_code(stack, env)
+    await register(stack, EMAIL, "Riley Again")
+    await wait_for_state(stack, EMAIL, RegistrationState.ALREADY_REGISTERED)
+    await stack.registrations.cancel(EMAIL, "support: duplicate sign-up")
+    with pytest.raises(WorkflowFailureError):
+        await result_of(stack, workflow_id)
+    status = await stack.registrations.status(EMAIL)
+    assert status.state is RegistrationState.ALREADY_REGISTERED
+    principal = await identity(stack).find_principal(EMAIL.lower())
+    assert principal is not None and principal.active
+    return workflow_id
+
+
 async def cancelled(stack: Stack, env: WorkflowEnvironment) -> str:
     workflow_id = await _pending(stack)
     await stack.registrations.cancel(EMAIL, "customer asked by phone")
@@ -151,6 +167,7 @@ SCENARIOS = {
     "active_linked": Scenario(active_linked, False),
     "active_remote": Scenario(active_by_code, False, remote=True),
     "already_registered": Scenario(already_registered, True),
+    "already_registered_cancelled": Scenario(already_registered_cancelled, False),
     "cancelled": Scenario(cancelled, False),
     "failed": Scenario(failed, False),
     "expired": Scenario(expired, True),

@@ -73,6 +73,11 @@ REMOTE_STEP_TIMEOUT = timedelta(seconds=30)
 REMOTE_STEP_DEADLINE = timedelta(minutes=30)
 """How long a forward step may keep retrying before the registration fails and compensates."""
 WELCOME_DEADLINE = timedelta(minutes=10)
+CANCEL_AFTER_THE_END = "cancel-after-the-end-ignored"
+KEEP_FIRST_ENDING = "keep-first-ending"
+CHECK_REPEATED_CODES = "check-repeated-codes"
+"""``workflow.patched`` ids of behaviour added after registrations were recorded without it; each
+is asked only on the rare path it changes, so an ordinary registration records no marker."""
 ENDINGS = frozenset(RegistrationState) - {
     RegistrationState.STARTING,
     RegistrationState.PENDING,
@@ -133,9 +138,14 @@ class RegistrationWorkflow:
             raise ApplicationError(
                 f"registration failed: {reason}", type="RegistrationFailed", non_retryable=True
             ) from err
-        # Handlers still answering callers (a resend mid-mail) finish first; a cancel now is
-        # ignored like one during the welcome mail: the outcome is decided.
-        await run_to_completion(workflow.wait_condition(workflow.all_handlers_finished))
+        try:  # handlers still answering callers (a resend mid-mail) finish first
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        except asyncio.CancelledError:
+            if not workflow.patched(CANCEL_AFTER_THE_END):
+                raise
+            # Like a cancel during the welcome mail: the outcome is decided.
+            workflow.logger.info("cancel ignored: the registration is %s", self._state.value)
+            await run_to_completion(workflow.wait_condition(workflow.all_handlers_finished))
         return result
 
     async def _register(self) -> RegistrationResult:
@@ -278,23 +288,13 @@ class RegistrationWorkflow:
 
     async def _check_code(self, submission: CodeSubmission) -> ActivationReply:
         async with self._code_lock:
-            if self._activation_underway:
-                return ActivationReply(outcome=ActivationOutcome.ACTIVATED)
-            if not self._pending_for_caller:
+            if self._activation_underway and workflow.patched(CHECK_REPEATED_CODES):
+                return await self._check_repeated_code(submission)
+            if not self._pending_for_caller or self._code_verified:
                 return ActivationReply(outcome=self._outcome_for_caller())
             if self._attempts_on_code >= self._policy.max_attempts_per_code:
                 return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
-            assert self._issued is not None
-            valid = await workflow.execute_local_activity_method(
-                CodeActivities.verify_activation,
-                VerifyActivationInput(
-                    registration_id=workflow.info().workflow_id,
-                    issued=self._issued,
-                    submission=submission,
-                ),
-                start_to_close_timeout=LOCAL_STEP_TIMEOUT,
-                summary="verify activation code",
-            )
+            valid = await self._verify(submission)
             if not self._pending_for_caller:  # expired while checking
                 return ActivationReply(outcome=self._outcome_for_caller())
             if valid:
@@ -309,6 +309,28 @@ class RegistrationWorkflow:
                 ActivationOutcome.INVALID_CODE if left else ActivationOutcome.TOO_MANY_ATTEMPTS
             )
             return ActivationReply(outcome=outcome, attempts_left=left)
+
+    async def _check_repeated_code(self, submission: CodeSubmission) -> ActivationReply:
+        """A code submitted once the activation is under way (a double click, a call retried
+        after a timeout): the right one is told how the activation ends, as the first one was,
+        and costs no attempt; any other learns nothing but that nothing is pending."""
+        if await self._verify(submission):
+            return ActivationReply(outcome=ActivationOutcome.ACTIVATED)
+        return ActivationReply(outcome=ActivationOutcome.NOT_PENDING)
+
+    async def _verify(self, submission: CodeSubmission) -> bool:
+        """The constant-time check against the HMAC of the current code (a local activity)."""
+        assert self._issued is not None
+        return await workflow.execute_local_activity_method(
+            CodeActivities.verify_activation,
+            VerifyActivationInput(
+                registration_id=workflow.info().workflow_id,
+                issued=self._issued,
+                submission=submission,
+            ),
+            start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+            summary="verify activation code",
+        )
 
     @workflow.signal
     def approve(self, approval: Approval) -> None:
@@ -336,7 +358,7 @@ class RegistrationWorkflow:
 
     async def _resend(self, request: ResendRequest) -> ResendReply:
         async with self._code_lock:
-            if not self._pending_for_caller or self._activation_underway:
+            if not self._pending_for_caller or self._code_verified:
                 return self._resend_reply(ResendOutcome.NOT_PENDING)
             if self._resends >= self._policy.max_resends:
                 return self._resend_reply(ResendOutcome.LIMIT_REACHED)
@@ -453,7 +475,7 @@ class RegistrationWorkflow:
     def _end(self, state: RegistrationState, reason: str | None = None) -> None:
         """The registration's outcome is decided, once: state, reason, search attributes. A later
         ending (a cancel while an email with an account waits out its window) keeps the first."""
-        if self._state in ENDINGS:
+        if self._state in ENDINGS and workflow.patched(KEEP_FIRST_ENDING):
             workflow.logger.info("already %s; %s ignored", self._state.value, state.value)
             return
         self._state = state
@@ -523,10 +545,9 @@ class RegistrationWorkflow:
 
     @property
     def _activation_underway(self) -> bool:
-        """A code was accepted (or staff approved): the account is being activated, or is active.
-        A submission from then on (a double click, a call retried after a timeout) is told how
-        the activation ends, as the first one was, whatever code it carries: the code no longer
-        decides anything, and "not pending" would tell the customer the code was refused."""
+        """A code was accepted (or staff approved): the account is being activated, or is active
+        and the workflow still runs. A code submitted from then on is checked once more without
+        counting (``_check_repeated_code``)."""
         accepted = self._code_verified or self._approval is not None
         return accepted and self._state in (
             RegistrationState.PENDING,

@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 Undo = Callable[[], Awaitable[object]]
 
+UNDO_THROUGH_CANCEL = "undo-through-cancel"
+"""``workflow.patched`` id: compensations recorded before it stopped at an undo that failed after
+a cancel came in (asked only then, so other histories carry no marker)."""
 UNDO_PAUSE_FIRST = timedelta(minutes=1)
 UNDO_PAUSE_MAX = timedelta(hours=1)
 
@@ -49,7 +52,7 @@ async def run_to_completion(action: Awaitable[T]) -> tuple[T, bool]:
         except asyncio.CancelledError:
             cancelled = True
     if cancelled and (task.cancelled() or task.exception() is not None):
-        raise asyncio.CancelledError
+        raise asyncio.CancelledError from (None if task.cancelled() else task.exception())
     return task.result(), cancelled
 
 
@@ -85,11 +88,16 @@ class Saga:
             for undo in pending:
                 try:
                     await run_to_completion(undo())
-                except (FailureError, asyncio.CancelledError) as err:
-                    # CancelledError: the undo failed after a cancel came in (``run_to_completion``
-                    # reports that as the cancel). The undos are already running: go on with them.
+                except FailureError as err:
+                    workflow.logger.warning("undo failed, tried again in %s: %s", pause, err)
+                    failed.append(undo)
+                except asyncio.CancelledError as err:
+                    # The undo failed after a cancel came in, which ``run_to_completion`` reports
+                    # as the cancel (its cause is the failure). The undos already run: go on.
+                    if not workflow.patched(UNDO_THROUGH_CANCEL):  # recorded before: it ended
+                        raise
                     workflow.logger.warning(
-                        "undo failed, tried again in %s: %s", pause, err or "cancel during undo"
+                        "undo failed, tried again in %s: %s", pause, err.__cause__
                     )
                     failed.append(undo)
             if not failed:
