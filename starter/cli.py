@@ -3,10 +3,12 @@
 Every command prints one JSON object on stdout, usage errors included. Exit codes:
   0  success
   1  the action was rejected: wrong code, nothing pending, unknown email, invalid input; or the
-     Temporal server refused the call (the JSON says "temporal")
+     Temporal server refused the call (the JSON says "temporal"), or the customers provider
+     refused an import ("provider", with the error's type)
   2  usage error: bad arguments, an unreadable import file or an invalid row in it, invalid
      configuration (the JSON names the variable)
-  3  the Temporal server cannot be reached (TEMPORAL_ADDRESS; the JSON names the address)
+  3  the Temporal server cannot be reached, at the start (TEMPORAL_ADDRESS; the JSON names the
+     address) or during the call
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 from pydantic import AfterValidator, BaseModel, ValidationError
-from temporalio.exceptions import TemporalError
+from temporalio.service import RPCError, RPCStatusCode
 
-from activities.errors import ConfigurationError
+from activities.errors import ConfigurationError, ProviderError
 from activities.providers import check_email, open_providers
 from activities.roles import NewCustomer
 from common.identifiers import canonical_email
@@ -246,8 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "message": str(err),
             },
         )
-    except TemporalError as err:  # e.g. an RPCError: the server refused or failed the call
-        code, answer = REJECTED, {"error": "temporal", "message": str(err)}
+    except ProviderError as err:  # customers import: the customers provider refused or failed
+        code, answer = REJECTED, {"error": "provider", "type": err.type, "message": err.message}
+    except RPCError as err:  # the Temporal server refused or failed the call
+        unavailable = err.status is RPCStatusCode.UNAVAILABLE
+        code = UNREACHABLE if unavailable else REJECTED
+        answer = {
+            "error": "server_unreachable" if unavailable else "temporal",
+            "message": str(err),
+        }
     payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
     print(json.dumps(payload, indent=2, default=str))
     return code

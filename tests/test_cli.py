@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.errors import ProviderUnavailable
 from common.settings import Settings
 from starter import cli
 
@@ -55,3 +56,26 @@ def test_other_temporal_errors_answer_in_json(
     monkeypatch.setattr(cli, "run", refused)
     assert cli.main(["status", "--email", "kim@example.com"]) == cli.REJECTED
     assert answer(capsys) == {"error": "temporal", "message": "namespace is throttled"}
+
+
+async def unavailable(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+    raise RPCError("connection reset", RPCStatusCode.UNAVAILABLE, b"")
+
+
+async def provider_down(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+    raise ProviderUnavailable("Hantera POST /resources/actors/asset/new: HTTP 503")
+
+
+def test_a_server_lost_mid_call_is_unreachable_and_a_provider_error_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "run", unavailable)
+    assert cli.main(["status", "--email", "kim@example.com"]) == cli.UNREACHABLE
+    assert answer(capsys)["error"] == "server_unreachable"
+    monkeypatch.setattr(cli, "run", provider_down)  # e.g. during customers import
+    assert cli.main(["status", "--email", "kim@example.com"]) == cli.REJECTED
+    assert answer(capsys) == {
+        "error": "provider",
+        "type": "ProviderUnavailable",
+        "message": "Hantera POST /resources/actors/asset/new: HTTP 503",
+    }
