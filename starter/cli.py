@@ -37,11 +37,12 @@ from common.settings import InvalidSettings, Settings, load_settings
 from starter.client import (
     Email,
     InvalidInput,
+    Name,
     RegistrationClient,
     ServerUnreachable,
     UnknownRegistration,
 )
-from workflows.models import ActivationOutcome, DisplayName, RegistrationInput, ResendOutcome
+from workflows.models import ActivationOutcome, RegistrationInput, ResendOutcome
 
 OK, REJECTED, USAGE, UNREACHABLE = 0, 1, 2, 3
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -130,7 +131,7 @@ class ImportedCustomer(BaseModel):
     input's own validators), so nothing is imported that could not have registered."""
 
     email: Email
-    name: DisplayName
+    name: Name
     phone: Annotated[str | None, AfterValidator(RegistrationInput._valid_phone)] = None
 
 

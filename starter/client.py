@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
@@ -47,6 +48,7 @@ from workflows.models import (
     ResendOutcome,
     ResendReply,
     ResendRequest,
+    ShortText,
 )
 from workflows.registration import RegistrationWorkflow
 
@@ -60,6 +62,21 @@ Email = Annotated[
 ]
 """An email held to a registration's rules (the registration input's own field and validator)."""
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
+
+
+def _one_line(text: str) -> str:
+    """Refuse control characters and line separators (CR, LF, NUL, U+2028...): a name is one
+    line of display text in mails, the Temporal UI and provider records. Checked here, where
+    input arrives, and not in ``RegistrationInput``, which Temporal also decodes from histories
+    recorded before the rule."""
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
+        raise ValueError("must not contain control characters or line breaks")
+    return text
+
+
+Name = Annotated[ShortText, AfterValidator(_one_line)]
+"""A person's name as a registration (or a customer import) takes it."""
+_NAME: TypeAdapter[str] = TypeAdapter(Name)
 
 _TOKEN_LENGTH = len(base64.urlsafe_b64encode(bytes(LINK_TOKEN_BYTES)).rstrip(b"="))
 """Characters of a link token: ``secrets.token_urlsafe(LINK_TOKEN_BYTES)``, unpadded base64url."""
@@ -215,6 +232,10 @@ class RegistrationClient:
         self, *, password: str, activation_ttl: timedelta | None, **fields: Any
     ) -> RegistrationInput:
         settings = self._settings
+        try:
+            _NAME.validate_python(fields["name"])
+        except ValidationError as err:
+            raise InvalidInput("name", err.errors()[0]["msg"]) from None
         policy = _validated(settings.registration_policy, activation_ttl=activation_ttl)
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields

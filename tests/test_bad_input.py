@@ -41,6 +41,7 @@ NO_SERVER = "127.0.0.1:1"
         ({"name": "   "}, "name", "at least 1"),
         ({"name": "N" * 201}, "name", "at most 200"),
         ({"name": "Ivy\r\nBcc: eve@example.com"}, "name", "control characters"),
+        ({"name": "Ivy\u2028Eve"}, "name", "line breaks"),
         ({"phone": "call me maybe"}, "phone", "not a phone number"),
         ({"password": "password"}, "password", "commonly used"),
         ({"password": "short"}, "password", "at least 8"),

@@ -15,7 +15,6 @@ from typing import Annotated, Self
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,17 +26,6 @@ from pydantic import (
 from common.identifiers import canonical_email
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-
-
-def _printable(text: str) -> str:
-    """Refuse control characters (CR, LF, NUL, escapes...): a name is one line of display text,
-    shown in mails, the Temporal UI and provider records."""
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise ValueError("must not contain control characters such as line breaks")
-    return text
-
-
-DisplayName = Annotated[ShortText, AfterValidator(_printable)]
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{3,24}$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -68,7 +56,7 @@ class RegistrationInput(_Model):
     """What a backend sends to register someone. ``email`` keeps the spelling given for display."""
 
     email: str = Field(max_length=254)
-    name: DisplayName
+    name: ShortText
     phone: str | None = None
     locale: str | None = None
     profile: dict[str, str] = Field(default_factory=dict, max_length=32)
