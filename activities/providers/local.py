@@ -115,11 +115,7 @@ def _now() -> str:
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock up front (no upgrade deadlocks). Inside one
-    already open it joins that one, which commits or rolls back the whole."""
-    if conn.in_transaction:
-        yield
-        return
+    """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -410,17 +406,28 @@ def _activate_principal(
     expected_version: str,
 ) -> Principal:
     """Compare-and-set on ``version``: strict, even if the principal is already activated."""
+    with _transaction(conn):
+        return _activate_in(conn, principal_id, customer_id, customer_number, expected_version)
+
+
+def _activate_in(
+    conn: sqlite3.Connection,
+    principal_id: str,
+    customer_id: str,
+    customer_number: str,
+    expected_version: str,
+) -> Principal:
+    """``_activate_principal`` within the caller's transaction."""
     try:
         expected = int(expected_version)
     except ValueError:
         expected = -1  # not a version this provider issued: can never match
-    with _transaction(conn):
-        updated = conn.execute(
-            "UPDATE principals SET active = 1, customer_id = ?, customer_number = ?,"
-            " version = version + 1, updated_at = ? WHERE id = ? AND version = ?",
-            (customer_id, customer_number, _now(), principal_id, expected),
-        ).rowcount
-        row = conn.execute("SELECT * FROM principals WHERE id = ?", (principal_id,)).fetchone()
+    updated = conn.execute(
+        "UPDATE principals SET active = 1, customer_id = ?, customer_number = ?,"
+        " version = version + 1, updated_at = ? WHERE id = ? AND version = ?",
+        (customer_id, customer_number, _now(), principal_id, expected),
+    ).rowcount
+    row = conn.execute("SELECT * FROM principals WHERE id = ?", (principal_id,)).fetchone()
     if row is None:
         raise NotFound(f"principal {principal_id} does not exist")
     if updated == 0:
@@ -437,11 +444,11 @@ def _link_and_activate(
     """Step 5 in one transaction: a failure (the principal gone, or active for another customer)
     rolls the customer back too, and nothing can change the principal in between."""
     with _transaction(conn):
-        link = _link_or_insert_customer(conn, new, now)
+        link = _link_or_insert_in(conn, new, now)
         customer = link.customer
         principal = activation_target(_get_principal(conn, principal_id), principal_id, customer.id)
         if not principal.active:
-            principal = _activate_principal(
+            principal = _activate_in(
                 conn, principal_id, customer.id, customer.number, principal.version
             )
     return link, principal
@@ -465,40 +472,45 @@ def _link_or_insert_customer(conn: sqlite3.Connection, new: NewCustomer, now: st
     """Look up, allocate the number and insert in one transaction: nobody can take the email in
     between, and a customer found by email burns no number."""
     with _transaction(conn):
-        row = conn.execute("SELECT * FROM customers WHERE id = ?", (new.id,)).fetchone()
-        if row is not None:
-            if row["email_canonical"] != new.email_canonical:
-                raise Conflict(f"customer {new.id} already exists with another email")
-            return CustomerLink(customer=_customer(row), created=True)
-        other = conn.execute(
-            "SELECT * FROM customers WHERE email_canonical = ?", (new.email_canonical,)
-        ).fetchone()
-        if other is not None:
-            return CustomerLink(customer=_customer(other), created=False)
-        conn.execute(
-            "INSERT INTO customer_number_sequences (prefix, last) VALUES (?, ?)"
-            " ON CONFLICT (prefix) DO UPDATE SET last = last + 1",
-            (new.number_prefix, FIRST_CUSTOMER_NUMBER),
-        )
-        (last,) = conn.execute(
-            "SELECT last FROM customer_number_sequences WHERE prefix = ?", (new.number_prefix,)
-        ).fetchone()
-        number = f"{new.number_prefix}{last}"
-        conn.execute(
-            "INSERT INTO customers (id, number, email, email_canonical, name, phone, tenant,"
-            " created_at, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.id,
-                number,
-                new.email,
-                new.email_canonical,
-                new.name,
-                new.phone,
-                new.tenant,
-                now,
-                json.dumps(new.profile),
-            ),
-        )
+        return _link_or_insert_in(conn, new, now)
+
+
+def _link_or_insert_in(conn: sqlite3.Connection, new: NewCustomer, now: str) -> CustomerLink:
+    """``_link_or_insert_customer`` within the caller's transaction."""
+    row = conn.execute("SELECT * FROM customers WHERE id = ?", (new.id,)).fetchone()
+    if row is not None:
+        if row["email_canonical"] != new.email_canonical:
+            raise Conflict(f"customer {new.id} already exists with another email")
+        return CustomerLink(customer=_customer(row), created=True)
+    other = conn.execute(
+        "SELECT * FROM customers WHERE email_canonical = ?", (new.email_canonical,)
+    ).fetchone()
+    if other is not None:
+        return CustomerLink(customer=_customer(other), created=False)
+    conn.execute(
+        "INSERT INTO customer_number_sequences (prefix, last) VALUES (?, ?)"
+        " ON CONFLICT (prefix) DO UPDATE SET last = last + 1",
+        (new.number_prefix, FIRST_CUSTOMER_NUMBER),
+    )
+    (last,) = conn.execute(
+        "SELECT last FROM customer_number_sequences WHERE prefix = ?", (new.number_prefix,)
+    ).fetchone()
+    number = f"{new.number_prefix}{last}"
+    conn.execute(
+        "INSERT INTO customers (id, number, email, email_canonical, name, phone, tenant,"
+        " created_at, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.id,
+            number,
+            new.email,
+            new.email_canonical,
+            new.name,
+            new.phone,
+            new.tenant,
+            now,
+            json.dumps(new.profile),
+        ),
+    )
     customer = Customer(id=new.id, number=number, email=new.email, name=new.name)
     return CustomerLink(customer=customer, created=True)
 
