@@ -191,7 +191,11 @@ async def test_create_find_and_get_principal(hantera: HanteraClient, sim: Hanter
     assert created.version == stored["etag"]
     assert stored["roles"] == ["customer"]
     assert stored["phone"] == "+4930123456"
-    assert stored["properties"] == {"activated": False, "locale": "de-DE"}
+    assert stored["properties"] == {
+        "activated": False,
+        "registrationPending": True,
+        "locale": "de-DE",
+    }
     assert sim.passwords[new.id] == PASSWORD
     assert await hantera.identity.find_principal(new.email_canonical) == created
     assert await hantera.identity.get_principal(new.id) == created
@@ -205,7 +209,12 @@ async def test_only_an_inactive_principal_of_a_registration_is_replaceable(
     created = await hantera.identity.create_principal(new, PASSWORD)
     assert not created.active and created.replaceable  # what create_principal leaves
 
-    for foreign in ({}, {"activated": False, "actorId": "asset-1"}):  # staff's, linked
+    foreign_ones = (
+        {},  # staff's
+        {"activated": False},  # made the guide's way, by another flow
+        {"activated": False, "registrationPending": True, "actorId": "asset-1"},  # linked
+    )
+    for foreign in foreign_ones:
         sim.principals[new.id]["properties"] = foreign
         found = await hantera.identity.find_principal(new.email_canonical)
         assert found is not None and not found.active and not found.replaceable

@@ -62,6 +62,7 @@ from activities.roles import (
     NewCustomer,
     NewPrincipal,
     Principal,
+    activation_target,
 )
 from common.settings import Settings
 
@@ -78,8 +79,12 @@ DEFAULT_TOKEN_LIFETIME = 300.0
 """Seconds a token is cached when the token answer has no ``expires_in`` (a 401 still renews)."""
 TOKEN_REFRESH_FRACTION = 0.1
 """Refresh this fraction of a token's lifetime before it expires (at most 60 s early)."""
-ACTIVATION_KEYS = ("activationCode", "activationCodeExpires")
-"""Principal properties of the guide's activation-code flow, removed on activation."""
+PENDING_MARK = "registrationPending"
+"""Principal property set by ``create_principal``: only a principal carrying it (and still
+inactive, unlinked) is a registration's leftover that a new registration may replace."""
+ACTIVATION_KEYS = ("activationCode", "activationCodeExpires", PENDING_MARK)
+"""Principal properties of the guide's activation-code flow (and our mark), removed on
+activation."""
 WRITABLE_PRINCIPAL_FIELDS = (
     "name",
     "email",
@@ -397,8 +402,10 @@ def _principal(response: httpx.Response) -> Principal:
         active=properties.get("activated") is True,
         version=str(etag),
         customer_id=properties.get("actorId"),
-        # The registration's own mark (``create_principal``): "activated" false, no actor yet.
-        replaceable=properties.get("activated") is False and not properties.get("actorId"),
+        # Ours, and as ``create_principal`` left it: not one that staff or another flow made.
+        replaceable=properties.get(PENDING_MARK) is True
+        and properties.get("activated") is False
+        and not properties.get("actorId"),
     )
 
 
@@ -448,7 +455,7 @@ class HanteraIdentity:
         if existing is not None and existing.active:
             return existing
         if existing is None:
-            properties: dict[str, Any] = {"activated": False}
+            properties: dict[str, Any] = {"activated": False, PENDING_MARK: True}
             properties.update(
                 {k: v for k, v in (("locale", new.locale), ("tenant", new.tenant)) if v}
             )
@@ -496,12 +503,14 @@ class HanteraIdentity:
         try:
             return _principal(response)
         except InvalidRequest:
-            # Activated, but the answer carries no principal (the guide shows none): read it
-            # back rather than fail, and so compensate, an activation that happened.
-            activated = await self.get_principal(principal_id)
-            if activated is None:
-                raise NotFound(
-                    f"principal {principal_id} was deleted right after its activation"
+            # Accepted, but the answer carries no principal (the guide shows none): read it back
+            # rather than fail, and so compensate, an activation that happened.
+            activated = activation_target(
+                await self.get_principal(principal_id), principal_id, customer_id
+            )
+            if not activated.active:
+                raise ProviderUnavailable(
+                    f"Hantera principal {principal_id}: the accepted activation is not visible yet"
                 ) from None
             return activated
 
