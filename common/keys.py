@@ -28,15 +28,15 @@ class KeyConfigError(ValueError):
     setting."""
 
 
-def dev_key(path: Path, make: bytes) -> str:
-    """The dev key stored at ``path``, created from ``make`` on first use.
+def _create_dev_key(path: Path, make: bytes) -> None:
+    """Store ``make`` as the dev key at ``path`` unless one is there already.
 
     The file is written aside and then hard-linked into place, so processes starting together
     (workers, and clients reading it) never read a half-written file and all end up with the same
     key.
     """
     if path.exists():
-        return path.read_text().strip()
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent)  # mode 0o600
     try:
@@ -44,11 +44,10 @@ def dev_key(path: Path, make: bytes) -> str:
             out.write(make.decode())
         os.link(tmp, path)
     except FileExistsError:
-        return path.read_text().strip()
+        return  # another process made it first: theirs it is
     finally:
         os.unlink(tmp)
     log.warning("generated a development key at %s; production must configure its own key", path)
-    return make.decode()
 
 
 def dev_key_path(data_dir: Path, name: str) -> Path:
@@ -80,7 +79,7 @@ def create_dev_keys(settings: Settings) -> None:
     }
     for name, make in _DEV_KEY_MAKERS.items():
         if unset[name]:
-            dev_key(dev_key_path(settings.data_dir, name), make())
+            _create_dev_key(dev_key_path(settings.data_dir, name), make())
 
 
 def _new_key() -> bytes:
