@@ -23,9 +23,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
-from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import ConfigurationError, ProviderError
@@ -35,14 +35,13 @@ from common.identifiers import canonical_email
 from common.keys import KeyConfigError
 from common.settings import InvalidSettings, Settings, load_settings
 from starter.client import (
-    Email,
     InvalidInput,
     Name,
     RegistrationClient,
     ServerUnreachable,
     UnknownRegistration,
 )
-from workflows.models import ActivationOutcome, RegistrationInput, ResendOutcome
+from workflows.models import ActivationOutcome, Email, Phone, ResendOutcome
 
 OK, REJECTED, USAGE, UNREACHABLE = 0, 1, 2, 3
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -132,7 +131,7 @@ class ImportedCustomer(BaseModel):
 
     email: Email
     name: Name
-    phone: Annotated[str | None, AfterValidator(RegistrationInput._valid_phone)] = None
+    phone: Phone = None
 
 
 def read_customers(settings: Settings, file: Path) -> list[ImportedCustomer]:

@@ -42,6 +42,7 @@ from workflows.models import (
     ActivationReply,
     Approval,
     CodeSubmission,
+    Email,
     RegistrationInput,
     RegistrationState,
     RegistrationStatus,
@@ -57,10 +58,6 @@ RECEIPT_MESSAGE = (
     "If this address can be registered, an email with an activation code is on its way."
 )
 
-Email = Annotated[
-    str, RegistrationInput.model_fields["email"], AfterValidator(RegistrationInput._valid_email)
-]
-"""An email held to a registration's rules (the registration input's own field and validator)."""
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 

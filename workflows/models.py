@@ -15,6 +15,7 @@ from typing import Annotated, Self
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +29,28 @@ from common.identifiers import canonical_email
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{3,24}$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+def _valid_email(email: str) -> str:
+    email = unicodedata.normalize("NFC", email.strip())
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as err:
+        raise ValueError(f"not a valid email address: {err}") from None
+    return email
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
+"""An address as a registration takes it: trimmed, NFC, RFC 5321/5322-valid, spelling kept."""
+
+
+def _valid_phone(phone: str | None) -> str | None:
+    if phone is not None and not _PHONE.match(phone.strip()):
+        raise ValueError("not a phone number (digits, spaces, ()-./, optional leading +)")
+    return phone.strip() if phone else None
+
+
+Phone = Annotated[str | None, AfterValidator(_valid_phone)]
 
 
 class _Model(BaseModel):
@@ -55,32 +78,15 @@ class RegistrationPolicy(_Model):
 class RegistrationInput(_Model):
     """What a backend sends to register someone. ``email`` keeps the spelling given for display."""
 
-    email: str = Field(max_length=254)
+    email: Email
     name: ShortText
-    phone: str | None = None
+    phone: Phone = None
     locale: str | None = None
     profile: dict[str, str] = Field(default_factory=dict, max_length=32)
     sealed_password: str = Field(min_length=1, repr=False)
     tenant: str | None = Field(None, max_length=100)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
     policy: RegistrationPolicy = RegistrationPolicy()
-
-    @field_validator("email")
-    @classmethod
-    def _valid_email(cls, email: str) -> str:
-        email = unicodedata.normalize("NFC", email.strip())
-        try:
-            validate_email(email, check_deliverability=False)
-        except EmailNotValidError as err:
-            raise ValueError(f"not a valid email address: {err}") from None
-        return email
-
-    @field_validator("phone")
-    @classmethod
-    def _valid_phone(cls, phone: str | None) -> str | None:
-        if phone is not None and not _PHONE.match(phone.strip()):
-            raise ValueError("not a phone number (digits, spaces, ()-./, optional leading +)")
-        return phone.strip() if phone else None
 
     @field_validator("locale")
     @classmethod
