@@ -209,7 +209,7 @@ async def test_only_an_inactive_principal_of_a_registration_is_replaceable(
     created = await hantera.identity.create_principal(new, PASSWORD)
     assert not created.active and created.replaceable  # what create_principal leaves
 
-    foreign_ones = (
+    foreign_ones: tuple[dict[str, Any], ...] = (
         {},  # staff's
         {"activated": False},  # made the guide's way, by another flow
         {"activated": False, "registrationPending": True, "actorId": "asset-1"},  # linked
