@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import BaseModel, ValidationError
+from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import ConfigurationError, ProviderError
@@ -34,6 +35,7 @@ from activities.roles import NewCustomer
 from common.identifiers import canonical_email
 from common.keys import KeyConfigError
 from common.settings import InvalidSettings, Settings, load_settings
+from common.temporal import connect_config
 from starter.client import (
     InvalidInput,
     Name,
@@ -126,8 +128,9 @@ class UsageError(Exception):
 
 
 class ImportedCustomer(BaseModel):
-    """One line of an import file, held to the rules of a registration's fields (the registration
-    input's own validators), so nothing is imported that could not have registered."""
+    """One line of an import file, held to the rules of a registration's fields (the types the
+    registration input and the client use), so nothing is imported that could not have
+    registered."""
 
     email: Email
     name: Name
@@ -251,12 +254,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProviderError as err:  # customers import: the customers provider refused or failed
         code, answer = REJECTED, {"error": "provider", "type": err.type, "message": err.message}
     except RPCError as err:  # the Temporal server refused or failed the call
-        unavailable = err.status is RPCStatusCode.UNAVAILABLE
-        code = UNREACHABLE if unavailable else REJECTED
-        answer = {
-            "error": "server_unreachable" if unavailable else "temporal",
-            "message": str(err),
-        }
+        if err.status is RPCStatusCode.UNAVAILABLE:
+            address = connect_config()["target_host"]
+            code, answer = (
+                UNREACHABLE,
+                {"error": "server_unreachable", "address": address, "message": str(err)},
+            )
+        else:
+            code, answer = REJECTED, {"error": "temporal", "message": str(err)}
+    except TemporalError as err:  # e.g. an update that timed out waiting, a failed query
+        code, answer = REJECTED, {"error": "temporal", "message": str(err)}
     payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
     print(json.dumps(payload, indent=2, default=str))
     return code

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import ProviderUnavailable
@@ -71,7 +72,8 @@ def test_a_server_lost_mid_call_is_unreachable_and_a_provider_error_is_named(
 ) -> None:
     monkeypatch.setattr(cli, "run", unavailable)
     assert cli.main(["status", "--email", "kim@example.com"]) == cli.UNREACHABLE
-    assert answer(capsys)["error"] == "server_unreachable"
+    unreachable = answer(capsys)
+    assert unreachable["error"] == "server_unreachable" and unreachable["address"]
     monkeypatch.setattr(cli, "run", provider_down)  # e.g. during customers import
     assert cli.main(["status", "--email", "kim@example.com"]) == cli.REJECTED
     assert answer(capsys) == {
@@ -79,3 +81,15 @@ def test_a_server_lost_mid_call_is_unreachable_and_a_provider_error_is_named(
         "type": "ProviderUnavailable",
         "message": "Hantera POST /resources/actors/asset/new: HTTP 503",
     }
+
+
+async def update_timed_out(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+    raise WorkflowUpdateRPCTimeoutOrCancelledError()
+
+
+def test_any_other_temporal_error_answers_in_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "run", update_timed_out)
+    assert cli.main(["activate", "--email", "kim@example.com", "--code", "123456"]) == cli.REJECTED
+    assert answer(capsys)["error"] == "temporal"

@@ -5,7 +5,11 @@ before the one-step customer (``ProviderProfile.customer_in_one_step``), ``v3/``
 email with an account was answered like a pending registration until its window ended
 (``ProviderProfile.existing_account_answers_as_pending``), ``v4/`` before linking the customer
 and activating the principal became one local activity
-(``ProviderProfile.activation_in_one_step``)."""
+(``ProviderProfile.activation_in_one_step``). ``v5/`` holds rare paths recorded with the workflow
+of ``7700a0e`` that later behaviour puts behind ``workflow.patched``: a cancel of an
+already-registered run (``keep-first-ending``), a resend while its first notice is being sent
+(``first-notice-first``) and a cancel while an undo fails (``undo-through-cancel``); they fail if
+a patch's old branch stops reproducing the old commands."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 These models are what backend services, the Temporal UI and recorded histories see, so they carry
 no secret in clear: the password (and a code submitted by the starter) arrive sealed for the worker.
-Validation happens here, once, so that a bad field is named before any workflow starts.
+Validation happens here, so that a bad field is named before any workflow starts; the client adds
+the rules that came after registrations were recorded (``starter.client.Name``), since Temporal
+decodes these models from old histories too.
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ WELCOME_DEADLINE = timedelta(minutes=10)
 CANCEL_AFTER_THE_END = "cancel-after-the-end-ignored"
 KEEP_FIRST_ENDING = "keep-first-ending"
 CHECK_REPEATED_CODES = "check-repeated-codes"
+FIRST_NOTICE_FIRST = "first-notice-first"
 """``workflow.patched`` ids of behaviour added after registrations were recorded without it; each
 is asked only on the rare path it changes, so an ordinary registration records no marker."""
 ENDINGS = frozenset(RegistrationState) - {
@@ -114,6 +115,8 @@ class RegistrationWorkflow:
         self._attempts_on_code = 0
         self._attempts_total = 0
         self._code_verified = False
+        self._repeats = 0
+        """Codes submitted once the activation was under way (``_check_repeated_code``)."""
         self._approval: Approval | None = None
         self._locked_out = False
 
@@ -290,6 +293,7 @@ class RegistrationWorkflow:
         async with self._code_lock:
             if self._activation_underway and workflow.patched(CHECK_REPEATED_CODES):
                 return await self._check_repeated_code(submission)
+            # ``_code_verified`` here only for histories recorded before CHECK_REPEATED_CODES.
             if not self._pending_for_caller or self._code_verified:
                 return ActivationReply(outcome=self._outcome_for_caller())
             if self._attempts_on_code >= self._policy.max_attempts_per_code:
@@ -313,8 +317,10 @@ class RegistrationWorkflow:
     async def _check_repeated_code(self, submission: CodeSubmission) -> ActivationReply:
         """A code submitted once the activation is under way (a double click, a call retried
         after a timeout): the right one is told how the activation ends, as the first one was,
-        and costs no attempt; any other learns nothing but that nothing is pending."""
-        if await self._verify(submission):
+        and costs no attempt; any other learns nothing but that nothing is pending. Only the
+        first few are checked (``max_attempts_per_code``): each check is a local activity."""
+        self._repeats += 1
+        if self._repeats <= self._policy.max_attempts_per_code and await self._verify(submission):
             return ActivationReply(outcome=ActivationOutcome.ACTIVATED)
         return ActivationReply(outcome=ActivationOutcome.NOT_PENDING)
 
@@ -358,7 +364,12 @@ class RegistrationWorkflow:
 
     async def _resend(self, request: ResendRequest) -> ResendReply:
         async with self._code_lock:
-            if not self._pending_for_caller or self._code_verified:
+            # Recorded before FIRST_NOTICE_FIRST, an email with an account took resends while its
+            # first notice was still being sent (each sent a notice of its own).
+            early = self._existing_account and self._issued is None
+            if early and not workflow.patched(FIRST_NOTICE_FIRST):
+                pass
+            elif not self._pending_for_caller or self._code_verified:
                 return self._resend_reply(ResendOutcome.NOT_PENDING)
             if self._resends >= self._policy.max_resends:
                 return self._resend_reply(ResendOutcome.LIMIT_REACHED)

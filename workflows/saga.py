@@ -97,7 +97,7 @@ class Saga:
                     if not workflow.patched(UNDO_THROUGH_CANCEL):  # recorded before: it ended
                         raise
                     workflow.logger.warning(
-                        "undo failed, tried again in %s: %s", pause, err.__cause__
+                        "undo failed, tried again in %s: %s", pause, err.__cause__ or "cancelled"
                     )
                     failed.append(undo)
             if not failed:
