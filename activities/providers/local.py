@@ -398,18 +398,6 @@ def _insert_principal(
     return _principal(row)
 
 
-def _activate_principal(
-    conn: sqlite3.Connection,
-    principal_id: str,
-    customer_id: str,
-    customer_number: str,
-    expected_version: str,
-) -> Principal:
-    """Compare-and-set on ``version``: strict, even if the principal is already activated."""
-    with _transaction(conn):
-        return _activate_in(conn, principal_id, customer_id, customer_number, expected_version)
-
-
 def _activate_in(
     conn: sqlite3.Connection,
     principal_id: str,
@@ -417,7 +405,8 @@ def _activate_in(
     customer_number: str,
     expected_version: str,
 ) -> Principal:
-    """``_activate_principal`` within the caller's transaction."""
+    """Compare-and-set on ``version``: strict, even if the principal is already activated (within
+    the caller's transaction; ``_activate_principal`` is the call in a transaction of its own)."""
     try:
         expected = int(expected_version)
     except ValueError:
@@ -468,15 +457,10 @@ def _find_customer(conn: sqlite3.Connection, email_canonical: str) -> Customer |
     return None if row is None else _customer(row)
 
 
-def _link_or_insert_customer(conn: sqlite3.Connection, new: NewCustomer, now: str) -> CustomerLink:
-    """Look up, allocate the number and insert in one transaction: nobody can take the email in
-    between, and a customer found by email burns no number."""
-    with _transaction(conn):
-        return _link_or_insert_in(conn, new, now)
-
-
 def _link_or_insert_in(conn: sqlite3.Connection, new: NewCustomer, now: str) -> CustomerLink:
-    """``_link_or_insert_customer`` within the caller's transaction."""
+    """Look up, allocate the number and insert, within the caller's transaction (so nobody can
+    take the email in between, and a customer found by email burns no number);
+    ``_link_or_insert_customer`` is the call in a transaction of its own."""
     row = conn.execute("SELECT * FROM customers WHERE id = ?", (new.id,)).fetchone()
     if row is not None:
         if row["email_canonical"] != new.email_canonical:
@@ -519,3 +503,20 @@ def _delete(conn: sqlite3.Connection, table: str, record_id: str) -> bool:
     """Idempotent delete: ``False`` when the row was already gone."""
     assert table in {"principals", "customers"}
     return conn.execute(f"DELETE FROM {table} WHERE id = ?", (record_id,)).rowcount > 0  # noqa: S608
+
+
+def _in_own_transaction(
+    fn: Callable[Concatenate[sqlite3.Connection, P], T],
+) -> Callable[Concatenate[sqlite3.Connection, P], T]:
+    """``fn`` (a ``..._in`` helper, which runs within its caller's transaction) as a database
+    call of its own: one write transaction around it."""
+
+    def call(conn: sqlite3.Connection, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with _transaction(conn):
+            return fn(conn, *args, **kwargs)
+
+    return call
+
+
+_activate_principal = _in_own_transaction(_activate_in)
+_link_or_insert_customer = _in_own_transaction(_link_or_insert_in)
