@@ -2,8 +2,9 @@
 
 The rules are the ones NIST asks for and nothing else: a minimum and maximum length counted in
 Unicode code points, no composition rules ("one digit, one symbol"), and a check against commonly
-used passwords and words from the user's own data. The CLI runs it before a workflow starts (fast
-feedback) and the worker runs it again before hashing (the CLI is not the only possible client).
+used passwords and words from the user's own data, all judged on the NFKC form that is hashed.
+The CLI runs it before a workflow starts (fast feedback) and the worker runs it again before
+hashing (the CLI is not the only possible client).
 """
 
 from __future__ import annotations
@@ -29,9 +30,17 @@ class PasswordPolicyError(ValueError):
     """The password breaks a rule; the message names it and never contains the password."""
 
 
+def normalized(password: str) -> str:
+    """The password as it is checked and hashed: NFKC (NIST 800-63B), so the same password typed
+    on another keyboard or OS (composed ``é`` or ``e`` plus a combining accent, fullwidth digits)
+    is one password. The policy must judge exactly this form: checking NFC while hashing NFKC
+    let "12345678" in fullwidth digits past the blocklist, and stored ``12345678``."""
+    return unicodedata.normalize("NFKC", password)
+
+
 def _fold(text: str) -> str:
-    """NFC then casefold: one spelling per password, so "PassWord" and "password" compare equal."""
-    return unicodedata.normalize("NFC", text).casefold()
+    """NFKC then casefold: one spelling per password, so "PassWord" and "password" compare equal."""
+    return normalized(text).casefold()
 
 
 @cache
@@ -80,7 +89,7 @@ class PasswordPolicy:
         ``context`` holds the user's own data (email, full name) that the password must not
         contain.
         """
-        length = len(unicodedata.normalize("NFC", password))
+        length = len(normalized(password))
         if length < self.min_length:
             raise PasswordPolicyError(f"password: must be at least {self.min_length} characters")
         if length > self.max_length:

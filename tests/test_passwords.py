@@ -43,15 +43,45 @@ def test_no_composition_rules() -> None:
     POLICY.check("19283746501")
 
 
-def test_length_counts_code_points_after_nfc() -> None:
-    decomposed = unicodedata.normalize("NFD", "é") * 4  # 8 code points, 4 after NFC
+def test_length_counts_code_points_after_nfkc() -> None:
+    decomposed = unicodedata.normalize("NFD", "é") * 4  # 8 code points, 4 after NFKC
     assert len(decomposed) == 8
     assert rejected(decomposed) == "password: must be at least 8 characters"
-    POLICY.check(unicodedata.normalize("NFD", "é") * 8)  # 16 raw, 8 after NFC
-    POLICY.check(unicodedata.normalize("NFD", "ü") * 128)  # 256 raw, 128 after NFC
+    POLICY.check(unicodedata.normalize("NFD", "é") * 8)  # 16 raw, 8 after NFKC
+    POLICY.check(unicodedata.normalize("NFD", "ü") * 128)  # 256 raw, 128 after NFKC
     POLICY.check("🔒" * 8)  # 8 code points, 32 UTF-8 bytes
     assert rejected("🔒" * 7) == "password: must be at least 8 characters"
     assert rejected("ß" * 129) == "password: must be at most 128 characters"
+    # Halfwidth katakana KA with a separate halfwidth voicing mark: 8 code points typed, 4 hashed.
+    assert rejected("\uff76\uff9e" * 4) == "password: must be at least 8 characters"
+
+
+def fullwidth(text: str) -> str:
+    """ASCII letters and digits in their fullwidth forms (U+FF01..U+FF5E), which NFKC folds back."""
+    return "".join(chr(ord(char) + 0xFEE0) for char in text)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        fullwidth("password1"),
+        fullwidth("12345678"),
+        fullwidth("QWERTYUIOP"),
+        "".join(chr(0x2460 + i) for i in range(8)),  # circled digits one to eight
+    ],
+)
+def test_compatibility_forms_of_blocklisted_passwords_rejected(password: str) -> None:
+    """Judged in the form Argon2id hashes (NFKC): these would be stored as ``password1``,
+    ``12345678`` and ``qwertyuiop``."""
+    assert unicodedata.normalize("NFKC", password).casefold() in common_passwords()
+    assert rejected(password) == "password: is a commonly used password"
+
+
+def test_context_words_matched_in_compatibility_forms() -> None:
+    msg = rejected(fullwidth("janesecret99"), context=["jane@example.com", "Janet Doe"])
+    assert msg == "password: must not contain your email or name"
+    msg = rejected("janesecret99", context=[fullwidth("jane") + "@example.com"])
+    assert msg == "password: must not contain your email or name"
 
 
 @pytest.mark.parametrize("password", ["password", "PASSWORD", "Password1", "iloveyou", "trustno1"])

@@ -24,7 +24,6 @@ import functools
 import json
 import os
 import sqlite3
-import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from activities.roles import (
     Principal,
     activation_target,
 )
+from common.passwords import normalized
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -127,9 +127,8 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _password_bytes(password: str) -> bytes:
-    """What Argon2id hashes: the password in NFKC (NIST 800-63B), so the same password typed on
-    another keyboard or OS (composed ``é`` or ``e`` plus a combining accent) still matches."""
-    return unicodedata.normalize("NFKC", password).encode("utf-8")
+    """What Argon2id hashes: the form the password policy judged (``passwords.normalized``)."""
+    return normalized(password).encode("utf-8")
 
 
 def _hash_password(password: str) -> str:
