@@ -15,7 +15,9 @@ from workflows.models import CodeSubmission
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """Validation errors name the field but never echo its value (a sealed password, a digest)."""
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
 
 class ProviderProfile(_Model):

@@ -16,7 +16,9 @@ from activities.errors import Conflict, NotFound
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """Validation errors name the field but never echo its value (personal data from a provider)."""
+
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
 
 class Principal(_Record):

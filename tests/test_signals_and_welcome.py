@@ -115,6 +115,52 @@ async def test_wrong_code_by_activate_signal_costs_one_attempt_and_stays_pending
     assert reply.outcome is ActivationOutcome.ACTIVATED
 
 
+@pytest.mark.parametrize(
+    ("typed", "code"),
+    [('"123456"', "123456"), ("123456", "123456"), ('{"code": 123456}', "123456")],
+    ids=["bare-string", "bare-number", "number-field"],
+)
+def test_code_typed_as_json_in_the_ui_is_the_code(typed: str, code: str) -> None:
+    """What the UI's signal form sends for each way staff may type a code."""
+    assert CodeSubmission.model_validate_json(typed).code == code
+
+
+async def test_bare_code_by_activate_signal_activates(stack: Stack) -> None:
+    email = "signal.bare@example.com"
+    receipt = await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+
+    handle = stack.client.get_workflow_handle(receipt.registration_id)
+    await handle.signal("activate", stack.code_for(email))  # a JSON string, as typed in the UI
+
+    await wait_for_state(stack, email, RegistrationState.ACTIVE)
+    await assert_active_with_customer(stack, email, await result_of(stack, receipt.registration_id))
+
+
+async def test_malformed_activate_signal_is_dropped_without_logging_the_code(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK logs and drops a signal whose argument does not validate; the log line names the
+    problem, never the value typed."""
+    email = "signal.malformed@example.com"
+    receipt = await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    code = stack.code_for(email)
+
+    handle = stack.client.get_workflow_handle(receipt.registration_id)
+    await handle.signal("activate", {"code": code, "sealed_code": code})  # both: malformed
+
+    async def dropped() -> bool:
+        return "dropping the signal" in caplog.text
+
+    await eventually(dropped, "the SDK drops the malformed signal")
+    assert "exactly one of 'code' or 'sealed_code'" in caplog.text
+    assert code not in caplog.text
+    status = await stack.registrations.status(email)
+    assert status.state is RegistrationState.PENDING
+    assert (status.code_attempts_left, status.attempts_left) == (5, 20)
+
+
 # -- 2. The welcome mail is best effort ---------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -56,7 +56,11 @@ Phone = Annotated[str | None, AfterValidator(_valid_phone)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """``hide_input_in_errors``: a validation error (a malformed signal the SDK logs and drops, a
+    bad workflow input it writes into a failed task) must not echo the value, which may be a
+    code."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class RegistrationPolicy(_Model):
@@ -131,7 +135,17 @@ class CodeSubmission(_Model):
     """
 
     sealed_code: str | None = Field(None, repr=False)
-    code: str | None = Field(None, repr=False, max_length=200)
+    code: str | None = Field(None, repr=False, max_length=200, coerce_numbers_to_str=True)
+    """A number is taken as typed (``{"code": 123456}``); the SDK would drop the signal else."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_code(cls, data: Any) -> Any:
+        """The UI's signal form takes any JSON: a bare ``"123456"`` or ``123456`` is the code,
+        not a malformed signal that the SDK drops without a word to the sender."""
+        if isinstance(data, str | int) and not isinstance(data, bool):
+            return {"code": str(data)}
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
