@@ -11,13 +11,16 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.providers.local import LocalCustomers, LocalIdentity
 from starter.client import Receipt
 from tests.outbox import messages_to
-from tests.stack import Stack
+from tests.stack import Remote, Stack
 from workflows.models import RegistrationResult, RegistrationState
 
 PASSWORD = "correct horse battery staple"
 
 
-async def register(stack: Stack, email: str, name: str = "Alice Andersson") -> Receipt:
+NAME = "Alice Andersson"
+
+
+async def register(stack: Stack, email: str, name: str = NAME) -> Receipt:
     return await stack.registrations.register(email=email, name=name, password=PASSWORD)
 
 
@@ -78,11 +81,20 @@ def wrong_code(code: str, offset: int = 1) -> str:
     return f"{(int(code) + offset) % 1_000_000:06d}"
 
 
+def _local(provider: object) -> object:
+    """The provider inside ``Remote`` wrappers (a remote stack's records are still local)."""
+    while isinstance(provider, Remote):
+        provider = provider.inner
+    return provider
+
+
 def identity(stack: Stack) -> LocalIdentity:
-    assert isinstance(stack.providers.identity, LocalIdentity)
-    return stack.providers.identity
+    provider = _local(stack.providers.identity)
+    assert isinstance(provider, LocalIdentity)
+    return provider
 
 
 def customers(stack: Stack) -> LocalCustomers:
-    assert isinstance(stack.providers.customers, LocalCustomers)
-    return stack.providers.customers
+    provider = _local(stack.providers.customers)
+    assert isinstance(provider, LocalCustomers)
+    return provider

@@ -27,13 +27,17 @@ def messages_to(outbox_dir: Path, to: str) -> list[EmailMessage]:
     return found
 
 
+def code_in(message: EmailMessage) -> str:
+    """The code in a mail: the line of its text body that is 6 digits."""
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None, f"mail {message['Subject']!r} has no text part"
+    codes = [line for line in body.get_content().splitlines() if CODE_LINE.fullmatch(line)]
+    assert codes, f"mail {message['Subject']!r} has no line with a 6-digit code"
+    return str(codes[0])
+
+
 def latest_code(outbox_dir: Path, to: str) -> str:
-    """The code in the newest message to ``to``: the line of its text body that is 6 digits."""
+    """The code in the newest message to ``to``."""
     messages = messages_to(outbox_dir, to)
     assert messages, f"no mail to {to} in {outbox_dir}"
-    newest = messages[-1]
-    body = newest.get_body(preferencelist=("plain",))
-    assert body is not None, f"newest mail to {to} ({newest['Subject']}) has no text part"
-    codes = [line for line in body.get_content().splitlines() if CODE_LINE.fullmatch(line)]
-    assert codes, f"newest mail to {to} ({newest['Subject']}) has no line with a 6-digit code"
-    return str(codes[0])
+    return code_in(messages[-1])

@@ -6,6 +6,7 @@ real histories. Each scenario returns the workflow ID whose latest run took that
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import NamedTuple
@@ -15,15 +16,23 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.roles import NewCustomer
-from tests.helpers import identity, register, result_of, wait_for_state, wrong_code
-from tests.stack import Stack
-from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
+from tests.doubles import GatedCustomers, HeldMail, HeldRejectingIdentity, activation_held_at_gate
+from tests.helpers import NAME, customers, identity, register, result_of, wait_for_state, wrong_code
+from tests.stack import Remote, Stack, beside
+from workflows.models import (
+    ActivationOutcome,
+    ActivationReply,
+    RegistrationState,
+    ResendOutcome,
+    ResendReply,
+)
 
 EMAIL = "Riley.Recorded@Example.com"
+NAME_GIVEN = "Riley Recorded"
 
 
 async def _pending(stack: Stack) -> str:
-    receipt = await register(stack, EMAIL, "Riley Recorded")
+    receipt = await register(stack, EMAIL, NAME_GIVEN)
     await wait_for_state(stack, EMAIL, RegistrationState.PENDING)
     return receipt.registration_id
 
@@ -117,8 +126,10 @@ async def cancelled(stack: Stack, env: WorkflowEnvironment) -> str:
 
 
 async def failed(stack: Stack, env: WorkflowEnvironment) -> str:
-    """The principal disappears while pending: activation fails after the customer was created,
-    and that customer is deleted again."""
+    """The principal disappears while pending, so the activation fails. With in-process
+    providers the customer and the activation are one transaction, which rolls the customer
+    back; with remote ones (``failed_remote``) the customer was created by a step of its own,
+    and the workflow's undo deletes it."""
     workflow_id = await _pending(stack)
     principal = await identity(stack).find_principal(EMAIL.lower())
     assert principal is not None
@@ -152,6 +163,104 @@ async def locked(stack: Stack, env: WorkflowEnvironment) -> str:
     return workflow_id
 
 
+async def cancelled_during_activation(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Staff cancel while the customer step runs (held at a gate): the step still finishes, then
+    its customer and the principal are undone."""
+    gate = GatedCustomers(customers(stack))
+    async for gated in beside(stack, "gate", customers=gate):
+        receipt, submit = await activation_held_at_gate(gate, gated, EMAIL, NAME_GIVEN)
+        assert await customers(stack).find_customer(EMAIL.lower()) is not None
+        await gated.registrations.cancel(EMAIL, "customer asked by phone")
+        await asyncio.sleep(0.3)  # let the cancel reach the workflow while the step still runs
+        gate.release.set()
+        assert (await submit).outcome is ActivationOutcome.NOT_PENDING
+        with pytest.raises(WorkflowFailureError):
+            await result_of(gated, receipt.registration_id)
+    assert await customers(stack).find_customer(EMAIL.lower()) is None
+    assert await identity(stack).find_principal(EMAIL.lower()) is None
+    return receipt.registration_id
+
+
+async def active_code_repeated(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The code comes again while the activation runs (a double click, a retry after a timeout):
+    it is checked again without costing an attempt and answered like the first; a wrong code
+    then is answered ``not_pending``. A remote customers provider holds the activation open at
+    a gate (regular activities: the workflow takes calls meanwhile)."""
+    gate = GatedCustomers(customers(stack))
+    async for gated in beside(stack, "again", customers=Remote(gate)):
+        receipt, first = await activation_held_at_gate(gate, gated, EMAIL, NAME_GIVEN)
+        code = gated.code_for(EMAIL)
+        again = asyncio.create_task(gated.registrations.submit_code(EMAIL, code))
+        wrong = await gated.registrations.submit_code(EMAIL, wrong_code(code))
+        assert wrong.outcome is ActivationOutcome.NOT_PENDING
+        assert not again.done()  # it waits, as the first one does, for the activation to end
+        gate.release.set()
+        assert (await first).outcome is ActivationOutcome.ACTIVATED
+        assert (await again).outcome is ActivationOutcome.ACTIVATED
+        assert (await result_of(gated, receipt.registration_id)).state is RegistrationState.ACTIVE
+    return receipt.registration_id
+
+
+class EarlyAnswers(NamedTuple):
+    workflow_id: str
+    replies: tuple[ResendReply, ActivationReply]
+
+
+async def answers_while_the_first_mail_is_out(
+    stack: Stack, email: str, name: str = NAME
+) -> EarlyAnswers:
+    """A resend and a code from whoever registered ``email``, sent while its first mail (code or
+    notice) is still being sent; then the registration is cancelled."""
+    held = HeldMail(stack.providers.mail)
+    async for running in beside(stack, email.partition("@")[0], mail=held):
+        receipt = await register(running, email, name)
+        await asyncio.wait_for(held.reached.wait(), 10)
+        resend = await asyncio.wait_for(running.registrations.resend(email), 10)
+        code = await asyncio.wait_for(running.registrations.submit_code(email, "123456"), 10)
+        held.release.set()
+        await running.registrations.cancel(email)
+        with pytest.raises(WorkflowFailureError):
+            await result_of(running, receipt.registration_id)
+    return EarlyAnswers(receipt.registration_id, (resend, code))
+
+
+async def already_registered_early_calls(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The email has an account; a resend and a code arrive while the notice is still being
+    sent: both are answered ``not_pending``, as for a new email whose first mail is out."""
+    await active_by_code(stack, env)
+    early = await answers_while_the_first_mail_is_out(stack, EMAIL, NAME_GIVEN)
+    resend, code = early.replies
+    assert resend.outcome is ResendOutcome.NOT_PENDING
+    assert code.outcome is ActivationOutcome.NOT_PENDING
+    principal = await identity(stack).find_principal(EMAIL.lower())
+    assert principal is not None and principal.active
+    return early.workflow_id
+
+
+async def failed_then_cancelled_while_undoing(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The activation fails for good; while the principal's undo is refused (for now), staff
+    cancel: the compensation still runs to completion, and the outcome stays ``failed``."""
+    held = HeldRejectingIdentity(identity(stack), rejections=2)
+    async for gated in beside(stack, "undo", identity=held):
+        receipt = await register(gated, EMAIL, NAME_GIVEN)
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
+        assert reply.outcome is ActivationOutcome.FAILED
+        await asyncio.wait_for(held.reached.wait(), 10)
+        await gated.registrations.cancel(EMAIL, reason="staff gave up waiting")
+        await asyncio.sleep(0.5)  # the cancel reaches the workflow while the undo runs
+        held.release.set()  # ... which is then refused
+        await env.sleep(timedelta(minutes=4))  # retries after 1 and 2 minutes
+        with pytest.raises(WorkflowFailureError):
+            await result_of(gated, receipt.registration_id)
+        assert held.deletes == 3
+        status = await gated.registrations.status(EMAIL)
+        assert status.state is RegistrationState.FAILED  # the outcome decided first
+    assert await customers(stack).find_customer(EMAIL.lower()) is None
+    assert await identity(stack).find_principal(EMAIL.lower()) is None
+    return receipt.registration_id
+
+
 class Scenario(NamedTuple):
     run: Callable[[Stack, WorkflowEnvironment], Awaitable[str]]
     time_skipping: bool
@@ -168,8 +277,15 @@ SCENARIOS = {
     "active_remote": Scenario(active_by_code, False, remote=True),
     "already_registered": Scenario(already_registered, True),
     "already_registered_cancelled": Scenario(already_registered_cancelled, False),
+    "already_registered_early_calls": Scenario(already_registered_early_calls, False),
+    "active_code_repeated": Scenario(active_code_repeated, False),
     "cancelled": Scenario(cancelled, False),
+    "cancelled_remote": Scenario(cancelled, False, remote=True),
+    "cancelled_during_activation": Scenario(cancelled_during_activation, False),
     "failed": Scenario(failed, False),
+    "failed_remote": Scenario(failed, False, remote=True),
+    "failed_then_cancelled_while_undoing": Scenario(failed_then_cancelled_while_undoing, True),
     "expired": Scenario(expired, True),
+    "expired_remote": Scenario(expired, True, remote=True),
     "locked": Scenario(locked, True),
 }

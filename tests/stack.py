@@ -96,10 +96,10 @@ class Remote:
     in_process = False
 
     def __init__(self, inner: object) -> None:
-        self._inner = inner
+        self.inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        return getattr(self.inner, name)
 
 
 async def running_stack(
@@ -125,4 +125,16 @@ async def beside(stack: Stack, suffix: str, **providers: Any) -> AsyncIterator[S
     )
     replaced = dataclasses.replace(stack.providers, **providers)
     async for running in running_stack(stack.client, settings, replaced):
+        yield running
+
+
+async def on_queue_of(stack: Stack, workflow_id: str) -> AsyncIterator[Stack]:
+    """A worker on the task queue ``workflow_id`` ran on, to answer queries once the worker a
+    scenario ran ``beside`` the stack has stopped."""
+    description = await stack.client.get_workflow_handle(workflow_id).describe()
+    if description.task_queue == stack.settings.task_queue:
+        yield stack
+        return
+    settings = stack.settings.model_copy(update={"task_queue": description.task_queue})
+    async for running in running_stack(stack.client, settings, stack.providers):
         yield running

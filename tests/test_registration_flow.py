@@ -17,21 +17,19 @@ import pytest
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.models import ProviderProfile
-from activities.providers.local import LocalCustomers, LocalIdentity
+from activities.providers.local import LocalIdentity
 from activities.roles import (
-    Customer,
-    CustomerLink,
-    MailMessage,
-    MailProvider,
     NewCustomer,
     NewPrincipal,
     Principal,
 )
 from starter.cli import import_customers
-from starter.client import Receipt, RegistrationClient
+from starter.client import RegistrationClient
+from tests.doubles import CountingCustomers, GatedCustomers, activation_held_at_gate
 from tests.helpers import (
     PASSWORD,
     categories,
@@ -41,17 +39,21 @@ from tests.helpers import (
     register,
     result_of,
     wait_for_state,
-    wrong_code,
 )
-from tests.outbox import messages_to
-from tests.stack import Remote, Stack, beside, make_settings, running_stack
+from tests.outbox import code_in, messages_to
+from tests.scenarios import EMAIL as SCENARIO_EMAIL
+from tests.scenarios import (
+    active_code_repeated,
+    answers_while_the_first_mail_is_out,
+    cancelled_during_activation,
+)
+from tests.stack import Stack, beside, make_settings, on_queue_of, running_stack
 from worker import SANDBOX, registration_activities
 from workflows.models import (
     ActivationOutcome,
     ActivationReply,
     RegistrationState,
     ResendOutcome,
-    ResendReply,
 )
 from workflows.registration import RegistrationWorkflow
 
@@ -122,44 +124,6 @@ async def test_already_registered_gets_the_same_answer_and_a_notice(stack: Stack
     assert principal is not None and principal.active  # untouched
 
 
-class HeldMail:
-    """The stack's mail provider as a remote one (regular activities: the workflow takes calls
-    while a mail is out), each send waiting at a gate."""
-
-    in_process = False
-
-    def __init__(self, inner: MailProvider) -> None:
-        self.inner = inner
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def send(self, message: MailMessage) -> None:
-        self.reached.set()
-        await self.release.wait()
-        await self.inner.send(message)
-
-    async def aclose(self) -> None:
-        pass
-
-
-async def answers_while_the_first_mail_is_out(
-    stack: Stack, email: str
-) -> tuple[ResendReply, ActivationReply]:
-    """A resend and a code from whoever registered ``email``, sent while its first mail (code or
-    notice) is still being sent."""
-    held = HeldMail(stack.providers.mail)
-    async for running in beside(stack, email.partition("@")[0], mail=held):
-        receipt = await register(running, email)
-        await asyncio.wait_for(held.reached.wait(), 10)
-        resend = await asyncio.wait_for(running.registrations.resend(email), 10)
-        code = await asyncio.wait_for(running.registrations.submit_code(email, "123456"), 10)
-        held.release.set()
-        await running.registrations.cancel(email)
-        with pytest.raises(WorkflowFailureError):
-            await result_of(running, receipt.registration_id)
-    return resend, code
-
-
 async def test_an_email_with_an_account_answers_as_a_new_one_while_the_first_mail_is_out(
     stack: Stack,
 ) -> None:
@@ -171,8 +135,8 @@ async def test_an_email_with_an_account_answers_as_a_new_one_while_the_first_mai
 
     new_email = await answers_while_the_first_mail_is_out(stack, "oscar@example.com")
     has_account = await answers_while_the_first_mail_is_out(stack, "olga@example.com")
-    assert has_account == new_email
-    resend, code = new_email
+    assert has_account.replies == new_email.replies
+    resend, code = new_email.replies
     assert resend.outcome is ResendOutcome.NOT_PENDING and resend.resends_left == 5
     assert code.outcome is ActivationOutcome.NOT_PENDING
 
@@ -223,51 +187,6 @@ async def test_cancel_while_waiting_deletes_the_principal(stack: Stack) -> None:
     assert reply.outcome is ActivationOutcome.NOT_PENDING
 
 
-class CountingCustomers:
-    """The real local customers provider, counting which operations the workflow calls."""
-
-    def __init__(self, inner: LocalCustomers) -> None:
-        self.inner = inner
-        self.in_process = inner.in_process
-        self.calls: list[str] = []
-
-    async def find_customer(self, email_canonical: str) -> Customer | None:
-        self.calls.append("find_customer")
-        return await self.inner.find_customer(email_canonical)
-
-    async def create_customer(self, new: NewCustomer) -> Customer:
-        self.calls.append("create_customer")
-        return await self.inner.create_customer(new)
-
-    async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
-        self.calls.append("link_or_create_customer")
-        return await self.inner.link_or_create_customer(new)
-
-    async def delete_customer(self, customer_id: str) -> bool:
-        self.calls.append("delete_customer")
-        return await self.inner.delete_customer(customer_id)
-
-    async def aclose(self) -> None:
-        pass
-
-
-class GatedCustomers(CountingCustomers):
-    """The real local customers provider, whose ``link_or_create_customer`` (the workflow's
-    customer step) waits at a gate once it has created the customer: lets a test act (cancel,
-    break something) while the activation is half way."""
-
-    def __init__(self, inner: LocalCustomers) -> None:
-        super().__init__(inner)
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
-        link = await super().link_or_create_customer(new)
-        self.reached.set()
-        await self.release.wait()
-        return link
-
-
 @pytest.fixture
 async def gated(stack: Stack) -> AsyncIterator[tuple[GatedCustomers, Stack]]:
     """A second worker whose customer creation waits at a gate (same SQLite file as ``stack``)."""
@@ -276,63 +195,30 @@ async def gated(stack: Stack) -> AsyncIterator[tuple[GatedCustomers, Stack]]:
         yield gate, running
 
 
-async def activation_held_at_gate(
-    gate: GatedCustomers, gated_stack: Stack, email: str
-) -> tuple[Receipt, asyncio.Task[ActivationReply]]:
-    """Register, submit the right code in the background, return once customer creation waits
-    at the gate: the test acts while the activation is half way."""
-    receipt = await register(gated_stack, email)
-    await wait_for_state(gated_stack, email, RegistrationState.PENDING)
-    submit = asyncio.create_task(
-        gated_stack.registrations.submit_code(email, gated_stack.code_for(email))
-    )
-    await asyncio.wait_for(gate.reached.wait(), 10)
-    return receipt, submit
-
-
 async def test_cancel_during_activation_undoes_customer_and_principal(
-    stack: Stack, gated: tuple[GatedCustomers, Stack]
+    stack: Stack, dev_env: WorkflowEnvironment
 ) -> None:
-    gate, gated_stack = gated
-    receipt, submit = await activation_held_at_gate(gate, gated_stack, "erin@example.com")
-    assert await customers(stack).find_customer("erin@example.com") is not None
-    await gated_stack.registrations.cancel("erin@example.com")
-    await asyncio.sleep(0.3)  # let the cancel reach the workflow while the step still runs
-    gate.release.set()
-    reply = await submit
-    assert reply.outcome is ActivationOutcome.NOT_PENDING
-    with pytest.raises(WorkflowFailureError):
-        await result_of(gated_stack, receipt.registration_id)
-    assert await customers(stack).find_customer("erin@example.com") is None
-    assert await identity(stack).find_principal("erin@example.com") is None
-    status = await gated_stack.registrations.status("erin@example.com")
+    """The scenario (``tests/scenarios.py``, also recorded and replayed) checks the undos."""
+    workflow_id = await cancelled_during_activation(stack, dev_env)
+    async for reader in on_queue_of(stack, workflow_id):
+        status = await reader.registrations.status(SCENARIO_EMAIL)
     assert status.state is RegistrationState.CANCELLED
 
 
 async def test_a_code_submitted_again_during_activation_is_answered_like_the_first(
-    stack: Stack,
+    stack: Stack, dev_env: WorkflowEnvironment
 ) -> None:
     """A double click, or a backend retrying after a timeout, must not hear "not pending"; only
-    the right code is told, anything else would tell whoever asks who has an account. A remote
-    customers provider holds the activation open at a gate (regular activities: the workflow
-    takes calls meanwhile)."""
-    gate = GatedCustomers(customers(stack))
-    async for gated_stack in beside(stack, "again", customers=Remote(gate)):
-        email = "rosa@example.com"
-        receipt, first = await activation_held_at_gate(gate, gated_stack, email)
-        code = gated_stack.code_for(email)
-        again = asyncio.create_task(gated_stack.registrations.submit_code(email, code))
-        wrong = await gated_stack.registrations.submit_code(email, wrong_code(code))
-        assert wrong.outcome is ActivationOutcome.NOT_PENDING
-        assert not again.done()  # it waits, as the first one does, for the activation to end
-        gate.release.set()
-        assert (await first).outcome is ActivationOutcome.ACTIVATED
-        assert (await again).outcome is ActivationOutcome.ACTIVATED
-        await result_of(gated_stack, receipt.registration_id)
-        late = await gated_stack.registrations.submit_code(email, code)  # nothing checks it now
+    the right code is told, anything else would tell whoever asks who has an account. The
+    scenario (``tests/scenarios.py``) checks the answers during the activation."""
+    workflow_id = await active_code_repeated(stack, dev_env)
+    async for reader in on_queue_of(stack, workflow_id):
+        activation_mail = messages_to(stack.settings.outbox_path, SCENARIO_EMAIL)[0]
+        code = code_in(activation_mail)
+        late = await reader.registrations.submit_code(SCENARIO_EMAIL, code)  # nothing checks it now
         assert late.outcome is ActivationOutcome.NOT_PENDING
-        status = await gated_stack.registrations.status(email)
-        assert status.state is RegistrationState.ACTIVE and status.attempts_left == 20
+        status = await reader.registrations.status(SCENARIO_EMAIL)
+    assert status.state is RegistrationState.ACTIVE and status.attempts_left == 20
 
 
 async def test_failure_after_customer_creation_deletes_that_customer(

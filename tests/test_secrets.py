@@ -20,7 +20,7 @@ from tests.helpers import PASSWORD, wrong_code
 from tests.histories.record import HERE as HISTORIES
 from tests.outbox import messages_to
 from tests.scenarios import EMAIL, SCENARIOS
-from tests.stack import make_settings, plain_client, running_stack
+from tests.stack import make_settings, on_queue_of, plain_client, running_stack
 
 
 def readable(history_json: str) -> str:
@@ -68,7 +68,8 @@ async def test_history_query_and_logs_hold_no_secret(
     settings = make_settings(tmp_path, encryption=False)
     async for stack in running_stack(client, settings, remote=scenario.remote):
         workflow_id = await scenario.run(stack, env)
-        status = await stack.registrations.status(EMAIL)
+        async for reader in on_queue_of(stack, workflow_id):
+            status = await reader.registrations.status(EMAIL)
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         codes = codes_mailed(settings.outbox_path)
 
