@@ -13,19 +13,42 @@ from typing import NamedTuple
 
 import pytest
 from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.rendering import ACTIVATION, WELCOME
 from activities.roles import NewCustomer
-from tests.doubles import GatedCustomers, HeldMail, HeldRejectingIdentity, activation_held_at_gate
-from tests.helpers import NAME, customers, identity, register, result_of, wait_for_state, wrong_code
+from starter.client import RegistrationClient
+from tests.doubles import (
+    GatedCustomers,
+    HeldMail,
+    HeldRejectingIdentity,
+    RejectingIdentity,
+    activation_held_at_gate,
+)
+from tests.helpers import (
+    NAME,
+    PASSWORD,
+    categories,
+    customers,
+    identity,
+    register,
+    result_of,
+    wait_for_state,
+    wrong_code,
+)
 from tests.stack import Remote, Stack, beside
+from workflows import visibility
 from workflows.models import (
     ActivationOutcome,
     ActivationReply,
+    Approval,
     RegistrationState,
     ResendOutcome,
     ResendReply,
+    ResendRequest,
 )
+from workflows.registration import RegistrationWorkflow
 
 EMAIL = "Riley.Recorded@Example.com"
 NAME_GIVEN = "Riley Recorded"
@@ -138,7 +161,11 @@ async def failed(stack: Stack, env: WorkflowEnvironment) -> str:
     assert reply.outcome is ActivationOutcome.FAILED
     with pytest.raises(WorkflowFailureError):
         await result_of(stack, workflow_id)
-    assert await stack.providers.customers.find_customer(EMAIL.lower()) is None
+    assert await customers(stack).find_customer(EMAIL.lower()) is None
+    status = await stack.registrations.status(EMAIL)  # names no customer: it was undone
+    assert (status.customer_id, status.customer_number) == (None, None)
+    described = await stack.client.get_workflow_handle(workflow_id).describe()
+    assert described.typed_search_attributes.get(visibility.CUSTOMER_NUMBER) is None
     return workflow_id
 
 
@@ -261,18 +288,81 @@ async def failed_then_cancelled_while_undoing(stack: Stack, env: WorkflowEnviron
     return receipt.registration_id
 
 
+async def cancelled_before_the_start(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Staff cancel a registration that no worker has picked up yet (workers down or behind):
+    it still ends ``cancelled``, in the status and the search attribute alike."""
+    queued = stack.settings.model_copy(update={"task_queue": f"{stack.settings.task_queue}-q"})
+    client = RegistrationClient(stack.client, queued)
+    receipt = await client.register(email=EMAIL, name=NAME_GIVEN, password=PASSWORD)
+    await client.cancel(EMAIL, "support: duplicate sign-up")
+    async for worker in beside(stack, "q"):
+        with pytest.raises(WorkflowFailureError):
+            await result_of(worker, receipt.registration_id)
+        status = await worker.registrations.status(EMAIL)
+        assert status.state is RegistrationState.CANCELLED
+    described = await stack.client.get_workflow_handle(receipt.registration_id).describe()
+    assert described.typed_search_attributes.get(visibility.STATUS) == "cancelled"
+    return receipt.registration_id
+
+
+async def failed_then_cancelled_while_answering(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The activation fails for good while a resend's mail is still out; a cancel that comes
+    while the run waits for that resend to finish changes nothing: the run ends failed."""
+    held = HeldMail(stack.providers.mail, let_through=1)  # the first code goes out
+    failing = RejectingIdentity(identity(stack), rejections=0)
+    no_throttle = {"resend_interval": timedelta(0)}
+    async for gated in beside(stack, "f", settings=no_throttle, identity=failing, mail=held):
+        receipt = await register(gated, EMAIL, NAME_GIVEN)
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        resend = asyncio.create_task(gated.registrations.resend(EMAIL))
+        await asyncio.wait_for(held.reached.wait(), 10)
+        await gated.registrations.approve(EMAIL, "support:kim", "identity checked by phone")
+        await wait_for_state(gated, EMAIL, RegistrationState.FAILED)
+        await gated.registrations.cancel(EMAIL, "support: gave up")
+        await asyncio.sleep(0.5)  # the cancel reaches the workflow while the resend runs
+        held.release.set()
+        assert (await resend).outcome is ResendOutcome.SENT
+        with pytest.raises(WorkflowFailureError) as failure:
+            await result_of(gated, receipt.registration_id)
+        assert isinstance(failure.value.cause, ApplicationError)
+        assert failure.value.cause.type == "RegistrationFailed"
+        status = await gated.registrations.status(EMAIL)
+        assert status.state is RegistrationState.FAILED
+    assert await identity(stack).find_principal(EMAIL.lower()) is None
+    return receipt.registration_id
+
+
+async def active_by_approval_with_resend(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Staff approve while a resend is asked for, and the worker sees both in one workflow task
+    (it was down): the account goes active and no new code is mailed for it."""
+    no_throttle = {"resend_interval": timedelta(0)}
+    async for worker in beside(stack, "a", settings=no_throttle):
+        receipt = await register(worker, EMAIL, NAME_GIVEN)
+        await wait_for_state(worker, EMAIL, RegistrationState.PENDING)
+    handle = stack.client.get_workflow_handle(receipt.registration_id)  # no worker: both queue
+    await handle.signal(RegistrationWorkflow.approve, Approval(operator="support:kim", reason="ok"))
+    await handle.signal(RegistrationWorkflow.resend, ResendRequest(requested_by="customer"))
+    async for worker in beside(stack, "a", settings=no_throttle):
+        assert (await result_of(worker, receipt.registration_id)).state is RegistrationState.ACTIVE
+    assert categories(stack, EMAIL) == [ACTIVATION, WELCOME]
+    return receipt.registration_id
+
+
 class Scenario(NamedTuple):
     run: Callable[[Stack, WorkflowEnvironment], Awaitable[str]]
     time_skipping: bool
     """Needs the time-skipping server (timers of a minute or a day)."""
     remote: bool = False
     """Runs every provider role as a remote one (``running_stack(remote=True)``)."""
+    mails_code: bool = True
+    """Mails at least one activation code (all but a registration cancelled before its start)."""
 
 
 SCENARIOS = {
     "active_by_code": Scenario(active_by_code, False),
     "active_after_resend": Scenario(active_after_resend, True),
     "active_by_approval": Scenario(active_by_approval, False),
+    "active_by_approval_with_resend": Scenario(active_by_approval_with_resend, False),
     "active_linked": Scenario(active_linked, False),
     "active_remote": Scenario(active_by_code, False, remote=True),
     "already_registered": Scenario(already_registered, True),
@@ -281,9 +371,11 @@ SCENARIOS = {
     "active_code_repeated": Scenario(active_code_repeated, False),
     "cancelled": Scenario(cancelled, False),
     "cancelled_remote": Scenario(cancelled, False, remote=True),
+    "cancelled_before_the_start": Scenario(cancelled_before_the_start, False, mails_code=False),
     "cancelled_during_activation": Scenario(cancelled_during_activation, False),
     "failed": Scenario(failed, False),
     "failed_remote": Scenario(failed, False, remote=True),
+    "failed_then_cancelled_while_answering": Scenario(failed_then_cancelled_while_answering, False),
     "failed_then_cancelled_while_undoing": Scenario(failed_then_cancelled_while_undoing, True),
     "expired": Scenario(expired, True),
     "expired_remote": Scenario(expired, True, remote=True),

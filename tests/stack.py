@@ -117,14 +117,16 @@ async def running_stack(
             yield Stack(client, settings, used, RegistrationClient(client, settings))
 
 
-async def beside(stack: Stack, suffix: str, **providers: Any) -> AsyncIterator[Stack]:
+async def beside(
+    stack: Stack, suffix: str, *, settings: dict[str, Any] | None = None, **providers: Any
+) -> AsyncIterator[Stack]:
     """A second worker next to ``stack`` (same server, SQLite file and outbox) on a task queue of
-    its own, with the named providers replaced, e.g. by wrappers that fail or wait on purpose."""
-    settings = stack.settings.model_copy(
-        update={"task_queue": f"{stack.settings.task_queue}-{suffix}"}
-    )
+    its own, with the named providers replaced, e.g. by wrappers that fail or wait on purpose,
+    and ``settings`` changed (e.g. a policy its registrations start with)."""
+    queue = f"{stack.settings.task_queue}-{suffix}"
+    changed = stack.settings.model_copy(update={**(settings or {}), "task_queue": queue})
     replaced = dataclasses.replace(stack.providers, **providers)
-    async for running in running_stack(stack.client, settings, replaced):
+    async for running in running_stack(stack.client, changed, replaced):
         yield running
 
 

@@ -9,7 +9,12 @@ and activating the principal became one local activity
 of ``7700a0e`` that later behaviour puts behind ``workflow.patched``: a cancel of an
 already-registered run (``keep-first-ending``), a resend while its first notice is being sent
 (``first-notice-first``) and a cancel while an undo fails (``undo-through-cancel``); they fail if
-a patch's old branch stops reproducing the old commands."""
+a patch's old branch stops reproducing the old commands. ``v6/`` holds paths recorded with the
+workflow of ``a534383`` before later behaviour: a cancel before the first step ended the run at
+"starting" (``cancel-before-the-start``), a cancel while a failed run waited for a resend turned
+it into a cancellation (``cancel-after-the-end-ignored``), a resend in the workflow task of an
+approval mailed a code (``no-code-after-approval``), and failures whose reason named the error
+type twice and whose status named the customer the undo deleted."""
 
 from __future__ import annotations
 

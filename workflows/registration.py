@@ -77,6 +77,8 @@ CANCEL_AFTER_THE_END = "cancel-after-the-end-ignored"
 KEEP_FIRST_ENDING = "keep-first-ending"
 CHECK_REPEATED_CODES = "check-repeated-codes"
 FIRST_NOTICE_FIRST = "first-notice-first"
+CANCEL_BEFORE_THE_START = "cancel-before-the-start"
+NO_CODE_AFTER_APPROVAL = "no-code-after-approval"
 """``workflow.patched`` ids of behaviour added after registrations were recorded without it; each
 is asked only on the rare path it changes, so an ordinary registration records no marker."""
 ENDINGS = frozenset(RegistrationState) - {
@@ -123,35 +125,48 @@ class RegistrationWorkflow:
     @workflow.run
     async def run(self, input: RegistrationInput) -> RegistrationResult:
         self._visibility.started()
-        self._profile = await workflow.execute_local_activity_method(
-            ProfileActivities.describe_providers,
-            start_to_close_timeout=LOCAL_STEP_TIMEOUT,
-            summary="which providers run in-process",
-        )
         try:
             result = await self._register()
         except (asyncio.CancelledError, FailureError) as err:
             if is_cancelled_exception(err):
+                if self._profile is None and not workflow.patched(CANCEL_BEFORE_THE_START):
+                    raise  # recorded before: the run ended cancelled, its status "starting"
                 await self._end_with_compensation(RegistrationState.CANCELLED, "cancelled")
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._finish_handlers()
                 raise
             reason = _describe(err)
             await self._end_with_compensation(RegistrationState.FAILED, reason)
-            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._finish_handlers()
             raise ApplicationError(
                 f"registration failed: {reason}", type="RegistrationFailed", non_retryable=True
             ) from err
-        try:  # handlers still answering callers (a resend mid-mail) finish first
+        await self._finish_handlers()
+        return result
+
+    async def _finish_handlers(self) -> None:
+        """Handlers still answering callers (a resend mid-mail) finish before the run ends. The
+        outcome is decided by then: a cancel arriving now changes nothing, as during the welcome
+        mail (recorded before CANCEL_AFTER_THE_END, it ended the run as cancelled)."""
+        try:
             await workflow.wait_condition(workflow.all_handlers_finished)
         except asyncio.CancelledError:
             if not workflow.patched(CANCEL_AFTER_THE_END):
                 raise
-            # Like a cancel during the welcome mail: the outcome is decided.
             workflow.logger.info("cancel ignored: the registration is %s", self._state.value)
             await run_to_completion(workflow.wait_condition(workflow.all_handlers_finished))
-        return result
 
     async def _register(self) -> RegistrationResult:
+        # Which providers run in-process (local activities) and which call out. Inside the
+        # ``try`` of ``run``: a cancel that reaches a registration before its first step still
+        # ends it as cancelled, not stuck at "starting".
+        self._profile = await workflow.execute_local_activity_method(
+            ProfileActivities.describe_providers,
+            start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+            schedule_to_close_timeout=LOCAL_STEP_DEADLINE,
+            retry_policy=RETRY,
+            summary="which providers run in-process",
+        )
+
         # 1. Is this email already someone's account?
         existing = await self._identity(
             IdentityActivities.find_principal,
@@ -335,6 +350,8 @@ class RegistrationWorkflow:
                 submission=submission,
             ),
             start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+            schedule_to_close_timeout=LOCAL_STEP_DEADLINE,
+            retry_policy=RETRY,
             summary="verify activation code",
         )
 
@@ -370,6 +387,9 @@ class RegistrationWorkflow:
             if early and not workflow.patched(FIRST_NOTICE_FIRST):
                 pass
             elif not self._pending_for_caller or self._code_verified:
+                return self._resend_reply(ResendOutcome.NOT_PENDING)
+            elif self._approval is not None and workflow.patched(NO_CODE_AFTER_APPROVAL):
+                # Approved in the same workflow task, before the run saw it: no new code.
                 return self._resend_reply(ResendOutcome.NOT_PENDING)
             if self._resends >= self._policy.max_resends:
                 return self._resend_reply(ResendOutcome.LIMIT_REACHED)
@@ -412,18 +432,21 @@ class RegistrationWorkflow:
             self._customer, self._principal = done.link.customer, done.principal
             self._linked_existing = not done.link.created
             return
-        self._customer = await self._link_or_create_customer()
+        customer = await self._link_or_create_customer()
         self._principal = await self._saga.step(
             self._identity(
                 IdentityActivities.activate_principal,
                 ActivatePrincipalInput(
                     principal_id=self._principal.id,
-                    customer_id=self._customer.id,
-                    customer_number=self._customer.number,
+                    customer_id=customer.id,
+                    customer_number=customer.number,
                 ),
                 "activate principal with customer link",
             )
         )
+        # Only now, as in one step: a failed activation's customer is undone, so neither the
+        # status nor the search attributes may name it.
+        self._customer = customer
 
     async def _link_or_create_customer(self) -> Customer:
         if not self._in_process.customer_in_one_step:
@@ -702,4 +725,5 @@ def _describe(err: BaseException) -> str:
     kind = (
         cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
     )
-    return f"{kind}: {cause}"
+    # ``str()`` of an ApplicationError already leads with its type; the message alone does not.
+    return f"{kind}: {cause.message if isinstance(cause, FailureError) else cause}"
