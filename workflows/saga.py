@@ -16,6 +16,12 @@ Cancellation is the subtle part, twice over:
   reaches the step again. So undos of records whose id the workflow chose itself are registered
   up front with ``add`` (a delete of an id that was never created is a no-op): they cover that
   case too, and they can never touch a record this workflow did not create.
+
+Order: undos run newest first, except that the two up-front undos are registered when the
+principal is created, so the principal's runs before the customer's although the customer came
+later. That is deliberate and harmless: until the activation succeeds (after which nothing is
+undone) neither record refers to the other, so either may go first, and changing the order would
+change every compensating history's commands.
 """
 
 from __future__ import annotations
