@@ -303,6 +303,37 @@ async def test_customer_numbers_sequential_per_prefix(directory: LocalDirectory)
     assert (await customers.create_customer(new_customer(5))).number == "CUST100004"
 
 
+async def test_customer_numbers_skip_a_number_another_prefix_made(
+    directory: LocalDirectory,
+) -> None:
+    """Prefix "C1" at 100001 reads C1100001, the same as prefix "C" at 1100001."""
+    customers = directory.customers
+    taken = await customers.create_customer(new_customer(1, prefix="C1"))
+    assert taken.number == "C1100001"
+    with sqlite3.connect(directory.path) as conn:  # "C" has come as far as 1100000
+        conn.execute("INSERT INTO customer_number_sequences VALUES ('C', 1100000)")
+    conn.close()
+    assert (await customers.create_customer(new_customer(2, prefix="C"))).number == "C1100002"
+    assert (await customers.create_customer(new_customer(3, prefix="C"))).number == "C1100003"
+
+
+async def test_customer_numbers_unique_across_processes(tmp_path: Path) -> None:
+    """Two directories on one file (a worker and ``customers import``, say): each its own
+    connection, so only SQLite's locking (BEGIN IMMEDIATE, busy_timeout) keeps numbers apart."""
+    first, second = LocalDirectory(tmp_path / "d.sqlite3"), LocalDirectory(tmp_path / "d.sqlite3")
+    try:
+        created = await asyncio.gather(
+            *(
+                (first if n % 2 else second).customers.create_customer(new_customer(n))
+                for n in range(40)
+            )
+        )
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert {c.number for c in created} == {f"CUST{100001 + i}" for i in range(40)}
+
+
 async def test_customer_numbers_unique_under_concurrency(directory: LocalDirectory) -> None:
     customers = directory.customers
     created = await asyncio.gather(*(customers.create_customer(new_customer(n)) for n in range(50)))

@@ -456,6 +456,24 @@ def _find_customer(conn: sqlite3.Connection, email_canonical: str) -> Customer |
     return None if row is None else _customer(row)
 
 
+def _next_customer_number(conn: sqlite3.Connection, prefix: str) -> str:
+    """The prefix's next number that no customer has yet. Numbers of different prefixes can
+    meet ("C" at 1100001 and "C1" at 100001 both read C1100001), and an imported customer may
+    carry any number: a taken one is skipped instead of failing the insert on the unique index."""
+    while True:
+        conn.execute(
+            "INSERT INTO customer_number_sequences (prefix, last) VALUES (?, ?)"
+            " ON CONFLICT (prefix) DO UPDATE SET last = last + 1",
+            (prefix, FIRST_CUSTOMER_NUMBER),
+        )
+        (last,) = conn.execute(
+            "SELECT last FROM customer_number_sequences WHERE prefix = ?", (prefix,)
+        ).fetchone()
+        number = f"{prefix}{last}"
+        if conn.execute("SELECT 1 FROM customers WHERE number = ?", (number,)).fetchone() is None:
+            return number
+
+
 def _link_or_insert_in(conn: sqlite3.Connection, new: NewCustomer, now: str) -> CustomerLink:
     """Look up, allocate the number and insert, within the caller's transaction (so nobody can
     take the email in between, and a customer found by email burns no number);
@@ -470,15 +488,7 @@ def _link_or_insert_in(conn: sqlite3.Connection, new: NewCustomer, now: str) -> 
     ).fetchone()
     if other is not None:
         return CustomerLink(customer=_customer(other), created=False)
-    conn.execute(
-        "INSERT INTO customer_number_sequences (prefix, last) VALUES (?, ?)"
-        " ON CONFLICT (prefix) DO UPDATE SET last = last + 1",
-        (new.number_prefix, FIRST_CUSTOMER_NUMBER),
-    )
-    (last,) = conn.execute(
-        "SELECT last FROM customer_number_sequences WHERE prefix = ?", (new.number_prefix,)
-    ).fetchone()
-    number = f"{new.number_prefix}{last}"
+    number = _next_customer_number(conn, new.number_prefix)
     conn.execute(
         "INSERT INTO customers (id, number, email, email_canonical, name, phone, tenant,"
         " created_at, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
