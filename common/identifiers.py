@@ -10,14 +10,27 @@ import hashlib
 import hmac
 import unicodedata
 
+import idna
+
 from common.settings import WorkflowIdMode
 
 PREFIX = "registration-"
 
 
 def canonical_email(email: str) -> str:
-    """Trim, NFC-normalize and lower-case: the identity key (the display spelling is kept apart)."""
-    return unicodedata.normalize("NFC", email.strip()).lower()
+    """Trim, NFC-normalize and lower-case: the identity key (the display spelling is kept apart).
+
+    A domain written in IDNA's ASCII form (``xn--exmple-cua.com``) is the same mailbox as its
+    Unicode form (``exämple.com``), so it is decoded first: one canonical email, one principal,
+    one workflow ID. Domains that are not valid IDNA stay as given (the email validator refuses
+    them anyway)."""
+    local, at, domain = unicodedata.normalize("NFC", email.strip()).rpartition("@")
+    if "xn--" in domain.lower():
+        try:
+            domain = idna.decode(domain)
+        except idna.IDNAError:
+            pass
+    return f"{local}{at}{domain}".lower()
 
 
 def registration_id(email: str, mode: WorkflowIdMode, key: bytes | None = None) -> str:
