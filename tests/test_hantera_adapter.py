@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from activities.errors import (
 )
 from activities.providers import open_providers
 from activities.providers.hantera import (
+    CLIENT_GRANT_TYPES,
     RETRY_AFTER_MAX,
     HanteraClient,
     HanteraSettings,
@@ -38,16 +40,17 @@ from activities.providers.hantera import (
 )
 from activities.roles import MailMessage, NewCustomer, NewPrincipal
 from common.settings import Settings
-from tests.simulators.hantera import HanteraSimulator, running
+from tests.simulators.hantera import ETAG_PLACES, GUIDE_GRANT_TYPES, HanteraSimulator, running
 
 PASSWORD = "correct horse battery staple 42"
+PRINCIPALS = "/resources/iam/principals"
 INJECTION = "x' or '1'=='1@evil.test"
 ENV = ("BASE_URL", "CLIENT_ID", "CLIENT_SECRET", "TIMEOUT_SECONDS")
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[HanteraSimulator]:
-    async with running(HanteraSimulator(seed=1)) as simulator:
+    async with running(HanteraSimulator(seed=1, grant_types=CLIENT_GRANT_TYPES)) as simulator:
         yield simulator
 
 
@@ -191,7 +194,11 @@ async def test_create_find_and_get_principal(hantera: HanteraClient, sim: Hanter
     assert created.version == stored["etag"]
     assert stored["roles"] == ["customer"]
     assert stored["phone"] == "+4930123456"
+    # Email and name at the top level (API reference) and in properties (the guide's shape).
+    assert (stored["name"], stored["email"]) == ("User 1", "user1@example.com")
     assert stored["properties"] == {
+        "name": "User 1",
+        "email": "user1@example.com",
         "activated": False,
         "registrationPending": True,
         "locale": "de-DE",
@@ -268,6 +275,8 @@ async def test_email_of_another_principal_is_conflict(
         await hantera.identity.create_principal(new_principal(2, "Taken@Example.com"), PASSWORD)
     assert err.value.non_retryable
     assert "HTTP 409" in str(err.value)
+    # The simulator's answer names the address; the error says only that there was one.
+    assert "email <email> is already used" in str(err.value)
     assert "taken@example.com" not in str(err.value).lower()
     assert len(sim.principals) == 1
 
@@ -311,6 +320,8 @@ async def test_activate_links_the_customer_and_drops_activation_data(
     assert active.active and active.customer_id == "asset-1"
     assert active.version == stored["etag"] != created.version
     assert stored["properties"] == {
+        "name": "User 1",
+        "email": "user1@example.com",
         "activated": True,
         "locale": "de-DE",
         "actorId": "asset-1",
@@ -350,6 +361,167 @@ async def test_activate_with_a_stale_version_is_concurrent_modification(
     assert sim.principals[new.id]["properties"]["actorId"] == "asset-1"
 
 
+@pytest.mark.parametrize("place", ETAG_PLACES)
+async def test_the_etag_is_read_wherever_the_answer_carries_it(place: str) -> None:
+    """The API reference answers ``eTag``, the guide reads ``etag``; HTTP has the header."""
+    async with running(
+        HanteraSimulator(seed=1, grant_types=CLIENT_GRANT_TYPES, etag_field=place)
+    ) as sim:
+        client = HanteraClient(settings_for(sim))
+        try:
+            new = new_principal()
+            created = await client.identity.create_principal(new, PASSWORD)
+            assert created.version == sim.principals[new.id]["etag"]
+            active = await client.identity.activate_principal(
+                new.id, "asset-1", "CUST1", created.version
+            )
+        finally:
+            await client.aclose()
+    assert active.active and active.version == sim.principals[new.id]["etag"] != created.version
+
+
+GUIDE_PRINCIPAL = "0190a000-0000-7000-8000-0000000000aa"
+
+
+async def test_a_principal_made_the_guides_way_is_found_and_activated(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """The guide's step 4 body has name and email only under ``properties``."""
+    step_4 = {
+        "properties": {
+            "name": "Gus Guide",
+            "email": "gus@example.com",
+            "customerNumber": "CUST-1",
+            "activationCode": "c0de",
+            "activated": False,
+        },
+        "roles": ["customer"],
+    }
+    await hantera.call("PUT", f"{PRINCIPALS}/{GUIDE_PRINCIPAL}", json=step_4)
+    assert "email" not in sim.principals[GUIDE_PRINCIPAL]  # stored in the shape it was sent
+
+    found = await hantera.identity.find_principal("gus@example.com")
+
+    assert found is not None and found.id == GUIDE_PRINCIPAL
+    assert (found.email, found.name) == ("gus@example.com", "Gus Guide")
+    assert not found.active and not found.replaceable  # another flow's, not ours to replace
+    active = await hantera.identity.activate_principal(
+        GUIDE_PRINCIPAL, "asset-1", "CUST100001", found.version
+    )
+    assert active.active and active.email == "gus@example.com"
+    assert sim.principals[GUIDE_PRINCIPAL]["properties"] == {
+        "name": "Gus Guide",
+        "email": "gus@example.com",
+        "customerNumber": "CUST100001",
+        "activated": True,
+        "actorId": "asset-1",
+    }
+
+
+async def test_our_principal_survives_the_guides_activation_put(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """The guide's step 5 PUTs back only ``properties`` and ``roles`` under ``If-Match``: since
+    we mirror email and name into properties, the principal keeps its login and is still found
+    (and a stale ``If-Match`` is refused)."""
+    new = new_principal()
+    await hantera.identity.create_principal(new, PASSWORD)
+    path = f"{PRINCIPALS}/{new.id}"
+    doc = (await hantera.call("GET", path)).json()
+    step_5 = {
+        "properties": {**doc["properties"], "activated": True, "actorId": "asset-1"},
+        "roles": doc["roles"],
+    }
+
+    answer = await hantera.call("PUT", path, json=step_5, headers={"If-Match": doc["eTag"]})
+
+    assert answer.json()["properties"]["activated"] is True
+    assert "email" not in sim.principals[new.id]  # the PUT replaced the top-level fields
+    found = await hantera.identity.find_principal(new.email_canonical)
+    assert found is not None and found.active and found.email == new.email_canonical
+    assert found.name == "User 1"
+    with pytest.raises(ConcurrentModification):
+        await hantera.call("PUT", path, json=step_5, headers={"If-Match": doc["eTag"]})
+
+
+async def test_conditional_puts_racing_with_late_bodies_let_only_one_win(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """Two writers with the same ``If-Match`` whose bodies arrive after both requests started:
+    the etag is checked against the principal as it is once the body is in, so one gets 412."""
+    created = await hantera.identity.create_principal(new_principal(), PASSWORD)
+
+    async def late_body(writer: int) -> AsyncIterator[bytes]:
+        await asyncio.sleep(0.3)
+        yield json.dumps({"email": created.email, "properties": {"writer": writer}}).encode()
+
+    headers = {"If-Match": created.version, "Content-Type": "application/json"}
+    answers = await asyncio.gather(
+        *(
+            hantera.call(
+                "PUT",
+                f"{PRINCIPALS}/{created.id}",
+                content=late_body(n),
+                headers=headers,
+                allow=(412,),
+            )
+            for n in (1, 2)
+        )
+    )
+
+    assert sorted(a.status_code for a in answers) == [200, 412]
+    (winner,) = [a.json() for a in answers if a.status_code == 200]
+    assert sim.principals[created.id]["properties"] == winner["properties"]
+
+
+async def test_a_wrong_current_password_is_not_a_policy_rejection(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    sim.set_faults(concurrent_password_resets=1)
+    with pytest.raises(InvalidRequest) as err:
+        await hantera.identity.create_principal(new_principal(), PASSWORD)
+    assert type(err.value) is InvalidRequest and err.value.non_retryable
+    assert "HTTP 400 INVALID_PASSWORD" in str(err.value)
+    assert PASSWORD not in str(err.value)
+
+
+def near_misses(sim: HanteraSimulator, count: int = 150) -> None:
+    """Principals whose email contains user1@example.com, listed before ``new_principal(1)``."""
+    for n in range(count):
+        sim.add_principal(
+            f"0190a000-0000-7000-0000-{n:012d}", {"email": f"a{n}.user1@example.com", "roles": []}
+        )
+
+
+def principal_lists(sim: HanteraSimulator) -> list[str]:
+    return [r.query for r in sim.requests if r.method == "GET" and r.path == PRINCIPALS]
+
+
+async def test_find_principal_follows_the_cursor_past_a_page_of_near_misses(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    new = new_principal(1)
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    near_misses(sim)
+    before = len(principal_lists(sim))
+
+    assert await hantera.identity.find_principal(new.email_canonical) == created
+
+    first, second = principal_lists(sim)[before:]
+    assert "limit=100" in first and "after=" not in first
+    assert "limit=100" in second and "after=0190a000-0000-7000-0000-000000000099" in second
+
+
+async def test_find_principal_reads_to_the_last_page_when_nothing_matches(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    near_misses(sim)
+    assert await hantera.identity.find_principal("ser1@example.com") is None
+    pages = principal_lists(sim)
+    assert len(pages) == 3  # 100 near-misses, 50, and an empty page
+    assert "after=0190a000-0000-7000-0000-000000000149" in pages[-1]
+
+
 async def test_activate_missing_principal_is_not_found(hantera: HanteraClient) -> None:
     with pytest.raises(NotFound) as err:
         await hantera.identity.activate_principal("no-such-id", "a", "CUST1", "etag")
@@ -385,6 +557,10 @@ async def test_create_and_find_customers_numbered_from_the_type_prefix(
         "registrationId": "reg-1",
     }
     assert sim.assets[first.id]["externalReference"] == "reg-1"
+    (create, _) = [r.body for r in sim.requests if r.path == "/resources/actors/asset/new"]
+    assert create[0]["body"]["commands"] == [
+        {"type": "setDynamicFields", "fields": sim.assets[first.id]["dynamic"]}
+    ]
     assert await hantera.customers.find_customer("user1@example.com") == first
     assert "dynamic.email == 'user1@example.com'" in sim.graph_filters
 
@@ -433,10 +609,21 @@ async def test_create_customer_retried_after_a_lost_answer(
 async def test_create_customer_whose_earlier_asset_is_not_in_the_graph_yet_retries(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
-    sim.add_asset("customer", {}, external_reference="reg-1")  # not indexed by dynamic fields
+    """A create whose answer was lost, retried while the graph lags behind it: the taken
+    ``externalReference`` (409) says it exists, the graph does not show it yet, so the retry
+    is retryable; once the graph has caught up, the asset comes back as ours."""
+    sim.set_faults(drop_rate=1.0, path_prefix="/resources/actors/asset/new", graph_lag_queries=2)
+    with pytest.raises(ProviderUnavailable):
+        await hantera.customers.create_customer(new_customer())
+    sim.reset_faults()  # the asset made meanwhile still lags
+    (asset,) = sim.assets.values()
+
     with pytest.raises(ProviderUnavailable, match="not in the graph yet"):
         await hantera.customers.create_customer(new_customer())
-    assert len(sim.assets) == 1
+    customer = await hantera.customers.create_customer(new_customer())
+
+    assert customer.id == asset["assetId"] and list(sim.assets) == [customer.id]
+    assert sim.count("/resources/actors/asset/new", 409) == 1
 
 
 async def test_customer_of_another_registration_with_this_email_is_conflict(
@@ -458,6 +645,15 @@ async def test_create_without_paths_fails_clearly(
     with pytest.raises(InvalidRequest, match="no paths") as err:
         await hantera.customers.create_customer(new_customer())
     assert err.value.non_retryable
+
+
+async def test_simulator_refuses_the_guides_set_dynamic_command(hantera: HanteraClient) -> None:
+    """The asset command reference lists ``setDynamicFields``; the guide's ``setDynamic`` is
+    not in it, so the simulator (and the adapter) follow the reference."""
+    guide_form = {"type": "setDynamic", "body": {"fields": {"email": "x@example.com"}}}
+    message = {"type": "create", "body": {"typeKey": "customer", "commands": [guide_form]}}
+    with pytest.raises(InvalidRequest, match="HTTP 400 INVALID_COMMAND"):
+        await hantera.call("POST", "/resources/actors/asset/new", json=[message])
 
 
 async def test_unknown_asset_type_is_invalid_request(sim: HanteraSimulator) -> None:
@@ -699,12 +895,47 @@ async def test_second_401_is_an_error(hantera: HanteraClient, sim: HanteraSimula
 async def test_wrong_client_secret_is_retryable_and_not_shown(sim: HanteraSimulator) -> None:
     client = HanteraClient(settings_for(sim, client_secret=SecretStr("wrong-secret-value")))
     try:
-        with pytest.raises(ProviderUnavailable, match="HTTP 401 invalid_client") as err:
+        with pytest.raises(ProviderUnavailable, match="HTTP 400 invalid_client") as err:
             await client.mail.send(mail())
     finally:
         await client.aclose()
+    assert not err.value.non_retryable
+    # The simulator's answer echoes the secret; the error shows it redacted.
+    assert "wrong secret '***'" in str(err.value)
     assert "wrong-secret-value" not in str(err.value)
     assert sim.sendings == []
+
+
+async def test_a_client_set_up_as_in_the_guide_retries_until_it_may_use_the_password_grant(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """The guide's client has no password grant: the token for the password change is refused
+    (``unauthorized_client``), a setup error that retries until the client is fixed."""
+    sim.grant_types = GUIDE_GRANT_TYPES
+    new = new_principal()
+    with pytest.raises(ProviderUnavailable) as err:
+        await hantera.identity.create_principal(new, PASSWORD)
+    assert not err.value.non_retryable
+    assert "HTTP 400 unauthorized_client" in str(err.value)
+    assert "grant types" in str(err.value) and PASSWORD not in str(err.value)
+    assert sim.passwords[new.id] != PASSWORD
+
+    sim.grant_types = CLIENT_GRANT_TYPES  # the setup's grant types
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    assert created.id == new.id and sim.passwords[new.id] == PASSWORD
+
+
+async def test_token_errors_map_by_whether_our_client_setup_is_at_fault(
+    hantera: HanteraClient,
+) -> None:
+    with pytest.raises(ProviderUnavailable, match="HTTP 400 unsupported_grant_type") as err:
+        await hantera.oauth_token({"grant_type": "urn:ietf:params:oauth:grant-type:device_code"})
+    assert not err.value.non_retryable
+    with pytest.raises(InvalidRequest, match="HTTP 400 invalid_grant") as wrong:
+        await hantera.oauth_token(
+            {"grant_type": "password", "username": "nobody@example.com", "password": "x"}
+        )
+    assert wrong.value.non_retryable
 
 
 async def test_no_secret_reaches_the_logs(
@@ -735,6 +966,19 @@ def test_setup_prints_the_one_time_setup(
     assert '"defaultNumberPrefix": "SHOP"' in out
     assert "PUT /resources/iam/roles/customer" in out
     assert "# Manual step:" in out and '"resource": "graph:*"' in out
+    assert '"password"' in out  # the grant the password step needs
+
+
+def test_setup_grants_the_guides_grant_types_and_the_password_grant() -> None:
+    settings = HanteraSettings(_env_file=None, client_id="svc")
+    (client,) = [step for step in setup_plan(settings, "CUST") if step.path.endswith("/svc")]
+    assert client.body["properties"]["grantTypes"] == [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        "password",
+    ]
+    assert client.manual is not None  # an admin applies it
 
 
 async def test_setup_applied_makes_customer_numbers_use_the_prefix(

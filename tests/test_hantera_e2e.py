@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.errors import InvalidRequest
 from activities.identity import ACTIVATION_READS
-from activities.providers.hantera import HanteraCustomers
+from activities.providers.hantera import CLIENT_GRANT_TYPES, HanteraCustomers
 from common.settings import Settings
 from starter.client import InvalidInput, RegistrationClient
 from tests.helpers import (
@@ -36,12 +36,18 @@ from tests.helpers import (
     wait_for_state,
 )
 from tests.outbox import CODE_LINE, messages_to
-from tests.simulators.hantera import HanteraSimulator, RecordedRequest, running
+from tests.simulators.hantera import (
+    GUIDE_GRANT_TYPES,
+    HanteraSimulator,
+    RecordedRequest,
+    running,
+)
 from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
 
 PRINCIPALS = "/resources/iam/principals"
 ASSET_NEW = "/resources/actors/asset/new"
+GRAPH = "/resources/graph"
 ACTIVATION = "customer_activation"
 WELCOME = "customer_welcome"
 
@@ -51,7 +57,7 @@ WELCOME = "customer_welcome"
 
 @pytest.fixture
 async def sim() -> AsyncIterator[HanteraSimulator]:
-    async with running(HanteraSimulator(seed=1)) as simulator:
+    async with running(HanteraSimulator(seed=1, grant_types=CLIENT_GRANT_TYPES)) as simulator:
         yield simulator
 
 
@@ -385,7 +391,114 @@ async def test_one_concurrent_change_is_reread_kept_and_activation_succeeds(
     assert result.customer_id == asset["assetId"]
 
 
-# 6. Mixed composition -------------------------------------------------------------------------
+async def test_failure_after_creation_deletes_the_asset_the_graph_does_not_show_yet(
+    hstack: Stack, sim: HanteraSimulator
+) -> None:
+    """Hantera names the asset itself; while its graph has not indexed it, the up-front undo by
+    the registration's own customer id finds nothing, so only the undo by the id Hantera gave
+    (``_undo_created_customer``) can delete it."""
+    email = "judy@example.com"
+    registration_id = await pending(hstack, email)
+    sim.set_faults(concurrent_principal_writes=ACTIVATION_READS + 5, graph_lag_queries=10)
+
+    reply = await hstack.registrations.submit_code(email, activation_code(sim, email))
+    assert reply.outcome is ActivationOutcome.FAILED
+    with pytest.raises(WorkflowFailureError) as failure:
+        await result_of(hstack, registration_id)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
+
+    assert sim.asset_types["customer"].last_number == 100001  # one asset was created...
+    assert sim.assets == {}  # ...and deleted
+    (deleted,) = [r for r in asset_deletes(sim) if r.status == 200]
+    assert deleted.body == [{"type": "delete"}]
+    assert sim.principals == {}
+    status = await hstack.registrations.status(email)
+    assert status.state is RegistrationState.FAILED
+
+
+# 6. Transient errors --------------------------------------------------------------------------
+
+
+def served(sim: HanteraSimulator, method: str, path: str, status: int) -> int:
+    return sum(1 for r in calls(sim, method, path) if r.status == status)
+
+
+async def test_transient_errors_are_retried_to_an_active_registration(
+    hstack: Stack, sim: HanteraSimulator
+) -> None:
+    """503s, a 429 with ``Retry-After`` and a dropped answer (the activation done, its answer
+    lost), each switched on for one path and off again: the registration ends active, with one
+    principal and one asset."""
+    email = "ivan@example.com"
+    sim.set_faults(error_rate=1.0, path_prefix=PRINCIPALS)
+    receipt = await register(hstack, email)
+
+    async def lookup_retried() -> bool:
+        return served(sim, "GET", PRINCIPALS, 503) >= 2
+
+    await eventually(lookup_retried, "the principal lookup retried through 503s")
+    sim.reset_faults()
+    await wait_for_state(hstack, email, RegistrationState.PENDING)
+    principal_id = the_principal(sim, email)["id"]
+    principal_path = f"{PRINCIPALS}/{principal_id}"
+
+    sim.set_faults(rate_limit_rate=1.0, retry_after_seconds=1, path_prefix=GRAPH)
+    submit = asyncio.create_task(
+        hstack.registrations.submit_code(email, activation_code(sim, email))
+    )
+
+    async def rate_limited() -> bool:
+        return served(sim, "POST", GRAPH, 429) >= 1
+
+    await eventually(rate_limited, "the customer lookup rate limited")
+    # Next: the activation PUT is handled, but its answer never arrives.
+    sim.reset_faults()
+    sim.set_faults(drop_rate=1.0, path_prefix=principal_path, method="PUT")
+
+    async def activated() -> bool:
+        return sim.principals[principal_id]["properties"].get("activated") is True
+
+    await eventually(activated, "the activation PUT handled")
+    sim.reset_faults()
+
+    reply = await submit
+    assert reply.outcome is ActivationOutcome.ACTIVATED
+    result = await result_of(hstack, receipt.registration_id)
+    assert result.state is RegistrationState.ACTIVE
+    (asset,) = sim.assets.values()
+    principal = the_principal(sim, email)
+    assert principal["properties"]["actorId"] == asset["assetId"] == result.customer_id
+    # One activation PUT: its retry read the principal back, saw it active, and wrote nothing.
+    puts = calls(sim, "PUT", principal_path)
+    (activation,) = [r for r in puts if r.headers.get("if-match")]
+    later = sim.requests[sim.requests.index(activation) + 1 :]
+    assert any(r.method == "GET" and r.path == principal_path for r in later)
+    assert [s["category"] for s in sim.sendings] == [ACTIVATION, WELCOME]
+
+
+async def test_a_client_without_the_password_grant_holds_registrations_until_fixed(
+    hstack: Stack, sim: HanteraSimulator
+) -> None:
+    """Set up exactly as the guide's step 2, the client may not take the token that sets the
+    password: a setup error, retried (the registration waits, it does not fail) until the
+    client gets the password grant."""
+    sim.grant_types = GUIDE_GRANT_TYPES
+    email = "kim@example.com"
+    await register(hstack, email)
+
+    async def refused_twice() -> bool:
+        return served(sim, "POST", "/oauth/token", 400) >= 2
+
+    await eventually(refused_twice, "the password grant refused, and retried")
+    assert (await hstack.registrations.status(email)).state is RegistrationState.STARTING
+
+    sim.grant_types = CLIENT_GRANT_TYPES
+    await wait_for_state(hstack, email, RegistrationState.PENDING)
+    assert sim.passwords[the_principal(sim, email)["id"]] == PASSWORD
+
+
+# 7. Mixed composition -------------------------------------------------------------------------
 
 
 async def test_local_identity_hantera_customers_outbox_mail(
@@ -414,7 +527,7 @@ async def test_local_identity_hantera_customers_outbox_mail(
         assert categories == [ACTIVATION, WELCOME]
 
 
-# 7. Injection through the email ---------------------------------------------------------------
+# 8. Injection through the email ---------------------------------------------------------------
 
 
 async def test_injection_with_spaces_is_refused_at_the_client_and_by_the_adapter(

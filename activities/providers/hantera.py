@@ -12,14 +12,25 @@ Why this shape:
   three roles: ``HanteraClient`` owns both and hands out the role objects.
 * Every HTTP status is mapped in one place (``_raise_for_status``): what a retry cannot fix is a
   non-retryable typed error; 429, 5xx and transport failures are ``ProviderUnavailable`` with the
-  server's ``Retry-After``. A rejected client login (401 after one token refresh, 403) also stays
-  retryable: it is our configuration, and fixing it should resume the pending registrations rather
-  than fail them.
+  server's ``Retry-After``. A rejected client (401 after one token refresh, 403, and the token
+  endpoint's ``invalid_client``, ``unauthorized_client`` and ``unsupported_grant_type``) also
+  stays retryable: it is our configuration (secret, grant types, ACL), and fixing it should resume
+  the pending registrations rather than fail them.
 * Error messages name ids and statuses, never passwords, tokens or email addresses: they end up in
   workflow history and the Temporal UI.
-* Assumptions not covered by Hantera's public docs are each isolated in one function and say so:
-  ``change_password_as_principal``, ``HanteraCustomers.delete_customer``, ``HanteraMail.send``
-  (``Idempotency-Key``) and the ``externalReference`` guard in ``HanteraCustomers.create_customer``.
+* Where the guide and Hantera's API reference disagree, the reference wins: assets get their
+  fields with ``setDynamicFields`` (the guide writes ``setDynamic``), a principal's etag is read
+  from the reference's ``eTag`` as well as the guide's ``etag``, and its email and name from the
+  top level (reference) or ``properties`` (guide). What neither documents is an ASSUMPTION, each
+  isolated in one place that says so: the password grant for the principal's own token and the
+  code of a password-policy rejection (``change_password_as_principal``); the graph node field
+  ``dynamic`` (``CUSTOMER_NODE_FIELDS``; the guide only filters on ``dynamic.<field>``) and that the
+  graph may lag behind a create (``HanteraCustomers._created_before``); 409 for a taken
+  ``externalReference`` (``HanteraCustomers.link_or_create_customer``); the ``delete`` message and
+  404 for an asset that is not there, also for an id that never named one
+  (``HanteraCustomers._delete_asset``; we never create at a GUID of our own, though the create
+  message allows it, so the registration's own customer id only finds assets through the graph);
+  ``Idempotency-Key`` on sendings (``HanteraMail.send``).
 
 ``python -m activities.providers.hantera setup [--apply]`` prints (or applies) the one-time setup.
 """
@@ -34,7 +45,7 @@ import math
 import re
 import time
 import unicodedata
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -98,6 +109,19 @@ WRITABLE_PRINCIPAL_FIELDS = (
 )
 """What a principal PUT accepts; activation sends all of them back because PUT replaces."""
 CUSTOMER_NODE_FIELDS = ["assetId", "assetNumber", "dynamic"]
+"""ASSUMPTION: the graph answers ``dynamic`` (the asset's dynamic fields as an object) as a node
+field; the guide selects only ``assetId`` and ``assetNumber`` but filters on ``dynamic.email``."""
+PRINCIPALS_PAGE = 100
+"""Principals per list page: the documented maximum (the default is 50)."""
+POLICY_REJECTION_CODE = "PASSWORD_POLICY"
+"""ASSUMPTION: the error code of a new password the tenant's password policy refuses at
+``/resources/me/password`` (Hantera documents none); only it is ``PasswordRejected``."""
+CLIENT_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", "password")
+"""The grant types our OAuth client needs: the guide's three, plus ``password`` for the token that
+sets a principal's chosen password (``change_password_as_principal``)."""
+CLIENT_SETUP_ERRORS = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type"})
+"""RFC 6749 section 5.2 token errors that mean our client is set up wrong (secret, grant types):
+retryable like a 401, so fixing the client resumes the registrations instead of failing them."""
 
 
 class HanteraSettings(BaseSettings):
@@ -157,16 +181,18 @@ _STATUS_ERRORS: dict[int, type[InvalidRequest | NotFound | Conflict]] = {
 }
 
 
-def _detail(response: httpx.Response) -> str:
-    """The server's own explanation (error code and message), if it gave one."""
+def _detail(response: httpx.Response) -> tuple[str, str | None]:
+    """The server's own explanation (error code and message), and its error code, if it gave
+    them: the code picks typed errors, the explanation goes into the message (scrubbed)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text
+        return response.text, None
     if not isinstance(body, dict):
-        return ""
+        return "", None
     keys = ("error", "code", "message", "error_description", "detail", "title")
-    return " ".join(str(body[key]) for key in keys if body.get(key))
+    code = next((body[key] for key in ("error", "code") if isinstance(body.get(key), str)), None)
+    return " ".join(str(body[key]) for key in keys if body.get(key)), code
 
 
 RETRY_AFTER_MAX = timedelta(minutes=10)
@@ -194,24 +220,30 @@ def _raise_for_status(
     response: httpx.Response,
     *,
     redact: Iterable[str] = (),
-    invalid: type[InvalidRequest] = InvalidRequest,
+    typed: Mapping[str, type[InvalidRequest]] | None = None,
 ) -> None:
     """The one HTTP status mapping of every Hantera call; returns quietly on 2xx.
 
-    ``invalid`` is the error for 400/422 and other 4xx (``PasswordRejected`` for a password).
+    ``typed`` gives server error codes a 4xx error type of their own (the password policy's
+    ``PasswordRejected``); any other 4xx maps by status, so a code we did not expect is never
+    mistaken for one we did.
     """
     status = response.status_code
     if 200 <= status < 300:
         return
     request = response.request
-    detail = scrub(_detail(response), redact)
-    message = f"Hantera {request.method} {request.url.path}: HTTP {status} {detail}".rstrip()
-    if status in (401, 403):
+    text, code = _detail(response)
+    message = f"Hantera {request.method} {request.url.path}: HTTP {status} {scrub(text, redact)}"
+    message = message.rstrip()
+    client_setup = request.url.path.endswith(OAUTH_PATH) and code in CLIENT_SETUP_ERRORS
+    if status in (401, 403) or client_setup:
         raise ProviderUnavailable(
-            f"{message} (check {ENV_PREFIX}CLIENT_ID/CLIENT_SECRET and the client's ACL)"
+            f"{message} (check {ENV_PREFIX}CLIENT_ID/CLIENT_SECRET and the client's grant types"
+            " and ACL: python -m activities.providers.hantera setup)"
         )
     if 400 <= status < 500 and status not in (408, 429):
-        raise _STATUS_ERRORS.get(status, invalid)(message)
+        error = (typed or {}).get(code or "") or _STATUS_ERRORS.get(status, InvalidRequest)
+        raise error(message)
     # 408, 429, 5xx, and 1xx/3xx (e.g. a redirecting proxy in front of a wrong base URL).
     raise ProviderUnavailable(
         message, next_retry_delay=_retry_after(response.headers.get("Retry-After"))
@@ -336,12 +368,13 @@ class HanteraClient:
         allow: Collection[int] = (),
         bearer: str | None = None,
         redact: Sequence[str] = (),
-        invalid: type[InvalidRequest] = InvalidRequest,
+        typed: Mapping[str, type[InvalidRequest]] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """A request with the client token (refreshed once on 401), or with ``bearer`` as is.
 
-        Statuses in ``allow`` (e.g. 404 for a lookup) are returned instead of raised.
+        Statuses in ``allow`` (e.g. 404 for a lookup) are returned instead of raised; ``typed``
+        as in ``_raise_for_status``.
         """
         token = bearer or await self._client_token()
         response = await self._send(method, path, token, **kwargs)
@@ -349,7 +382,7 @@ class HanteraClient:
             token = await self._client_token(stale=token)
             response = await self._send(method, path, token, **kwargs)
         if response.status_code not in allow:
-            _raise_for_status(response, redact=(*self._secrets, *redact), invalid=invalid)
+            _raise_for_status(response, redact=(*self._secrets, *redact), typed=typed)
         return response
 
 
@@ -364,7 +397,11 @@ async def change_password_as_principal(
     ASSUMPTION: the guide changes the password with ``POST /resources/me/password``
     (``currentPassword``/``newPassword``) under a "token for the user" it does not say how to
     get. We take it with the OAuth2 password grant (``username``=email, ``password``=the temporary
-    password) at ``/oauth/token`` with our client credentials. Replace this function when
+    password) at ``/oauth/token`` with our client credentials, so the client needs the
+    ``password`` grant type besides the guide's three (``setup_plan``); without it the token
+    endpoint answers ``unauthorized_client``, a retryable configuration error. Only the
+    policy's own code (``POLICY_REJECTION_CODE``) is ``PasswordRejected``: anything else, e.g. a
+    wrong ``currentPassword`` after another reset, maps by status. Replace this function when
     Hantera documents the step (or an admin endpoint that sets a password directly).
     """
     secrets = (temporary_password, new_password)
@@ -377,7 +414,7 @@ async def change_password_as_principal(
         "/resources/me/password",
         bearer=token,
         redact=(*secrets, token),
-        invalid=PasswordRejected,
+        typed={POLICY_REJECTION_CODE: PasswordRejected},
         json={"currentPassword": temporary_password, "newPassword": new_password},
     )
 
@@ -391,7 +428,8 @@ def _field(doc: dict[str, Any], key: str) -> Any:
 def _principal(response: httpx.Response) -> Principal:
     doc = _object(response)
     properties = doc.get("properties") or {}
-    etag = doc.get("etag") or doc.get("eTag") or response.headers.get("ETag")
+    # The guide reads ``etag``, the API reference answers ``eTag``; else the (quoted) header.
+    etag = doc.get("etag") or doc.get("eTag") or response.headers.get("ETag", "").strip('"')
     if not etag or not doc.get("id"):
         path = response.request.url.path
         raise InvalidRequest(f"Hantera {path}: the principal has no id or no etag")
@@ -427,15 +465,26 @@ class HanteraIdentity:
         parameter (no filter string to escape), IAM is the source of truth (the graph is an
         index of it), suspended principals can be included (their address is still taken), and
         the graph exposes neither ``activated`` nor the etag, so it would need a second call
-        anyway. The list's matching rule is not documented, so hits are re-checked exactly, and
-        the match is re-read by id for its etag.
+        anyway. The list's matching rule is not documented, so hits are re-checked exactly and
+        the documented cursor is followed (``after`` = the page's ``lastCursor``) past pages of
+        near-misses until the match or an empty, cursorless or non-advancing page; the match is
+        re-read by id for its etag.
         """
-        params = {"email": email_canonical, "includeSuspended": "true", "limit": "100"}
-        response = await self._client.call("GET", PRINCIPALS, params=params)
-        for item in _object(response).get("principals") or []:
-            if str(_field(item, "email") or "").lower() == email_canonical.lower():
-                return await self.get_principal(str(item["id"]))
-        return None
+        params = {
+            "email": email_canonical,
+            "includeSuspended": "true",
+            "limit": str(PRINCIPALS_PAGE),
+        }
+        while True:
+            page = _object(await self._client.call("GET", PRINCIPALS, params=params))
+            items = page.get("principals") or []
+            for item in items:
+                if str(_field(item, "email") or "").lower() == email_canonical.lower():
+                    return await self.get_principal(str(item["id"]))
+            cursor = page.get("lastCursor")
+            if not items or not cursor or str(cursor) == params.get("after"):
+                return None
+            params["after"] = str(cursor)
 
     async def get_principal(self, principal_id: str) -> Principal | None:
         response = await self._client.call("GET", _path(PRINCIPALS, principal_id), allow=(404,))
@@ -443,6 +492,10 @@ class HanteraIdentity:
 
     async def create_principal(self, new: NewPrincipal, password: str) -> Principal:
         """PUT the principal inactive, then set the chosen password as the guide does.
+
+        Email and name go at the top level (the API reference's PUT body) and also into
+        ``properties``, where the guide puts them and where code written after it reads them
+        (``principal.properties.email`` for its graph lookup).
 
         Retry-safe: an existing principal with this id and email is kept (another email is a
         ``Conflict``); unless it is already active, the password steps run again, which heals
@@ -455,7 +508,12 @@ class HanteraIdentity:
         if existing is not None and existing.active:
             return existing
         if existing is None:
-            properties: dict[str, Any] = {"activated": False, PENDING_MARK: True}
+            properties: dict[str, Any] = {
+                "name": new.name,
+                "email": new.email_canonical,
+                "activated": False,
+                PENDING_MARK: True,
+            }
             properties.update(
                 {k: v for k, v in (("locale", new.locale), ("tenant", new.tenant)) if v}
             )
@@ -624,6 +682,8 @@ class HanteraCustomers:
         ``externalReference`` is answered 409; we then look the asset up by ``registrationId``
         (retryable while the graph has not caught up).
         ``new.number_prefix`` is not sent: the prefix is the type's, set up once (``setup``).
+        The fields are set with the asset command reference's ``setDynamicFields`` (command
+        fields at its top level), not the guide's ``setDynamic`` (fields under ``body``).
         """
         nodes = await self._customers_where("email", new.email_canonical)
         mine = [n for n in nodes if (n.get("dynamic") or {}).get("registrationId") == new.id]
@@ -642,7 +702,7 @@ class HanteraCustomers:
             "body": {
                 "typeKey": type_key,
                 "externalReference": new.id,
-                "commands": [{"type": "setDynamic", "body": {"fields": fields}}],
+                "commands": [{"type": "setDynamicFields", "fields": fields}],
             },
         }
         try:
@@ -688,7 +748,9 @@ class HanteraCustomers:
 
         ASSUMPTION: Hantera lists a ``delete`` asset message but shows no request; we send it like
         the documented messages, ``POST /resources/actors/asset/<id>`` with ``[{"type":
-        "delete"}]``, and take 404 (``NOT_FOUND``) as already deleted.
+        "delete"}]``, and take 404 (``NOT_FOUND``) as already deleted; also for the id a
+        registration chose for its customer, which never names an asset (the create goes to
+        ``new``, so Hantera picks the GUID).
         """
         response = await self._client.call(
             "POST", _path(ASSETS_PATH, asset_id), json=[{"type": "delete"}], allow=(404,)
@@ -743,7 +805,9 @@ class SetupStep:
 
 
 def setup_plan(settings: HanteraSettings, number_prefix: str) -> list[SetupStep]:
-    """The guide's one-time setup for our settings: asset type, customer role, client ACL."""
+    """The guide's one-time setup for our settings: asset type, customer role, and the
+    client's grant types (the guide's plus ``password``, see ``change_password_as_principal``)
+    and ACL."""
     type_key, role = settings.customer_type_key, settings.customer_role
     return [
         SetupStep(
@@ -764,11 +828,13 @@ def setup_plan(settings: HanteraSettings, number_prefix: str) -> list[SetupStep]
             {"description": "Customer role marker for e-commerce users", "acl": {"entries": []}},
         ),
         SetupStep(
-            f"ACL of client {settings.client_id or '<client id>'} (entries after the guide's first"
+            f"Grant types and ACL of client {settings.client_id or '<client id>'} (the password"
+            " grant sets a principal's chosen password; ACL entries after the guide's first"
             " three are what this service also calls; check their names in Hantera's ACL docs)",
             "PUT",
             f"/resources/iam/clients/{settings.client_id or '<client id>'}",
             {
+                "properties": {"grantTypes": list(CLIENT_GRANT_TYPES)},
                 "acl": {
                     "entries": [
                         {"resource": "orders:*", "permission": "read"},
@@ -778,10 +844,10 @@ def setup_plan(settings: HanteraSettings, number_prefix: str) -> list[SetupStep]
                         {"resource": "actors:asset:*", "permission": "write"},
                         {"resource": "sendings:*", "permission": "write"},
                     ]
-                }
+                },
             },
-            manual="needs an admin token (a client cannot widen its own ACL), and the PUT"
-            " replaces the client: merge these entries into its existing properties",
+            manual="needs an admin token (a client cannot widen its own grants or ACL), and the"
+            " PUT replaces the client: merge these into its existing properties and ACL",
         ),
     ]
 

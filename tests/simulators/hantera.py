@@ -1,17 +1,24 @@
 """A Hantera on loopback: the subset the registration service uses, over real HTTP.
 
-Modelled on Hantera's public docs and customer-registration guide: client-credential tokens that
-expire (401 when missing or expired), principals with unique emails (409) and an etag on every
-write (412 on an ``If-Match`` or body ``etag`` mismatch), password reset to a temporary password
-changed through ``/resources/me/password`` under a password-grant token, customer assets numbered
+Modelled on Hantera's public docs and customer-registration guide: one OAuth client whose
+``grantTypes`` decide which grants it gets tokens for (by default the guide's three; refused ones,
+and a wrong secret, answer RFC 6749 section 5.2 error bodies), client-credential tokens that
+expire (401 when missing or expired), principals with unique emails (409) in either documented
+shape (email and name at the top level as in the API reference, or under ``properties`` as in the
+guide), listed in pages with the documented ``after``/``lastCursor`` cursor, and an etag on every
+write (412 on an ``If-Match`` or body ``etag`` mismatch; answered as the reference's ``eTag`` by
+default), password reset to a temporary password changed through ``/resources/me/password``
+under a password-grant token, customer assets created with ``setDynamicFields`` and numbered
 from their type's prefix (CUST100001, ...) with unique ``externalReference``, a graph that only
 understands ``dynamic.<field> == '<text>'`` (anything else is 400: the injection tests rely on
-it), and sendings recorded instead of delivered.
+it), and sendings recorded instead of delivered. Error bodies may echo what was sent (an email, a
+wrong secret), as a real server's may: the adapter must scrub them.
 
 Fault switches (``Faults``; Python ``set_faults`` or ``POST /_sim/faults``) add latency, 503s,
 429s with ``Retry-After``, and dropped connections; a drop happens after the request was handled,
-so the work is done but the answer is lost (the case idempotency must survive); and a concurrent
-writer that changes a principal between a client's read and its conditional write (412).
+so the work is done but the answer is lost (the case idempotency must survive); a concurrent
+writer that changes a principal between a client's read and its conditional write (412), or
+resets its password under a password change; and a graph index that lags behind new assets.
 Inspection: the attributes below, or ``GET /_sim/sendings|principals|assets|faults``.
 
 Run alone: ``python -m tests.simulators.hantera --port 8900``. In tests: ``async with
@@ -44,16 +51,32 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from activities.providers.hantera import CLIENT_GRANT_TYPES
+
 FIRST_ASSET_NUMBER = 100001
 _FILTER = re.compile(r"^dynamic\.([A-Za-z_][A-Za-z0-9_]*) == '([^'\\]*)'$")
 """The whole graph filter grammar understood here."""
 _ASSET_FIELDS = frozenset({"assetId", "assetNumber", "typeKey", "externalReference", "dynamic"})
 _UNRECORDED_BODIES = ("/oauth/token", "/resources/me/password")
 """Requests whose bodies carry secrets: recorded without them."""
+GUIDE_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+"""The grant types of the client in the guide's step 2."""
+_KNOWN_GRANTS = frozenset({*GUIDE_GRANT_TYPES, "password"})
+PAGE_DEFAULT, PAGE_MAX = 50, 100
+"""The principal list's documented ``limit`` default and maximum."""
+_PRINCIPAL_FIELDS = ("name", "email", "phone", "picture", "settings", "accessAttributes")
+"""Top-level principal fields of the API reference's PUT body, stored when sent."""
+ETAG_PLACES = ("eTag", "etag", "header")
+"""Where a principal answer may carry its etag (``HanteraSimulator.etag_field``)."""
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": code, "message": message}, status, headers=headers)
+
+
+def _oauth_error(status: int, code: str, description: str) -> Response:
+    """The token endpoint's error body, RFC 6749 section 5.2."""
+    return JSONResponse({"error": code, "error_description": description}, status)
 
 
 async def _json(request: Request) -> Any:
@@ -82,6 +105,8 @@ class Faults:
     drop_rate: float = 0.0
     """Fraction handled, then the connection closed before the answer's body."""
     path_prefix: str = "/"
+    method: str = ""
+    """Only requests with this HTTP method misbehave (``""``: any)."""
     empty_asset_paths: bool = False
     """Asset creation creates nothing and answers ``{"paths": []}``."""
     concurrent_principal_writes: int = 0
@@ -91,6 +116,15 @@ class Faults:
     bare_principal_puts: bool = False
     """A principal PUT that succeeds answers 204 without a body (the guide shows no answer, so an
     adapter must not depend on one). Ignores ``path_prefix``."""
+    concurrent_password_resets: int = 0
+    """The next this many password changes lose a race against another reset: just before the
+    check the principal gets a new temporary password, so ``currentPassword`` is wrong (400
+    ``INVALID_PASSWORD``). Counts down; ignores ``path_prefix``."""
+    graph_lag_queries: int = 0
+    """An asset created through the API stays out of graph results for the next this many graph
+    queries: the graph is an index updated after the write. Neither the guide nor Hantera's
+    public docs say whether it lags; the adapter allows for it (``_created_before``), this makes
+    that, and the undo of an asset only its id finds, testable. Ignores ``path_prefix``."""
 
 
 @dataclass
@@ -137,6 +171,12 @@ class HanteraSimulator:
 
     client_id: str = "registration-service"
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    grant_types: tuple[str, ...] = GUIDE_GRANT_TYPES
+    """The client's ``grantTypes``: the guide's by default, plus what a test's setup grants."""
+    etag_field: str = "eTag"
+    """Where principal answers carry the etag (one of ``ETAG_PLACES``): the API reference's
+    ``eTag`` field, the guide's ``etag`` field (``principal.etag``), or only the HTTP ``ETag``
+    header."""
     token_lifetime_seconds: float = 300.0
     seed: int | None = None
     base_url: str = ""
@@ -156,8 +196,13 @@ class HanteraSimulator:
     asset_types: dict[str, AssetType] = field(
         default_factory=lambda: {"customer": AssetType("CUST", "customers")}
     )
+    unindexed: dict[str, int] = field(default_factory=dict)
+    """By asset id: how many more graph queries a lagging asset is hidden from
+    (``graph_lag_queries``)."""
 
     def __post_init__(self) -> None:
+        if self.etag_field not in ETAG_PLACES:
+            raise ValueError(f"etag_field must be one of {ETAG_PLACES}")
         self._random = random.Random(self.seed)
         routes = [
             Route("/oauth/token", self._token, methods=["POST"]),
@@ -205,6 +250,13 @@ class HanteraSimulator:
     ) -> dict[str, Any]:
         """An asset made outside the service (e.g. an imported customer)."""
         return self._create_asset(type_key, dynamic, external_reference, None)
+
+    def add_principal(self, principal_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A principal made outside the service (staff, another flow); ``body`` as a PUT sends
+        it, in either shape."""
+        doc = self._principal_doc(principal_id, body, None)
+        self.principals[principal_id] = doc
+        return doc
 
     @property
     def graph_filters(self) -> list[str]:
@@ -261,7 +313,9 @@ class HanteraSimulator:
 
     async def _faulty(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         faults = self.faults
-        if not scope["path"].startswith(faults.path_prefix):
+        if not scope["path"].startswith(faults.path_prefix) or (
+            faults.method and scope["method"] != faults.method
+        ):
             await self._authenticated(scope, receive, send, app)
             return
         if faults.latency_seconds:
@@ -311,44 +365,84 @@ class HanteraSimulator:
         return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": lifetime})
 
     async def _token(self, request: Request) -> Response:
+        """RFC 6749 token endpoint: the client first, then whether it may use the grant."""
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        client_ok = secrets.compare_digest(
-            form.get("client_id", ""), self.client_id
-        ) and secrets.compare_digest(form.get("client_secret", ""), self.client_secret)
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        client_ok = secrets.compare_digest(client_id, self.client_id) and secrets.compare_digest(
+            secret, self.client_secret
+        )
         if not client_ok:
-            return _error(401, "invalid_client", "unknown client or wrong secret")
-        grant = form.get("grant_type")
+            # 400, not 401: the credentials came in the form, not an Authorization header (RFC
+            # 6749 section 5.2). Echoes what was sent, as a careless server may: the adapter
+            # must scrub it.
+            description = f"unknown client {client_id!r} or wrong secret {secret!r}"
+            return _oauth_error(400, "invalid_client", description)
+        grant = form.get("grant_type", "")
+        if grant not in _KNOWN_GRANTS:
+            return _oauth_error(400, "unsupported_grant_type", f"grant {grant!r} is unknown")
+        if grant not in self.grant_types:
+            description = f"client {client_id!r} may not use the {grant} grant"
+            return _oauth_error(400, "unauthorized_client", description)
         if grant == "client_credentials":
             return self._issue("client", self.client_id)
-        if grant == "password":
-            principal = self._by_email(form.get("username", ""))
-            password = self.passwords.get(principal["id"]) if principal else None
-            if principal is None or password is None or password != form.get("password"):
-                return _error(400, "invalid_grant", "wrong username or password")
-            return self._issue("principal", principal["id"])
-        return _error(400, "unsupported_grant_type", f"grant {grant!r} is not supported")
+        if grant != "password":
+            return _oauth_error(400, "unsupported_grant_type", f"{grant} is not simulated")
+        principal = self._by_email(form.get("username", ""))
+        password = self.passwords.get(principal["id"]) if principal else None
+        if principal is None or password is None or password != form.get("password"):
+            return _oauth_error(400, "invalid_grant", "wrong username or password")
+        return self._issue("principal", principal["id"])
 
     # IAM --------------------------------------------------------------------------------------
 
     def _by_email(self, email: str) -> dict[str, Any] | None:
         return next(
-            (p for p in self.principals.values() if p["email"].lower() == email.lower()), None
+            (p for p in self.principals.values() if _email_of(p).lower() == email.lower()), None
         )
 
-    @staticmethod
-    def _principal_response(doc: dict[str, Any], status: int = 200) -> Response:
-        return JSONResponse(doc, status, headers={"ETag": f'"{doc["etag"]}"'})
+    def _answer(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A stored principal as answered: its etag under ``etag_field`` (or in no field)."""
+        answer = {k: v for k, v in doc.items() if k != "etag"}
+        if self.etag_field != "header":
+            answer[self.etag_field] = doc["etag"]
+        return answer
+
+    def _principal_response(self, doc: dict[str, Any]) -> Response:
+        headers = {"ETag": f'"{doc["etag"]}"'} if self.etag_field == "header" else None
+        return JSONResponse(self._answer(doc), headers=headers)
 
     async def _list_principals(self, request: Request) -> Response:
-        email = (request.query_params.get("email") or "").lower()
-        found = [p for p in self.principals.values() if p["email"].lower() == email or not email]
-        return JSONResponse({"principals": found, "totalCount": len(found)})
+        """One page, ordered by id, of the principals whose email contains ``email``.
+
+        The documented contract: ``limit`` (default 50, at most 100), ``after`` = the previous
+        page's ``lastCursor`` (an id). The ``email`` filter's matching rule is not documented;
+        a case-insensitive substring here, the loosest plausible one, so near-misses come back
+        and an adapter must re-check hits and page past them.
+        """
+        query = request.query_params
+        limit = query.get("limit", str(PAGE_DEFAULT))
+        if not limit.isdigit() or not 1 <= int(limit) <= PAGE_MAX:
+            return _error(400, "INVALID_LIMIT", f"limit must be 1 to {PAGE_MAX}")
+        email, after = (query.get("email") or "").lower(), query.get("after") or ""
+        found = sorted(
+            (p for p in self.principals.values() if email in _email_of(p).lower()),
+            key=lambda p: str(p["id"]),
+        )
+        page = [p for p in found if p["id"] > after][: int(limit)]
+        return JSONResponse(
+            {
+                "principals": [self._answer(p) for p in page],
+                "totalCount": len(found),
+                "firstCursor": page[0]["id"] if page else None,
+                "lastCursor": page[-1]["id"] if page else None,
+            }
+        )
 
     async def _principal(self, request: Request) -> Response:
         principal_id = request.path_params["id"]
-        current = self.principals.get(principal_id)
         if request.method == "PUT":
-            return await self._put_principal(request, principal_id, current)
+            return await self._put_principal(request, principal_id)
+        current = self.principals.get(principal_id)
         if current is None:
             return _error(404, "NOT_FOUND", f"principal {principal_id} not found")
         if request.method == "DELETE":
@@ -357,19 +451,24 @@ class HanteraSimulator:
             return JSONResponse({"id": principal_id})
         return self._principal_response(current)
 
-    async def _put_principal(
-        self, request: Request, principal_id: str, current: dict[str, Any] | None
-    ) -> Response:
+    async def _put_principal(self, request: Request, principal_id: str) -> Response:
+        """Create or replace, in either documented shape (the guide's step 4 and 5 bodies send
+        only ``properties`` and ``roles``). The current principal is looked up only once the
+        body is in, and nothing awaits between the etag check and the write: a writer that
+        finished meanwhile is seen, never overwritten."""
         body = await _json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("email"), str):
-            return _error(400, "INVALID_BODY", "a JSON object with an email is required")
+        if not isinstance(body, dict):
+            return _error(400, "INVALID_BODY", "a JSON object is required")
         if not isinstance(body.get("roles", []), list) or not isinstance(
             body.get("properties", {}), dict
         ):
             return _error(400, "INVALID_BODY", "roles must be a list, properties an object")
-        email = body["email"]
+        email = _email_of(body)
+        if not email:
+            return _error(400, "INVALID_BODY", "an email (top level or in properties) is required")
         if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) or len(email) > 254:
             return _error(422, "INVALID_EMAIL", "email is not a valid address")
+        current = self.principals.get(principal_id)
         expected = [_bare(e) for e in (request.headers.get("If-Match"), body.get("etag")) if e]
         if expected and current is not None and self.faults.concurrent_principal_writes > 0:
             self._concurrent_write(current)
@@ -377,23 +476,29 @@ class HanteraSimulator:
             return _error(412, "PRECONDITION_FAILED", "etag does not match")
         owner = self._by_email(email)
         if owner is not None and owner["id"] != principal_id:
-            return _error(409, "EMAIL_TAKEN", "email is already used by another principal")
-        doc = {
+            # Echoes the address, as a real server may: the adapter must scrub it.
+            return _error(409, "EMAIL_TAKEN", f"email {email} is already used by another principal")
+        doc = self._principal_doc(principal_id, body, current)
+        self.principals[principal_id] = doc
+        if self.faults.bare_principal_puts:
+            return Response(status_code=204)
+        return self._principal_response(doc)
+
+    @staticmethod
+    def _principal_doc(
+        principal_id: str, body: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The stored principal: the fields as sent (a PUT replaces), in the shape sent."""
+        return {
             "id": principal_id,
             "type": "principal",
-            "name": body.get("name"),
-            "email": email,
-            "phone": body.get("phone"),
+            **{key: body[key] for key in _PRINCIPAL_FIELDS if key in body},
             "roles": list(body.get("roles", [])),
             "acl": body.get("acl", {"entries": []}),
             "properties": dict(body.get("properties", {})),
             "createdAt": current["createdAt"] if current else time.time(),
             "etag": uuid.uuid4().hex[:16],
         }
-        self.principals[principal_id] = doc
-        if self.faults.bare_principal_puts:
-            return Response(status_code=204)
-        return self._principal_response(doc)
 
     def _concurrent_write(self, current: dict[str, Any]) -> None:
         """Another writer wins the race for ``current``: a change and a new etag."""
@@ -416,6 +521,10 @@ class HanteraSimulator:
         body = await _json(request)
         if not isinstance(body, dict):
             return _error(400, "INVALID_BODY", "a JSON object is required")
+        if self.faults.concurrent_password_resets > 0:
+            remaining = self.faults.concurrent_password_resets - 1
+            self.faults = dataclasses.replace(self.faults, concurrent_password_resets=remaining)
+            self.passwords[principal_id] = secrets.token_urlsafe(12)
         if body.get("currentPassword") != self.passwords.get(principal_id):
             return _error(400, "INVALID_PASSWORD", "current password is wrong")
         new = body.get("newPassword")
@@ -450,12 +559,15 @@ class HanteraSimulator:
         dynamic: dict[str, Any],
         external_reference: str | None,
         number: str | None,
+        lag: int = 0,
     ) -> dict[str, Any]:
         asset_type = self.asset_types[type_key]
         if number is None:
             asset_type.last_number += 1
             number = f"{asset_type.prefix}{asset_type.last_number}"
         asset_id = str(uuid.uuid4())
+        if lag:
+            self.unindexed[asset_id] = lag
         asset: dict[str, Any] = {
             "assetId": asset_id,
             "assetNumber": number,
@@ -478,6 +590,7 @@ class HanteraSimulator:
         if [m.get("type") for m in messages] != ["delete"]:
             return _error(400, "INVALID_MESSAGE_BODY", "only the delete message is simulated")
         del self.assets[asset_id]
+        self.unindexed.pop(asset_id, None)
         return JSONResponse({"data": {"delete": "OK"}})
 
     def _create_message(self, message: dict[str, Any]) -> Response:
@@ -489,9 +602,13 @@ class HanteraSimulator:
             return _error(400, "INVALID_MESSAGE_BODY", f"unknown asset type {type_key!r}")
         dynamic: dict[str, Any] = {}
         for command in body.get("commands", []):
-            fields = (command.get("body") or {}).get("fields")
-            if command.get("type") != "setDynamic" or not isinstance(fields, dict):
-                return _error(400, "INVALID_COMMAND", "only setDynamic with fields is simulated")
+            # The asset command reference's form; the guide's ``setDynamic`` with
+            # ``body.fields`` is not in it.
+            fields = command.get("fields")
+            if command.get("type") != "setDynamicFields" or not isinstance(fields, dict):
+                return _error(
+                    400, "INVALID_COMMAND", "only setDynamicFields with fields is simulated"
+                )
             dynamic.update(fields)
         reference, number = body.get("externalReference"), body.get("assetNumber")
         for asset in self.assets.values():
@@ -501,7 +618,9 @@ class HanteraSimulator:
                 return _error(409, "ALREADY_EXISTS", "externalReference or assetNumber is taken")
         if self.faults.empty_asset_paths:
             return JSONResponse({"paths": [], "data": {}})
-        asset = self._create_asset(type_key, dynamic, reference, number)
+        asset = self._create_asset(
+            type_key, dynamic, reference, number, self.faults.graph_lag_queries
+        )
         base = "resources/actors/asset"
         paths = [f"{base}/{asset['assetId']}", f"{base}/{type_key}/{asset['assetNumber']}"]
         if reference:
@@ -528,10 +647,21 @@ class HanteraSimulator:
             nodes = [
                 {f: asset[f] for f in fields}
                 for asset in self.assets.values()
-                if asset["typeKey"] == type_key and asset["dynamic"].get(name) == value
+                if asset["typeKey"] == type_key
+                and asset["dynamic"].get(name) == value
+                and asset["assetId"] not in self.unindexed
             ]
             results.append({"nodes": nodes})
+            self._index_one_query_later()
         return JSONResponse(results)
+
+    def _index_one_query_later(self) -> None:
+        """One graph query has passed: lagging assets come one query closer to being found."""
+        for asset_id, remaining in list(self.unindexed.items()):
+            if remaining > 1:
+                self.unindexed[asset_id] = remaining - 1
+            else:
+                del self.unindexed[asset_id]
 
     # Sendings ---------------------------------------------------------------------------------
 
@@ -573,6 +703,12 @@ class HanteraSimulator:
             except TypeError as exc:
                 return _error(400, "INVALID_FAULTS", str(exc))
         return JSONResponse(dataclasses.asdict(self.faults))
+
+
+def _email_of(doc: dict[str, Any]) -> str:
+    """A principal's email: top level (API reference) or under ``properties`` (the guide)."""
+    email = doc.get("email") or (doc.get("properties") or {}).get("email")
+    return email if isinstance(email, str) else ""
 
 
 @asynccontextmanager
@@ -617,11 +753,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-id", default="registration-service")
     parser.add_argument("--client-secret", default="dev-secret")
     parser.add_argument("--token-lifetime", type=float, default=300.0, help="seconds")
+    parser.add_argument(
+        "--grant-types",
+        default=",".join(CLIENT_GRANT_TYPES),
+        help="the client's grant types, comma-separated (default: what the service's setup asks)",
+    )
     args = parser.parse_args(argv)
     sim = HanteraSimulator(
         client_id=args.client_id,
         client_secret=args.client_secret,
         token_lifetime_seconds=args.token_lifetime,
+        grant_types=tuple(args.grant_types.split(",")),
     )
     try:
         asyncio.run(_serve_forever(sim, args.host, args.port))
