@@ -15,8 +15,11 @@ credentials (the UI's "include cross-origin credentials" option). With ``codec_s
 every call needs ``Authorization: Bearer <token>`` (the CLI's ``--codec-auth``); CORS preflights do
 not, as browsers never send credentials on them.
 
-Anything that can call ``/decode`` can read all workflow data, so by default it binds to loopback.
-It still never reveals a password: passwords (and submitted codes) are sealed with a separate
+Anything that can call ``/decode`` can read all workflow data, so by default it binds to loopback,
+and it refuses to listen anywhere else without a token. It answers only requests addressed to
+a loopback name or its configured host (the ``Host`` header), so a web page whose domain was
+rebound to 127.0.0.1 (DNS rebinding) cannot read from it through the browser. It still never
+reveals a password: passwords (and submitted codes) are sealed with a separate
 Fernet key (``REGISTRATION_SEAL_KEY``, common/sealing.py) before they become payloads, and this
 server never loads that key, so a decoded payload shows only the sealed token.
 """
@@ -27,13 +30,17 @@ import argparse
 import hmac
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from contextlib import contextmanager
 
 import uvicorn
 from google.protobuf import json_format
+from pydantic import TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -42,18 +49,35 @@ from temporalio.converter import PayloadCodec
 
 from common.codec import EncryptionCodec, encryption_keys
 from common.keys import KeyConfigError
-from common.settings import InvalidSettings, Settings, load_settings
+from common.settings import (
+    InvalidSettings,
+    Port,
+    PortInUse,
+    Settings,
+    env_variable,
+    listening_socket,
+    load_settings,
+)
 
 log = logging.getLogger(__name__)
 
 Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""``Host`` header values of loopback requests (an IPv6 literal comes in brackets)."""
+_PORT: TypeAdapter[int] = TypeAdapter(Port)
+
 
 def create_app(
-    codec: PayloadCodec, *, allowed_origins: Sequence[str], token: str | None
+    codec: PayloadCodec,
+    *,
+    allowed_origins: Sequence[str],
+    token: str | None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> Starlette:
-    """The codec server as an ASGI app, so tests and other hosts can mount it."""
+    """The codec server as an ASGI app, so tests and other hosts can mount it. Requests whose
+    ``Host`` is not one of ``allowed_hosts`` get a 400 (DNS rebinding)."""
     routes = [
         Route(path, _endpoint(transform, token), methods=["POST"])
         for name, transform in (("encode", codec.encode), ("decode", codec.decode))
@@ -66,7 +90,8 @@ def create_app(
         allow_headers=["Content-Type", "X-Namespace", "Authorization"],
         allow_credentials=True,
     )
-    return Starlette(routes=routes, middleware=[cors])
+    hosts = Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    return Starlette(routes=routes, middleware=[hosts, cors])
 
 
 def _endpoint(transform: Transform, token: str | None) -> Endpoint:
@@ -109,6 +134,66 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _host_header(host: str) -> str:
+    """``host`` as a ``Host`` header names it: an IPv6 literal in brackets."""
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host.lower()
+
+
+def app_from_settings(settings: Settings) -> Starlette:
+    """The codec server as configured (also run inside ``worker.py --dev``). Beyond loopback it
+    needs a token: whoever reaches it could otherwise decrypt every payload."""
+    host = settings.codec_server_host
+    if settings.codec_server_token is None and not _is_loopback(host):
+        raise InvalidSettings(
+            f"{env_variable('codec_server_token')}: not set, and the codec server would listen on"
+            f" {host} ({env_variable('codec_server_host')}), beyond loopback, where whoever"
+            " reaches it can decrypt every payload: set a token, or listen on 127.0.0.1"
+        )
+    keys, current_key_id = encryption_keys(settings)
+    token = settings.codec_server_token.get_secret_value() if settings.codec_server_token else None
+    return create_app(
+        EncryptionCodec(keys, current_key_id),
+        allowed_origins=settings.codec_server_origins,
+        token=token,
+        allowed_hosts=list(dict.fromkeys([*LOOPBACK_HOSTS, _host_header(host)])),
+    )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside another program (``worker.py --dev``), which handles SIGINT/SIGTERM itself.
+    uvicorn's own handlers would stop the codec server at the first signal and, once stopped,
+    raise the signal again, which the worker would take for a second Ctrl-C ("stop at once")."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
+
+
+def bound_server(settings: Settings, *, embedded: bool) -> tuple[uvicorn.Server, socket.socket]:
+    """The configured codec server and its listening socket. Bound here, so a taken port is
+    ``PortInUse`` naming the variable: uvicorn would ``sys.exit(3)`` (3 means "Temporal
+    unreachable" in this project). ``embedded``: run inside the worker (see ``_EmbeddedServer``),
+    logging only warnings."""
+    app = app_from_settings(settings)
+    listener = listening_socket(
+        settings.codec_server_host, settings.codec_server_port, "codec_server_port"
+    )
+    server = _EmbeddedServer if embedded else uvicorn.Server
+    # lifespan off: the app has no start-up/shutdown hooks; "on" logs a traceback on exit.
+    config = uvicorn.Config(app, log_level="warning" if embedded else "info", lifespan="off")
+    return server(config), listener
+
+
+def _port(text: str) -> int:
+    try:
+        return _PORT.validate_python(text)
+    except ValidationError as err:
+        raise argparse.ArgumentTypeError(err.errors()[0]["msg"]) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Temporal codec server for encrypted payloads.")
     try:
@@ -116,33 +201,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     except InvalidSettings as err:
         parser.exit(2, f"configuration error: {err}\n")
     parser.add_argument("--host", default=settings.codec_server_host)
-    parser.add_argument("--port", type=int, default=settings.codec_server_port)
+    parser.add_argument("--port", type=_port, default=settings.codec_server_port)
     args = parser.parse_args(argv)
     if not settings.encryption:
         parser.exit(2, "REGISTRATION_ENCRYPTION is off: payloads are plain, nothing to decode\n")
     logging.basicConfig(level=logging.INFO)
-    if settings.codec_server_token is None and not _is_loopback(args.host):
-        log.warning(
-            "codec server on %s without REGISTRATION_CODEC_SERVER_TOKEN: whoever reaches it can"
-            " decrypt every payload",
-            args.host,
-        )
-    try:
-        app = app_from_settings(settings)
-    except KeyConfigError as err:
-        parser.exit(2, f"configuration error: {err}\n")
-    uvicorn.run(app, host=args.host, port=args.port)
-
-
-def app_from_settings(settings: Settings) -> Starlette:
-    """The codec server as configured (also run inside ``worker.py --dev``)."""
-    keys, current_key_id = encryption_keys(settings)
-    token = settings.codec_server_token.get_secret_value() if settings.codec_server_token else None
-    return create_app(
-        EncryptionCodec(keys, current_key_id),
-        allowed_origins=settings.codec_server_origins,
-        token=token,
+    settings = settings.model_copy(
+        update={"codec_server_host": args.host, "codec_server_port": args.port}
     )
+    try:
+        server, listener = bound_server(settings, embedded=False)
+    except (InvalidSettings, KeyConfigError, PortInUse) as err:
+        parser.exit(2, f"configuration error: {err}\n")
+    log.info("codec server on http://%s:%d", args.host, args.port)
+    server.run(sockets=[listener])
 
 
 if __name__ == "__main__":

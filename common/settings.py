@@ -10,14 +10,18 @@ Connection settings for Temporal itself are not here: they come from ``temporali
 from __future__ import annotations
 
 import json
+import re
+import socket
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import (
+    BeforeValidator,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -31,6 +35,38 @@ if TYPE_CHECKING:
 
 ENV_FILE = ".env"
 """Settings file in the working directory; the environment wins over it."""
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port a process listens on or connects to: out of range, the socket call would raise an
+``OverflowError`` long after start-up checked the settings."""
+
+_DURATION_WITH_UNIT = re.compile(r"([0-9]+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration_shorthand(value: object) -> object:
+    """Seconds (``86400``) and a number with a unit (``90s``, ``15m``, ``24h``, ``7d``, as the
+    CLI's ``--ttl`` always took) become a ``timedelta`` here; ISO 8601 (``PT24H``) passes on to
+    pydantic. Pydantic would read an all-digit string as a clock time and refuse it ("invalid
+    character in hour")."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    match = _DURATION_WITH_UNIT.fullmatch(text)
+    if match is None:
+        return value
+    try:
+        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        raise ValueError("duration out of range") from None
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration_shorthand)]
+"""A duration as settings and the CLI take it: ``86400`` (seconds), ``24h`` or ``PT24H``."""
+DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
 
 
 class WorkflowIdMode(StrEnum):
@@ -74,11 +110,11 @@ class Settings(BaseSettings):
 
     # Registration policy (copied into each workflow's input, so a running workflow keeps its own).
     # Bounds: those of ``RegistrationPolicy``, checked by ``_policy_in_bounds``.
-    activation_ttl: timedelta = timedelta(hours=24)
+    activation_ttl: Duration = timedelta(hours=24)
     max_attempts_per_code: int = 5
     max_attempts_total: int = 20
     max_resends: int = 5
-    resend_interval: timedelta = timedelta(minutes=1)
+    resend_interval: Duration = timedelta(minutes=1)
     customer_number_prefix: str = "CUST"
 
     # Password policy (NIST SP 800-63B: length and blocklist, no composition rules).
@@ -94,7 +130,7 @@ class Settings(BaseSettings):
 
     # SMTP (mail_provider=smtp).
     smtp_host: str = "localhost"
-    smtp_port: int = 587
+    smtp_port: Port = 587
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
@@ -108,8 +144,8 @@ class Settings(BaseSettings):
     """Prometheus endpoint of the worker (``/metrics``); empty to turn it off."""
 
     # Embedded Temporal dev server (worker.py --dev).
-    dev_server_port: int = 7233
-    dev_ui_port: int = 8233
+    dev_server_port: Port = 7233
+    dev_ui_port: Port = 8233
 
     # Payload encryption (common/codec.py): everything Temporal stores is AES-256-GCM ciphertext.
     encryption: bool = True
@@ -121,7 +157,7 @@ class Settings(BaseSettings):
 
     # Codec server (codec_server.py) that lets the Temporal UI and CLI read encrypted payloads.
     codec_server_host: str = "127.0.0.1"
-    codec_server_port: int = 8081
+    codec_server_port: Port = 8081
     codec_server_origins: Annotated[list[str], NoDecode] = []
     """Browser origins (the Temporal UI) allowed to call the codec server, credentials included, as
     a JSON list; unset, the embedded UI's (``dev_ui_port``), see ``_origins_of_the_dev_ui``."""
@@ -138,15 +174,6 @@ class Settings(BaseSettings):
         if activation_ttl is not None:
             fields["activation_ttl"] = activation_ttl
         return RegistrationPolicy.model_validate(fields)
-
-    @field_validator("activation_ttl", "resend_interval", mode="before")
-    @classmethod
-    def _digits_are_seconds(cls, value: object) -> object:
-        """``86400`` means seconds, as documented; pydantic would read an all-digit string as a
-        clock time and refuse it ("invalid character in hour"). ISO 8601 passes on."""
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-            return int(value)
-        return value
 
     @field_validator("password_max_length")
     @classmethod
@@ -211,6 +238,22 @@ class InvalidSettings(ValueError):
 def env_variable(field: str) -> str:
     """The variable a setting is read from (no setting has an alias), as it is written."""
     return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+class PortInUse(OSError):
+    """A port a process needs is taken (or its host cannot be bound); the message names its
+    variable."""
+
+
+def listening_socket(host: str, port: int, field: str) -> socket.socket:
+    """A socket listening on ``host:port`` (the port setting ``field``); one that cannot listen
+    is ``PortInUse`` naming the variable. Bound here, not by uvicorn or the dev server: they
+    report a taken port by ``sys.exit(3)`` from inside a task, or as a start-up timeout."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as err:
+        # The message names host and port: "... (while attempting to bind on address ...)".
+        raise PortInUse(f"{env_variable(field)}: cannot listen: {err.strerror}") from None
 
 
 def load_settings() -> Settings:

@@ -14,14 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from temporalio.api.errordetails.v1 import NamespaceNotFoundFailure
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
-from temporalio.envconfig import ClientConfigProfile
+from temporalio.envconfig import ClientConfig, ClientConfigProfile
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
 
 from common.converter import data_converter
-from common.settings import ENV_FILE, Settings
+from common.settings import ENV_FILE, InvalidSettings, Settings
 
 DEFAULT_ADDRESS = "localhost:7233"
+DEFAULT_CONFIG_FILE = "temporalio/temporal.toml in the user's configuration folder"
+"""Where envconfig looks for ``temporal.toml`` without ``TEMPORAL_CONFIG_FILE`` (Rust's
+``dirs::config_dir()``: ``$XDG_CONFIG_HOME`` or ``~/.config`` on Linux, ``~/Library/Application
+Support`` on macOS, ``%APPDATA%`` on Windows); a missing file there is no error."""
 
 
 class ServerUnreachable(ConnectionError):
@@ -32,6 +39,38 @@ class ServerUnreachable(ConnectionError):
             f"cannot reach the Temporal server at {address} (TEMPORAL_ADDRESS): {reason}"
         )
         self.address = address
+
+
+class NamespaceNotFound(InvalidSettings):
+    """``TEMPORAL_NAMESPACE`` names a namespace the server does not have."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(
+            f"TEMPORAL_NAMESPACE: the Temporal server at {client.service_client.config.target_host}"
+            f" has no namespace {client.namespace!r}"
+        )
+
+
+def namespace_not_found(err: RPCError) -> bool:
+    """Whether a NOT_FOUND is about the namespace: Temporal answers a missing namespace with the
+    same status as a missing workflow, and tells them apart only in the error's details."""
+    return err.status is RPCStatusCode.NOT_FOUND and any(
+        detail.Is(NamespaceNotFoundFailure.DESCRIPTOR) for detail in err.grpc_status.details
+    )
+
+
+async def check_namespace(client: Client) -> None:
+    """Raises ``NamespaceNotFound`` if the client's namespace does not exist. For the worker,
+    before it starts: its own check (the same call) fails with a bare ``RuntimeError`` whose text
+    is all there is ("Worker validation failed: Namespace ... was not found")."""
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=client.namespace)
+        )
+    except RPCError as err:
+        if namespace_not_found(err):
+            raise NamespaceNotFound(client) from None
+        raise
 
 
 def binary(name: str, package: str) -> str:
@@ -66,11 +105,48 @@ def test_server_path() -> str:
 
 
 def connect_config() -> dict[str, Any]:
-    """TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS, API key: envconfig (env or TOML profile)."""
-    profile = ClientConfigProfile.load(override_env_vars=temporal_environment())
-    config: dict[str, Any] = dict(profile.to_client_connect_config())
+    """TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS, API key: envconfig (env or TOML profile).
+
+    What envconfig cannot use is ``InvalidSettings`` naming the variable, like a bad setting of
+    our own, where envconfig raises its ``ConfigError`` (a ``RuntimeError`` of the untyped
+    bridge module) or an ``OSError`` with neither. The file is read on its own first, so that its
+    errors and a profile it lacks are told apart without parsing envconfig's messages."""
+    environment = temporal_environment()
+    config_file = environment.get("TEMPORAL_CONFIG_FILE") or DEFAULT_CONFIG_FILE
+    try:
+        profiles = ClientConfig.load(override_env_vars=environment).profiles
+    except RuntimeError as err:
+        raise InvalidSettings(f"TEMPORAL_CONFIG_FILE: {config_file}: {_outline(err)}") from None
+    profile_name = environment.get("TEMPORAL_PROFILE")
+    if profile_name and profile_name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise InvalidSettings(
+            f"TEMPORAL_PROFILE: no profile {profile_name!r} in {config_file} (TEMPORAL_CONFIG_FILE;"
+            f" profiles there: {known})"
+        )
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=environment)
+        config: dict[str, Any] = dict(profile.to_client_connect_config())
+    except RuntimeError as err:  # both a TEMPORAL_TLS_*_PATH and its *_DATA: the text names them
+        raise InvalidSettings(str(err)) from None
+    except OSError as err:  # a TLS file that cannot be read
+        named_by = [
+            name
+            for name, value in environment.items()
+            if name.startswith("TEMPORAL_TLS_") and value == err.filename
+        ] or [f"TEMPORAL_CONFIG_FILE ({config_file})"]
+        raise InvalidSettings(
+            f"{named_by[0]}: cannot read {err.filename}: {err.strerror}"
+        ) from None
     config.setdefault("target_host", DEFAULT_ADDRESS)
     return config
+
+
+def _outline(err: RuntimeError) -> str:
+    """A TOML error's first and last lines (where, and what is wrong), for a one-line message: the
+    lines between quote the file, which may hold an API key."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]}: {lines[-1]}"
 
 
 def temporal_environment() -> dict[str, str]:

@@ -9,6 +9,7 @@ Every command prints one JSON object on stdout, usage errors included. Exit code
      configuration (the JSON names the variable)
   3  the Temporal server cannot be reached, at the start (TEMPORAL_ADDRESS; the JSON names the
      address) or during the call
+  130  interrupted by Ctrl-C (at the password prompt, say)
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import re
 import sys
 import uuid
 from collections.abc import Sequence
@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -34,7 +34,7 @@ from activities.providers import check_email, open_providers
 from activities.roles import NewCustomer
 from common.identifiers import canonical_email
 from common.keys import KeyConfigError
-from common.settings import InvalidSettings, Settings, load_settings
+from common.settings import DURATION, InvalidSettings, Settings, env_variable, load_settings
 from common.temporal import connect_config
 from starter.client import (
     InvalidInput,
@@ -43,22 +43,24 @@ from starter.client import (
     ServerUnreachable,
     UnknownRegistration,
 )
-from workflows.models import ActivationOutcome, Email, Phone, ResendOutcome
+from workflows.models import (
+    ActivationOutcome,
+    Email,
+    Phone,
+    RegistrationPolicy,
+    ResendOutcome,
+)
 
-OK, REJECTED, USAGE, UNREACHABLE = 0, 1, 2, 3
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+OK, REJECTED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 
 
-def duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``24h``, ``7d``."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration like 24h or 15m: {text!r}")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+def activation_ttl(text: str) -> timedelta:
+    """``--ttl``: what ``REGISTRATION_ACTIVATION_TTL`` takes (``86400``, ``24h``, ``PT24H``),
+    within a registration's bounds, so that any bad value is a usage error naming the flag."""
     try:
-        return timedelta(**{unit: int(match.group(1))})
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"duration out of range: {text!r}") from None
+        return RegistrationPolicy(activation_ttl=DURATION.validate_python(text)).activation_ttl
+    except ValidationError as err:
+        raise argparse.ArgumentTypeError(f"{err.errors()[0]['msg']}: {text!r}") from None
 
 
 class JsonArgumentParser(argparse.ArgumentParser):
@@ -89,7 +91,11 @@ def parser() -> argparse.ArgumentParser:
     register.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
-    register.add_argument("--ttl", type=duration, help="activation window, e.g. 24h (default)")
+    register.add_argument(
+        "--ttl",
+        type=activation_ttl,
+        help="activation window: 24h (default), 15m, 86400 (seconds) or PT24H (ISO 8601)",
+    )
 
     activate = commands.add_parser("activate", help="submit an activation code or link token")
     activate.add_argument("--email", required=True)
@@ -111,7 +117,9 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", default="cancelled from the command line")
 
     customers = commands.add_parser("customers", help="customer records")
-    customer_commands = customers.add_subparsers(dest="customers_command", required=True)
+    customer_commands = customers.add_subparsers(
+        dest="customers_command", metavar="import", required=True
+    )
     load = customer_commands.add_parser(
         "import", help="pre-load customers (JSON lines: email, name, optional phone)"
     )
@@ -130,7 +138,10 @@ class UsageError(Exception):
 class ImportedCustomer(BaseModel):
     """One line of an import file, held to the rules of a registration's fields (the types the
     registration input and the client use), so nothing is imported that could not have
-    registered."""
+    registered. A key it does not know (``Phone`` for ``phone``) refuses the row, instead of
+    dropping what the file meant to import."""
+
+    model_config = ConfigDict(extra="forbid")
 
     email: Email
     name: Name
@@ -172,6 +183,14 @@ async def import_customers(settings: Settings, file: Path) -> dict[str, Any]:
     """Load existing customers into the configured customers provider, so that registrations
     with their emails link to them instead of creating new records. Re-importing is harmless."""
     rows = await asyncio.to_thread(read_customers, settings, file)
+    if settings.customers_provider == "local" and not settings.database_path.exists():
+        # Opening it would create an empty one, which no worker reads: the import would succeed
+        # and registrations would never link. Like a missing key file, it names the variables.
+        raise ConfigurationError(
+            f"{env_variable('database')}: no local directory at {settings.database_path.resolve()}:"
+            f" run the import with the worker's {env_variable('data_dir')}"
+            f" (or {env_variable('database')}), once the worker has started"
+        )
     imported, skipped = [], []
     async with open_providers(settings) as providers:
         for row in rows:
@@ -194,22 +213,34 @@ async def import_customers(settings: Settings, file: Path) -> dict[str, Any]:
 
 
 def read_password(from_stdin: bool) -> str:
+    """The first line of stdin, or typed at a prompt without echo. Input that ends before a
+    password (an empty stdin, Ctrl-D at the prompt) is ``InvalidInput`` naming the password."""
     if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    return getpass.getpass("Password: ")
+        line = sys.stdin.readline()
+        if not line:
+            raise InvalidInput("password", "none given: stdin is empty")
+        return line.rstrip("\r\n")
+    try:
+        return getpass.getpass("Password: ")
+    except EOFError:
+        raise InvalidInput("password", "none given: the input ended at the prompt") from None
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+async def run(
+    args: argparse.Namespace, settings: Settings, password: str | None
+) -> tuple[int, Any]:
+    """The command, with the password of ``register`` read before (see ``main``)."""
     if args.command == "customers":
         return OK, await import_customers(settings, args.file)
     client = await RegistrationClient.connect(settings)
     if args.command == "register":
+        assert password is not None
         receipt = await client.register(
             email=args.email,
             name=args.name,
             phone=args.phone,
             locale=args.locale,
-            password=read_password(args.password_stdin),
+            password=password,
             activation_ttl=args.ttl,
         )
         return OK, receipt
@@ -233,7 +264,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits with 2 on usage errors
     try:
-        code, answer = asyncio.run(run(args, load_settings()))
+        settings = load_settings()
+        # Prompted for outside the event loop: there a Ctrl-C only cancels the task, and waits
+        # for the blocking prompt to return.
+        password = read_password(args.password_stdin) if args.command == "register" else None
+        code, answer = asyncio.run(run(args, settings, password))
+    except KeyboardInterrupt:
+        code, answer = INTERRUPTED, {"error": "interrupted", "message": "interrupted by Ctrl-C"}
     except InvalidInput as err:
         code, answer = REJECTED, {"error": "invalid_input", "field": err.field, "message": str(err)}
     except UnknownRegistration as err:

@@ -21,9 +21,11 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import TypedSearchAttributes
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import TemporalError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
@@ -33,9 +35,9 @@ from common.identifiers import registration_id
 from common.keys import fernet_keys, hmac_key
 from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
-from common.settings import Settings, WorkflowIdMode
+from common.settings import InvalidSettings, Settings, WorkflowIdMode, env_variable
+from common.temporal import NamespaceNotFound, connect, namespace_not_found
 from common.temporal import ServerUnreachable as ServerUnreachable  # re-exported: connect raises it
-from common.temporal import connect
 from workflows import visibility
 from workflows.models import (
     ActivationOutcome,
@@ -54,6 +56,10 @@ from workflows.models import (
 from workflows.registration import RegistrationWorkflow
 
 UPDATE_ATTEMPTS = 5
+ANSWER_TIMEOUT = timedelta(seconds=30)
+"""How long a query, or an update until a worker accepts it, may wait for a worker. The server
+holds both until a worker polls the task queue, an update without any deadline; only accepting is
+bounded, so an activation that takes its time at a remote provider is still waited for."""
 RECEIPT_MESSAGE = (
     "If this address can be registered, an email with an activation code is on its way."
 )
@@ -61,13 +67,23 @@ RECEIPT_MESSAGE = (
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069): they reorder the text
+around them, so "Eve<U+202E>gnp.exe" shows as "Eveexe.png". The joiners (ZWJ, ZWNJ),
+which names in Persian or Indic scripts need, are format characters too and stay allowed."""
+
+
 def _one_line(text: str) -> str:
-    """Refuse control characters and line separators (CR, LF, NUL, U+2028...): a name is one
-    line of display text in mails, the Temporal UI and provider records. Checked here, where
-    input arrives, and not in ``RegistrationInput``, which Temporal also decodes from histories
-    recorded before the rule."""
+    """Refuse control characters, line separators (CR, LF, NUL, U+2028...) and bidirectional
+    controls: a name is one line of display text in mails, the Temporal UI and provider records.
+    Checked here, where input arrives, and not in ``RegistrationInput``, which Temporal also
+    decodes from histories recorded before the rule."""
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
         raise ValueError("must not contain control characters or line breaks")
+    if not _BIDI_CONTROLS.isdisjoint(text):
+        raise ValueError(
+            "must not contain bidirectional text controls (U+202A..U+202E, U+2066..U+2069)"
+        )
     return text
 
 
@@ -78,6 +94,24 @@ _NAME: TypeAdapter[str] = TypeAdapter(Name)
 _TOKEN_LENGTH = len(base64.urlsafe_b64encode(bytes(LINK_TOKEN_BYTES)).rstrip(b"="))
 """Characters of a link token: ``secrets.token_urlsafe(LINK_TOKEN_BYTES)``, unpadded base64url."""
 _SUBMITTABLE_CODE = re.compile(rf"[0-9]{{{CODE_DIGITS}}}|[A-Za-z0-9_-]{{{_TOKEN_LENGTH}}}")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!&~|])")
+
+
+def _markdown_literal(text: str) -> str:
+    """``text`` as Markdown that renders as the text itself. The Temporal UI renders a summary as
+    Markdown, so a name such as ``[Verify here](https://evil.example)`` would show staff a link
+    to anywhere. Each character that opens or closes an inline construct (emphasis, code spans,
+    links and images, raw HTML and autolinks in angle brackets, entities, strikethrough, table
+    cells) gets CommonMark's backslash escape, which any ASCII punctuation may have and which
+    renders as the character. Block syntax (headings, lists, quotes) counts only at the start of
+    a line, and a summary starts with fixed text and has one line (names refuse line breaks). A
+    bare URL may still be linked by an autolinking renderer; it shows its own target."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+class NoWorkerAnswered(TemporalError):
+    """No worker took a query or an update within ``ANSWER_TIMEOUT``: none polls the task queue
+    (the worker is not running, or runs on another task queue), or all are stuck."""
 
 
 class InvalidInput(ValueError):
@@ -100,9 +134,12 @@ class Receipt(BaseModel):
 
 
 class RegistrationClient:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(
+        self, client: Client, settings: Settings, *, answer_timeout: timedelta = ANSWER_TIMEOUT
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._answer_timeout = answer_timeout
         self._sealer = Sealer(fernet_keys(settings.seal_key, settings.data_dir))
         self._id_key = (
             hmac_key(settings.id_key, settings.data_dir, "id")
@@ -162,7 +199,7 @@ class RegistrationClient:
                     RegistrationWorkflow.resend, ResendRequest(requested_by="repeated registration")
                 )
             except RPCError as err:
-                if err.status is not RPCStatusCode.NOT_FOUND:
+                if not self._not_found(err):
                     raise
                 # It ended in between: this request starts the next registration.
                 return await self.register(
@@ -170,6 +207,11 @@ class RegistrationClient:
                     profile=profile, tenant=tenant, metadata=metadata,
                     activation_ttl=activation_ttl,
                 )  # fmt: skip
+        except RPCError as err:
+            self._check_namespace(err)
+            if self._settings.search_attributes and _names_search_attribute(err):
+                raise self._missing_search_attributes(err) from None
+            raise
         return Receipt(registration_id=workflow_id)
 
     async def submit_code(self, email: str, code: str) -> ActivationReply:
@@ -188,7 +230,7 @@ class RegistrationClient:
         except WorkflowUpdateFailedError:
             return ActivationReply(outcome=await self._closed_outcome(email))
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
+            if self._not_found(err):
                 return ActivationReply(outcome=await self._closed_outcome(email))
             raise
 
@@ -198,7 +240,7 @@ class RegistrationClient:
                 email, RegistrationWorkflow.request_resend, ResendRequest(requested_by=requested_by)
             )
         except (WorkflowUpdateFailedError, RPCError) as err:
-            if isinstance(err, RPCError) and err.status is not RPCStatusCode.NOT_FOUND:
+            if isinstance(err, RPCError) and not self._not_found(err):
                 raise
             status = await self.status(email)
             return ResendReply(outcome=ResendOutcome.NOT_PENDING, resends_left=status.resends_left)
@@ -213,12 +255,23 @@ class RegistrationClient:
         return status
 
     async def status(self, email: str) -> RegistrationStatus:
-        return await _registered(email, self._handle_for(email).query(RegistrationWorkflow.status))
+        """The registration's state, by a query that a worker answers (``NoWorkerAnswered`` if
+        none does within the answer timeout)."""
+        query = self._handle_for(email).query(
+            RegistrationWorkflow.status, rpc_timeout=self._answer_timeout
+        )
+        try:
+            return await self._registered(email, query)
+        except RPCError as err:
+            # The RPC's own timeout: "Timeout expired", with CANCELLED (or DEADLINE_EXCEEDED).
+            if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise self._no_worker() from None
+            raise
 
     async def cancel(self, email: str, reason: str = "") -> None:
         """Cancels a running registration; its compensations undo what it did."""
         handle = self._handle_for(email)
-        description = await _registered(email, handle.describe())
+        description = await self._registered(email, handle.describe())
         if description.status is not WorkflowExecutionStatus.RUNNING:
             raise InvalidInput("email", "registration is not running")
         await handle.cancel(reason=reason)
@@ -249,10 +302,16 @@ class RegistrationClient:
 
     async def _update(self, email: str, update: UpdateMethodMultiParam[[Any, A], R], arg: A) -> R:
         """An update, tried again when the workflow task that took it was rejected (e.g. a cancel
-        arrived meanwhile): the workflow state was rolled back, so the retry is safe."""
+        arrived meanwhile): the workflow state was rolled back, so the retry is safe. A worker must
+        accept it within the answer timeout (``NoWorkerAnswered``); its result may take longer."""
         for attempt in range(UPDATE_ATTEMPTS):
             try:
-                return await self._handle_for(email).execute_update(update, arg)
+                handle = await self._accepted(
+                    self._handle_for(email).start_update(
+                        update, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+                    )
+                )
+                return await handle.result()
             except RPCError as err:
                 if err.status is not RPCStatusCode.FAILED_PRECONDITION:
                     raise
@@ -260,6 +319,66 @@ class RegistrationClient:
                     raise
                 await asyncio.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    async def _accepted(self, call: Awaitable[R]) -> R:
+        """``call``, an update's start, within the answer timeout. The SDK turns the cancellation
+        into its ``WorkflowUpdateRPCTimeoutOrCancelledError``, which the server's own deadlines
+        raise too: only the expired deadline means that no worker answered."""
+        deadline = asyncio.timeout(self._answer_timeout.total_seconds())
+        try:
+            async with deadline:
+                return await call
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            if not deadline.expired():
+                raise
+            raise self._no_worker() from None
+
+    def _no_worker(self) -> NoWorkerAnswered:
+        return NoWorkerAnswered(
+            f"no worker answered within {self._answer_timeout.total_seconds():g} s: is worker.py"
+            f" running on task queue {self._settings.task_queue!r}"
+            f" ({env_variable('task_queue')}) of namespace {self._client.namespace!r}?"
+        )
+
+    def _check_namespace(self, err: RPCError) -> None:
+        """Raises ``NamespaceNotFound`` (a configuration error naming ``TEMPORAL_NAMESPACE``) if
+        ``err`` says that the client's namespace does not exist."""
+        if namespace_not_found(err):
+            raise NamespaceNotFound(self._client) from None
+
+    def _not_found(self, err: RPCError) -> bool:
+        """Whether ``err`` says that the registration's workflow does not exist. Temporal says
+        NOT_FOUND for a namespace that does not exist too: that raises ``NamespaceNotFound``
+        instead of passing for a missing registration."""
+        self._check_namespace(err)
+        return err.status is RPCStatusCode.NOT_FOUND
+
+    async def _registered(self, email: str, call: Awaitable[R]) -> R:
+        """Awaits a call on the registration of ``email``; NOT_FOUND means there is none."""
+        try:
+            return await call
+        except RPCError as err:
+            if self._not_found(err):
+                raise UnknownRegistration(f"no registration for {email}") from None
+            raise
+
+    def _missing_search_attributes(self, err: RPCError) -> InvalidSettings:
+        """The namespace lacks the search attributes a registration starts with (a real cluster
+        where nobody created them): the server's message, and the commands that fix it."""
+        by_type: dict[str, list[str]] = {}
+        for key in visibility.ALL:
+            by_type.setdefault(key.indexed_value_type.name.title(), []).append(key.name)
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {self._client.namespace} "
+            + " ".join(f"--name {name}" for name in names)
+            + f" --type {kind}"
+            for kind, names in by_type.items()
+        )
+        variable = env_variable("search_attributes")
+        return InvalidSettings(
+            f"{variable}: {err.message}. Create the search attributes ({commands}), or set"
+            f" {variable}=false to start registrations without them"
+        )
 
     def _search_attributes(self, registration: RegistrationInput) -> TypedSearchAttributes | None:
         if not self._settings.search_attributes:
@@ -269,10 +388,11 @@ class RegistrationClient:
 
     def _summary(self, registration: RegistrationInput) -> str:
         """The UI's one-line summary (an encrypted payload like any other; the UI renders it as
-        Markdown, hence no angle brackets)."""
+        Markdown: the values are escaped, and the email is in parentheses, not angle brackets)."""
+        name = _markdown_literal(registration.name)
         if self._settings.workflow_id_mode is WorkflowIdMode.HASHED:
-            return f"Registration of {registration.name}"
-        return f"Registration of {registration.name} ({registration.email})"
+            return f"Registration of {name}"
+        return f"Registration of {name} ({_markdown_literal(registration.email)})"
 
     def _handle_for(self, email: str) -> WorkflowHandle[Any, Any]:
         """The registration of ``email``; an address no registration could have is
@@ -304,14 +424,13 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 
-async def _registered(email: str, call: Awaitable[R]) -> R:
-    """Awaits a call on the registration of ``email``; Temporal's NOT_FOUND means there is none."""
-    try:
-        return await call
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            raise UnknownRegistration(f"no registration for {email}") from None
-        raise
+def _names_search_attribute(err: RPCError) -> bool:
+    """Whether the server refused a start over one of the registration's search attributes
+    (INVALID_ARGUMENT, "Namespace default has no mapping defined for search attribute ...": the
+    error has no details that would say so)."""
+    return err.status is RPCStatusCode.INVALID_ARGUMENT and any(
+        key.name in err.message for key in visibility.ALL
+    )
 
 
 def _validated(make: Callable[..., M], **fields: Any) -> M:

@@ -214,9 +214,16 @@ async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> Non
     assert code == 1 and out["error"] == "unknown_registration"
 
 
+async def as_a_worker_left_it(settings: Settings) -> None:
+    """The local directory a worker creates at start-up: an import only adds to an existing one."""
+    async with open_providers(settings):
+        pass
+
+
 async def test_cli_imports_customers_and_names_a_missing_file(
     settings: Settings, tmp_path: Path
 ) -> None:
+    await as_a_worker_left_it(settings)
     good = tmp_path / "good.jsonl"
     good.write_text(
         '{"email": "Nia@Example.com", "name": "Nia"}\n\n'
@@ -263,6 +270,7 @@ async def test_cli_import_with_a_bad_row_names_it_and_imports_nothing(
 async def test_cli_unreachable_server_and_bad_configuration(
     settings: Settings, tmp_path: Path
 ) -> None:
+    await as_a_worker_left_it(settings)
     code, out = await cli(NO_SERVER, settings, "status", "--email", "kim@example.com")
     assert code == 3 and out["error"] == "server_unreachable" and out["address"] == NO_SERVER
     assert NO_SERVER in out["message"]

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import signal
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 
 from activities.errors import ProviderUnavailable
+from activities.providers import open_providers
 from common.settings import Settings
 from starter import cli
+from tests.helpers import PASSWORD
+from tests.stack import Stack
+from tests.test_bad_input import NO_SERVER, REPO, server_of
+from tests.test_bad_input import cli as run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +48,9 @@ def answer(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
         (["unknown-command"], "invalid choice"),
         (["register", "--email", "kim@example.com", "--name", "Kim", "--ttl", "soon"], "--ttl"),
         (["register", "--email", "k@example.com", "--name", "K", "--ttl", "99999999999d"], "range"),
+        (["register", "--email", "k@example.com", "--name", "K", "--ttl", "0s"], "--ttl: "),
+        (["register", "--email", "k@example.com", "--name", "K", "--ttl", "P31D"], "30 days"),
+        (["customers"], "required: import"),
     ],
 )
 def test_usage_errors_answer_in_json(
@@ -47,7 +63,7 @@ def test_usage_errors_answer_in_json(
     assert printed["error"] == "usage" and words in printed["message"]
 
 
-async def refused(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+async def refused(args: argparse.Namespace, settings: Settings, _: str | None) -> tuple[int, Any]:
     raise RPCError("namespace is throttled", RPCStatusCode.RESOURCE_EXHAUSTED, b"")
 
 
@@ -59,11 +75,15 @@ def test_other_temporal_errors_answer_in_json(
     assert answer(capsys) == {"error": "temporal", "message": "namespace is throttled"}
 
 
-async def unavailable(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+async def unavailable(
+    args: argparse.Namespace, settings: Settings, _: str | None
+) -> tuple[int, Any]:
     raise RPCError("connection reset", RPCStatusCode.UNAVAILABLE, b"")
 
 
-async def provider_down(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+async def provider_down(
+    args: argparse.Namespace, settings: Settings, _: str | None
+) -> tuple[int, Any]:
     raise ProviderUnavailable("Hantera POST /resources/actors/asset/new: HTTP 503")
 
 
@@ -83,7 +103,9 @@ def test_a_server_lost_mid_call_is_unreachable_and_a_provider_error_is_named(
     }
 
 
-async def update_timed_out(args: argparse.Namespace, settings: Settings) -> tuple[int, Any]:
+async def update_timed_out(
+    args: argparse.Namespace, settings: Settings, _: str | None
+) -> tuple[int, Any]:
     raise WorkflowUpdateRPCTimeoutOrCancelledError()
 
 
@@ -93,3 +115,226 @@ def test_any_other_temporal_error_answers_in_json(
     monkeypatch.setattr(cli, "run", update_timed_out)
     assert cli.main(["activate", "--email", "kim@example.com", "--code", "123456"]) == cli.REJECTED
     assert answer(capsys)["error"] == "temporal"
+
+
+def register_args(email: str, name: str = "Kim") -> tuple[str, ...]:
+    return ("register", "--email", email, "--name", name, "--password-stdin")
+
+
+def new_email() -> str:
+    """An address no other test registers: workflow IDs are per namespace of the shared server."""
+    return f"{uuid.uuid4().hex[:16]}@example.com"
+
+
+@pytest.mark.parametrize(
+    ("variables", "variable"),
+    [
+        ({"TEMPORAL_PROFILE": "nope"}, "TEMPORAL_PROFILE"),
+        ({"TEMPORAL_CONFIG_FILE": "/etc/passwd"}, "TEMPORAL_CONFIG_FILE"),
+        (
+            {"TEMPORAL_TLS_CLIENT_CERT_PATH": "/nonexistent/cert.pem"},
+            "TEMPORAL_TLS_CLIENT_CERT_PATH",
+        ),
+    ],
+)
+async def test_temporal_configuration_errors_name_the_variable(
+    settings: Settings, variables: dict[str, str], variable: str
+) -> None:
+    code, out = await run_cli(
+        NO_SERVER, settings, "status", "--email", "kim@example.com", **variables
+    )
+    assert code == cli.USAGE and out["error"] == "configuration"
+    assert out["message"].startswith(f"{variable}: ")
+
+
+async def test_a_namespace_the_server_lacks_is_a_configuration_error(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Not "unknown registration": Temporal answers NOT_FOUND for a namespace too."""
+    email = ("--email", "kim@example.com")
+    commands = [
+        ("status", *email),
+        ("activate", *email, "--code", "123456"),
+        ("resend", *email),
+        ("cancel", *email),
+        ("approve", *email, "--operator", "ops", "--reason", "phone"),
+    ]
+    server = server_of(dev_env)
+    answers = await asyncio.gather(
+        *(run_cli(server, settings, *args, TEMPORAL_NAMESPACE="nope") for args in commands),
+        run_cli(
+            server, settings, *register_args("kim@example.com"), stdin=f"{PASSWORD}\n",
+            TEMPORAL_NAMESPACE="nope",
+        ),
+    )  # fmt: skip
+    for code, out in answers:
+        assert code == cli.USAGE and out["error"] == "configuration"
+        assert (
+            out["message"]
+            == f"TEMPORAL_NAMESPACE: the Temporal server at {server} has no namespace 'nope'"
+        )
+
+
+async def test_commands_that_need_a_worker_say_when_none_answers(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """No worker polls this test's task queue: updates and the status query end after 30 s,
+    naming the task queue, where an update would wait forever."""
+    server, address = server_of(dev_env), new_email()
+    code, receipt = await run_cli(server, settings, *register_args(address), stdin=f"{PASSWORD}\n")
+    assert code == cli.OK
+    email = ("--email", address)
+    answers = await asyncio.gather(
+        run_cli(server, settings, "activate", *email, "--code", "123456"),
+        run_cli(server, settings, "resend", *email),
+        run_cli(server, settings, "status", *email),
+    )
+    await dev_env.client.get_workflow_handle(receipt["registration_id"]).terminate()
+    for code, out in answers:
+        assert code == cli.REJECTED and out["error"] == "temporal"
+        assert out["message"].startswith("no worker answered within 30 s: is worker.py running")
+        assert repr(settings.task_queue) in out["message"]
+
+
+async def test_a_namespace_without_the_search_attributes_says_how_to_fix_it(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    namespace = f"bare-{uuid.uuid4()}"
+    await dev_env.client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    server, password = server_of(dev_env), f"{PASSWORD}\n"
+    for _ in range(40):  # a new namespace takes a moment to be known everywhere
+        code, out = await run_cli(
+            server, settings, *register_args("kim@example.com"), stdin=password,
+            TEMPORAL_NAMESPACE=namespace,
+        )  # fmt: skip
+        if not out.get("message", "").startswith("TEMPORAL_NAMESPACE"):
+            break
+        await asyncio.sleep(0.5)
+    assert code == cli.USAGE and out["error"] == "configuration"
+    assert out["message"].startswith("REGISTRATION_SEARCH_ATTRIBUTES: ")
+    assert (
+        f"temporal operator search-attribute create --namespace {namespace} --name"
+        " RegistrationStatus --name RegistrationEmail --name CustomerNumber --type Keyword"
+    ) in out["message"]
+    assert "--name ActivationExpiresAt --type Datetime" in out["message"]
+    assert "REGISTRATION_SEARCH_ATTRIBUTES=false" in out["message"]
+    code, out = await run_cli(
+        server, settings, *register_args("kim@example.com"), stdin=password,
+        TEMPORAL_NAMESPACE=namespace, REGISTRATION_SEARCH_ATTRIBUTES="false",
+    )  # fmt: skip
+    assert code == cli.OK, out
+
+
+async def prompted(settings: Settings, interrupt: bool) -> tuple[int, dict[str, Any]]:
+    """``register`` prompting for the password, in a session of its own (no terminal: the
+    prompt reads stdin), which ends (EOF) or gets Ctrl-C (SIGINT) once the prompt shows."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter", "register", "--email", "fay@example.com",
+        "--name", "Fay", cwd=REPO, start_new_session=True,
+        env={**os.environ, "REGISTRATION_DATA_DIR": str(settings.data_dir),
+             "TEMPORAL_ADDRESS": NO_SERVER},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stderr is not None
+    shown = b""
+    async with asyncio.timeout(30):
+        while b"Password: " not in shown:
+            chunk = await process.stderr.read(100)
+            assert chunk, shown.decode()
+            shown += chunk
+    if interrupt:
+        process.send_signal(signal.SIGINT)
+    else:
+        process.stdin.close()
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert process.returncode is not None
+    return process.returncode, json.loads(stdout)
+
+
+async def test_the_end_of_input_at_the_password_prompt_names_the_password(
+    settings: Settings,
+) -> None:
+    code, out = await prompted(settings, interrupt=False)
+    assert code == cli.REJECTED
+    assert out == {
+        "error": "invalid_input",
+        "field": "password",
+        "message": "password: none given: the input ended at the prompt",
+    }
+
+
+async def test_an_empty_stdin_names_the_password(settings: Settings) -> None:
+    code, out = await run_cli(NO_SERVER, settings, *register_args("fay@example.com"), stdin="")
+    assert code == cli.REJECTED and out["field"] == "password"
+    assert out["message"] == "password: none given: stdin is empty"
+
+
+async def test_ctrl_c_at_the_password_prompt_answers_in_json(settings: Settings) -> None:
+    code, out = await prompted(settings, interrupt=True)
+    assert code == cli.INTERRUPTED == 130
+    assert out == {"error": "interrupted", "message": "interrupted by Ctrl-C"}
+
+
+async def test_an_import_needs_the_workers_database(settings: Settings, tmp_path: Path) -> None:
+    """Opened elsewhere (another folder, another data folder), it would make an empty database
+    that no worker reads, report success, and no registration would ever link."""
+    file = tmp_path / "customers.jsonl"
+    file.write_text('{"email": "nia@example.com", "name": "Nia"}\n')
+    code, out = await run_cli(NO_SERVER, settings, "customers", "import", str(file))
+    assert code == cli.USAGE and out["error"] == "configuration"
+    assert out["message"].startswith(
+        f"REGISTRATION_DATABASE: no local directory at {settings.database_path}"
+    )
+    assert "REGISTRATION_DATA_DIR" in out["message"]
+    assert not settings.database_path.exists()
+
+    async with open_providers(settings):  # as the worker opens it at its start
+        pass
+    code, out = await run_cli(NO_SERVER, settings, "customers", "import", str(file))
+    assert code == cli.OK and [row["email"] for row in out["imported"]] == ["nia@example.com"]
+
+
+async def test_an_import_row_with_an_unknown_key_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    file = tmp_path / "customers.jsonl"
+    file.write_text(
+        '{"email": "nia@example.com", "name": "Nia"}\n'
+        '{"email": "oz@example.com", "name": "Oz", "Phone": "+46 70 123 45 67"}\n'
+    )
+    code, out = await run_cli(NO_SERVER, settings, "customers", "import", str(file))
+    assert code == cli.USAGE and out["error"] == "invalid_row"
+    assert (out["line"], out["field"]) == (2, "Phone")
+    assert out["message"] == f"{file} line 2, Phone: Extra inputs are not permitted"
+
+
+async def test_a_name_is_shown_literally_in_the_summary_and_bidi_controls_are_refused(
+    dev_env: WorkflowEnvironment, stack: Stack
+) -> None:
+    """The Temporal UI renders the summary as Markdown: a name must not become a link."""
+    server, settings, password = server_of(dev_env), stack.settings, f"{PASSWORD}\n"
+    name = "[Verify here](https://evil.example) *now*"
+    email = new_email()
+    code, out = await run_cli(server, settings, *register_args(email, name), stdin=password)
+    assert code == cli.OK
+    described = await dev_env.client.get_workflow_handle(out["registration_id"]).describe()
+    assert await described.static_summary() == (
+        rf"Registration of \[Verify here\]\(https://evil.example\) \*now\* ({email})"
+    )
+
+    for controls in ("Eve\u202egnp.exe", "Eve\u2066x\u2069"):
+        code, out = await run_cli(
+            server, settings, *register_args(new_email(), controls), stdin=password
+        )
+        assert code == cli.REJECTED and out["field"] == "name"
+        assert "bidirectional text controls" in out["message"]
+    code, _ = await run_cli(
+        server, settings, *register_args(new_email(), "Mehr\u200cdad"), stdin=password
+    )  # a zero-width non-joiner, as Persian names have it
+    assert code == cli.OK

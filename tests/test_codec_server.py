@@ -16,8 +16,10 @@ from starlette.applications import Starlette
 from temporalio.api.common.v1 import Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from codec_server import create_app, main
+from codec_server import app_from_settings, create_app, main
 from common.codec import EncryptionCodec
+from common.settings import InvalidSettings
+from tests.stack import SESSION_KEYS, make_settings
 
 UI = "http://localhost:8233"
 ORIGINS = [UI, "http://127.0.0.1:8233"]
@@ -195,3 +197,88 @@ def test_standalone_server_without_a_key_names_the_variable(
     assert exit_.value.code == 2
     assert "REGISTRATION_ENCRYPTION_KEYS" in capsys.readouterr().err
     assert not (tmp_path / "data" / "keys").exists()
+
+
+async def test_requests_for_another_host_are_refused(serve: Serve) -> None:
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 reaches the
+    server from the browser, but its requests name its own host."""
+    base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token=None))
+    body = plain_payloads_json()
+    async with httpx.AsyncClient(base_url=base) as client:
+        rebound = await post_json(client, "/encode", body, Host="evil.example:8081")
+        by_name = await post_json(client, "/encode", body, Host="localhost:8081")
+        by_address = await post_json(client, "/encode", body)  # Host: 127.0.0.1:<port>
+    assert rebound.status_code == 400
+    assert by_name.status_code == 200
+    assert by_address.status_code == 200
+
+
+def test_beyond_loopback_the_server_needs_a_token(tmp_path: Path) -> None:
+    """Checked where both the standalone server and ``worker.py --dev`` make the app."""
+    with pytest.raises(InvalidSettings, match=r"^REGISTRATION_CODEC_SERVER_TOKEN: not set"):
+        app_from_settings(make_settings(tmp_path, codec_server_host="192.0.2.1"))
+    for host in ("127.0.0.1", "::1", "localhost"):
+        app_from_settings(make_settings(tmp_path, codec_server_host=host))
+
+
+async def test_the_configured_host_is_allowed_too(serve: Serve, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, codec_server_host="192.0.2.1", codec_server_token=TOKEN)
+    base = await serve(app_from_settings(settings))
+    body, auth = plain_payloads_json(), f"Bearer {TOKEN}"
+    async with httpx.AsyncClient(base_url=base) as client:
+        configured = await post_json(
+            client, "/encode", body, Host="192.0.2.1:8081", Authorization=auth
+        )
+        other = await post_json(client, "/encode", body, Host="192.0.2.2:8081", Authorization=auth)
+    assert configured.status_code == 200
+    assert other.status_code == 400
+
+
+@pytest.fixture
+def standalone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """``python codec_server.py``'s environment: a payload key, no ``.env``, no token."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REGISTRATION_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(
+        "REGISTRATION_ENCRYPTION_KEYS", SESSION_KEYS["encryption_keys"].get_secret_value()
+    )
+    monkeypatch.delenv("REGISTRATION_CODEC_SERVER_TOKEN", raising=False)
+    return monkeypatch
+
+
+def test_standalone_server_on_a_taken_port_names_the_variable(
+    standalone: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 as everywhere else for a port in use; uvicorn's own is 3 ("Temporal unreachable"
+    in this project)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        standalone.setenv("REGISTRATION_CODEC_SERVER_PORT", str(port))
+        with pytest.raises(SystemExit) as exit_:
+            main([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: REGISTRATION_CODEC_SERVER_PORT: cannot listen: ")
+    assert str(port) in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--host", "192.0.2.1"], []])
+def test_standalone_server_beyond_loopback_without_a_token_does_not_start(
+    standalone: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    standalone.setenv("REGISTRATION_CODEC_SERVER_HOST", "192.0.2.1" if not argv else "127.0.0.1")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "configuration error: REGISTRATION_CODEC_SERVER_TOKEN: not set"
+    )
+
+
+def test_standalone_server_refuses_a_port_out_of_range(
+    standalone: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--port", "70000"])
+    assert exit_.value.code == 2
+    assert "argument --port: Input should be less than or equal to 65535" in capsys.readouterr().err

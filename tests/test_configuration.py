@@ -18,6 +18,7 @@ from activities.providers.local import LocalIdentity
 from activities.providers.outbox import OutboxMail
 from common.settings import InvalidSettings, env_variable, load_settings
 from common.temporal import connect_config
+from starter.cli import activation_ttl
 from tests.stack import Remote, make_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +82,10 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Monke
         ("REGISTRATION_CUSTOMER_NUMBER_PREFIX", "cust"),
         ("REGISTRATION_PASSWORD_MAX_LENGTH", "1025"),
         ("REGISTRATION_SMTP_TIMEOUT_SECONDS", "0"),
+        ("REGISTRATION_DEV_SERVER_PORT", "99999"),
+        ("REGISTRATION_DEV_UI_PORT", "0"),
+        ("REGISTRATION_CODEC_SERVER_PORT", "70000"),
+        ("REGISTRATION_SMTP_PORT", "65536"),
     ],
 )
 def test_invalid_setting_names_the_variable(
@@ -109,9 +114,11 @@ def test_activation_ttl_bounds_are_inclusive(
         ("REGISTRATION_ACTIVATION_TTL", "PT24H", "activation_ttl", timedelta(hours=24)),
         ("REGISTRATION_RESEND_INTERVAL", " 90 ", "resend_interval", timedelta(seconds=90)),
         ("REGISTRATION_RESEND_INTERVAL", "PT2M", "resend_interval", timedelta(minutes=2)),
+        ("REGISTRATION_ACTIVATION_TTL", "24h", "activation_ttl", timedelta(hours=24)),
+        ("REGISTRATION_RESEND_INTERVAL", "90s", "resend_interval", timedelta(seconds=90)),
     ],
 )
-def test_durations_take_seconds_or_iso_8601(
+def test_durations_take_seconds_a_unit_or_iso_8601(
     environment: pytest.MonkeyPatch, variable: str, value: str, field: str, duration: timedelta
 ) -> None:
     environment.setenv(variable, value)
@@ -229,3 +236,74 @@ async def test_worker_exits_with_the_setting_named(
     assert process.returncode == 2
     assert message in stderr.decode()
     assert "Traceback" not in stderr.decode()
+
+
+@pytest.mark.parametrize("outbox", ["/proc/outbox", "a-file/outbox"])
+async def test_an_outbox_that_cannot_take_mail_is_named_at_start_up(
+    tmp_path: Path, outbox: str
+) -> None:
+    """Found only when the first mail is sent, it would be retried while the worker said it was
+    ready, and registrations would wait in ``starting``."""
+    (tmp_path / "a-file").write_text("not a folder")
+    settings = make_settings(tmp_path, outbox_dir=tmp_path / outbox)
+    with pytest.raises(ConfigurationError, match=r"^REGISTRATION_OUTBOX_DIR: cannot write mail"):
+        async with open_providers(settings):
+            pass
+
+
+async def test_a_missing_outbox_is_made_at_start_up(tmp_path: Path) -> None:
+    async with open_providers(make_settings(tmp_path, outbox_dir=tmp_path / "new" / "outbox")):
+        assert (tmp_path / "new" / "outbox").is_dir()
+        assert not list((tmp_path / "new" / "outbox").iterdir())  # the probe left nothing
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"TEMPORAL_PROFILE": "nope"}, r"^TEMPORAL_PROFILE: no profile 'nope' in .*temporal\.toml"),
+        (
+            {"TEMPORAL_CONFIG_FILE": "bad.toml"},
+            r"^TEMPORAL_CONFIG_FILE: bad\.toml: .*TOML parse error at line 2, column \d+: \S",
+        ),
+        (
+            {"TEMPORAL_TLS_CLIENT_CERT_PATH": "/nonexistent/cert.pem"},
+            r"^TEMPORAL_TLS_CLIENT_CERT_PATH: cannot read /nonexistent/cert\.pem: No such file",
+        ),
+        (
+            {"TEMPORAL_CONFIG_FILE": "good.toml", "TEMPORAL_PROFILE": "cloud"},
+            r"^TEMPORAL_CONFIG_FILE \(good\.toml\): cannot read /nonexistent/key\.pem",
+        ),
+    ],
+)
+def test_temporal_connection_errors_name_the_variable(
+    environment: pytest.MonkeyPatch, variables: dict[str, str], message: str
+) -> None:
+    """envconfig's own errors (a ``ConfigError`` of its bridge, an ``OSError``) name neither."""
+    for name in ("TEMPORAL_ADDRESS", "TEMPORAL_CONFIG_FILE", "TEMPORAL_PROFILE"):
+        environment.delenv(name, raising=False)
+    Path("bad.toml").write_text('[profile.default]\napi_key = "secret-key\n')
+    Path("good.toml").write_text(
+        '[profile.cloud]\naddress = "cloud.example.com:7233"\n'
+        '[profile.cloud.tls]\nclient_key_path = "/nonexistent/key.pem"\n'
+    )
+    for name, value in variables.items():
+        environment.setenv(name, value)
+    with pytest.raises(InvalidSettings, match=message) as error:
+        connect_config()
+    assert "\n" not in str(error.value) and "secret-key" not in str(error.value)
+
+
+def test_a_profile_from_the_config_file_is_used(environment: pytest.MonkeyPatch) -> None:
+    environment.delenv("TEMPORAL_ADDRESS", raising=False)
+    Path("temporal.toml").write_text('[profile.shop]\naddress = "shop.example.com:7233"\n')
+    environment.setenv("TEMPORAL_CONFIG_FILE", "temporal.toml")
+    environment.setenv("TEMPORAL_PROFILE", "shop")
+    assert connect_config()["target_host"] == "shop.example.com:7233"
+
+
+@pytest.mark.parametrize(
+    ("text", "ttl"),
+    [("24h", timedelta(hours=24)), ("PT2H", timedelta(hours=2)), ("86400", timedelta(days=1))],
+)
+def test_the_ttl_flag_takes_what_the_setting_takes(text: str, ttl: timedelta) -> None:
+    assert activation_ttl(text) == ttl

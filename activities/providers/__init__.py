@@ -58,7 +58,9 @@ def _hantera(resources: Resources) -> Any:
 def _outbox(resources: Resources) -> MailProvider:
     from activities.providers.outbox import OutboxMail
 
-    return OutboxMail(resources.settings.outbox_path, resources.settings.mail_from)
+    outbox = OutboxMail(resources.settings.outbox_path, resources.settings.mail_from)
+    outbox.check_writable()
+    return outbox
 
 
 def _smtp(resources: Resources) -> MailProvider:

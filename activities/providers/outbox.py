@@ -22,9 +22,10 @@ import tempfile
 from email.policy import SMTP, SMTPUTF8
 from pathlib import Path
 
-from activities.errors import ProviderUnavailable
+from activities.errors import ConfigurationError, ProviderUnavailable
 from activities.providers.mime import MimeBuilder, key_digest, needs_smtputf8
 from activities.roles import MailMessage
+from common.settings import env_variable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,21 @@ class OutboxMail:
 
     async def aclose(self) -> None:
         """Nothing to release: every send opens and closes its own file."""
+
+    def check_writable(self) -> None:
+        """Create the folder and write a file into it, at start-up: a folder that cannot take
+        mail is a ``ConfigurationError`` naming the setting then. Found only when a mail is sent,
+        it would be retried without end while the worker says it is ready and registrations
+        wait in ``starting``."""
+        try:
+            self.outbox_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.outbox_dir):
+                pass
+        except OSError as err:
+            raise ConfigurationError(
+                f"{env_variable('outbox_dir')}: cannot write mail to {self.outbox_dir}:"
+                f" {err.strerror}"
+            ) from None
 
     def _write(self, message: MailMessage) -> Path:
         target = self.outbox_dir / f"{key_digest(message.idempotency_key)}.eml"
