@@ -43,7 +43,7 @@ from tests.simulators.hantera import (
     running,
 )
 from tests.stack import Stack, make_settings, running_stack
-from workflows.models import ActivationOutcome, RegistrationState
+from workflows.models import ActivationOutcome, ActivationReply, RegistrationState
 
 PRINCIPALS = "/resources/iam/principals"
 ASSET_NEW = "/resources/actors/asset/new"
@@ -143,6 +143,19 @@ async def pending(stack: Stack, email: str, name: str = "Alice Andersson") -> st
 
 
 # 1. Happy path --------------------------------------------------------------------------------
+
+
+async def failed_for_good(
+    hstack: Stack, registration_id: str, reply: ActivationReply
+) -> ApplicationError:
+    """The code was answered ``failed`` and the registration ended ``RegistrationFailed``: its
+    cause, for the test's own checks."""
+    assert reply.outcome is ActivationOutcome.FAILED
+    with pytest.raises(WorkflowFailureError) as failure:
+        await result_of(hstack, registration_id)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
+    return cause
 
 
 async def test_happy_path_all_roles_on_hantera(hstack: Stack, sim: HanteraSimulator) -> None:
@@ -341,11 +354,7 @@ async def test_principal_that_keeps_changing_fails_the_registration_and_compensa
     sim.set_faults(concurrent_principal_writes=ACTIVATION_READS + 5)
 
     reply = await hstack.registrations.submit_code(email, activation_code(sim, email))
-    assert reply.outcome is ActivationOutcome.FAILED
-    with pytest.raises(WorkflowFailureError) as failure:
-        await result_of(hstack, registration_id)
-    cause = failure.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
+    cause = await failed_for_good(hstack, registration_id, reply)
     assert "ConcurrentModification" in str(cause)
 
     # Exactly ACTIVATION_READS conditional PUTs, all 412: re-read, then a non-retryable end.
@@ -402,11 +411,7 @@ async def test_failure_after_creation_deletes_the_asset_the_graph_does_not_show_
     sim.set_faults(concurrent_principal_writes=ACTIVATION_READS + 5, graph_lag_queries=10)
 
     reply = await hstack.registrations.submit_code(email, activation_code(sim, email))
-    assert reply.outcome is ActivationOutcome.FAILED
-    with pytest.raises(WorkflowFailureError) as failure:
-        await result_of(hstack, registration_id)
-    cause = failure.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
+    await failed_for_good(hstack, registration_id, reply)
 
     assert sim.asset_types["customer"].last_number == 100001  # one asset was created...
     assert sim.assets == {}  # ...and deleted
@@ -574,11 +579,7 @@ async def test_injection_that_passes_validation_links_no_other_customer(
     registration_id = await pending(blind, injection, "Mallory")
 
     reply = await hstack.registrations.submit_code(injection, activation_code(sim, injection))
-    assert reply.outcome is ActivationOutcome.FAILED
-    with pytest.raises(WorkflowFailureError) as failure:
-        await result_of(hstack, registration_id)
-    cause = failure.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "RegistrationFailed"
+    cause = await failed_for_good(hstack, registration_id, reply)
     assert "InvalidRequest" in str(cause)
 
     # The value never reached Hantera's graph: the one query is the undo's, by the id the
