@@ -378,24 +378,15 @@ async def test_smtp_permanent_refusal_is_invalid_request(
     assert recorder.received == []
 
 
-async def test_smtp_sends_an_idn_domain_in_ascii(
-    smtp_server: tuple[Controller, Recorder],
+@pytest.mark.parametrize(
+    "recipient", [IDN_DOMAIN, UTF8_LOCAL_PART], ids=["idn-domain-in-ascii", "utf8-local-part"]
+)
+async def test_smtp_sends_international_recipients(
+    smtp_server: tuple[Controller, Recorder], recipient: tuple[str, str]
 ) -> None:
+    """An IDN domain goes out in ASCII (IDNA); a UTF-8 local part with SMTPUTF8."""
     controller, recorder = smtp_server
-    to, header = IDN_DOMAIN
-    await smtp_mail(controller).send(activation(to=to))
-
-    ((recipients, received),) = recorder.received
-    assert recipients == [header]
-    assert received["To"] == header
-    assert to_header(recorder.raw[0]) == f"To: {header}"
-
-
-async def test_smtp_sends_a_utf8_local_part_with_smtputf8(
-    smtp_server: tuple[Controller, Recorder],
-) -> None:
-    controller, recorder = smtp_server
-    to, header = UTF8_LOCAL_PART
+    to, header = recipient
     await smtp_mail(controller).send(activation(to=to))
 
     ((recipients, received),) = recorder.received
