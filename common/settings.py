@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Self
 from pydantic import (
     BeforeValidator,
     Field,
+    FilePath,
     SecretStr,
     TypeAdapter,
     ValidationError,
@@ -78,6 +79,19 @@ class WorkflowIdMode(StrEnum):
     """``registration-<keyed hash>``: keeps PII out of workflow IDs (and search attributes)."""
 
 
+class SmtpSecurity(StrEnum):
+    """How the connection to the SMTP relay is protected (RFC 8314)."""
+
+    STARTTLS = "starttls"
+    """Plain connect, then STARTTLS before anything else is said (port 587). A server that does
+    not offer it fails the send: never a fallback to plain text."""
+    TLS = "tls"
+    """Implicit TLS from the first byte (SMTPS, port 465), which RFC 8314 prefers: nothing can be
+    stripped from a session that starts encrypted."""
+    NONE = "none"
+    """Plain text: only for a relay on loopback or a trusted network (Mailpit, a local Postfix)."""
+
+
 class Settings(BaseSettings):
     """All knobs of the service, with the embedded defaults."""
 
@@ -131,10 +145,18 @@ class Settings(BaseSettings):
     # SMTP (mail_provider=smtp).
     smtp_host: str = "localhost"
     smtp_port: Port = 587
+    """Unset, 465 with ``smtp_security=tls`` (``_smtps_port``)."""
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_starttls: bool = True
+    smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
+    smtp_ca_file: FilePath | None = None
+    """PEM file of the CA(s) the relay's certificate must chain to, trusted instead of the
+    system's: a private relay with an internal CA. Certificates are verified either way."""
     smtp_timeout_seconds: float = Field(20.0, gt=0)
+    """Per socket operation (connect, each read or write), as ``smtplib`` applies it."""
+    smtp_send_deadline_seconds: float = Field(25.0, gt=0)
+    """Per send, from the call to the last reply: a server dripping bytes never trips the timeout
+    above. Below the mail activity's start-to-close timeout (``_send_deadline_within_attempt``)."""
 
     # Visibility for support staff.
     search_attributes: bool = True
@@ -193,6 +215,21 @@ class Settings(BaseSettings):
             raise ValueError("is empty: set a value, or unset the variable for the default")
         return value
 
+    @field_validator("smtp_send_deadline_seconds")
+    @classmethod
+    def _send_deadline_within_attempt(cls, value: float) -> float:
+        """A send still running when Temporal times out its activity attempt goes on in its thread
+        while the next attempt sends the mail again: the deadline must end it first."""
+        # Imported here: workflows.registration imports the activities, which import this module.
+        from workflows.registration import REMOTE_STEP_TIMEOUT
+
+        limit = REMOTE_STEP_TIMEOUT.total_seconds()
+        if value >= limit:
+            raise ValueError(
+                f"must be below the mail activity's start-to-close timeout ({limit:g} s)"
+            )
+        return value
+
     @field_validator("codec_server_origins", mode="before")
     @classmethod
     def _json_list(cls, value: object) -> object:
@@ -213,6 +250,14 @@ class Settings(BaseSettings):
             self.codec_server_origins = [
                 f"http://{host}:{self.dev_ui_port}" for host in ("localhost", "127.0.0.1")
             ]
+        return self
+
+    @model_validator(mode="after")
+    def _smtps_port(self) -> Self:
+        """Unset, the port follows ``smtp_security``: implicit TLS spoken to the submission port
+        587 would fail with an obscure TLS error ("wrong version number")."""
+        if "smtp_port" not in self.model_fields_set and self.smtp_security is SmtpSecurity.TLS:
+            self.smtp_port = 465
         return self
 
     @model_validator(mode="after")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import re
 import socket
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
@@ -15,6 +20,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 from temporalio.testing import ActivityEnvironment
 
@@ -27,8 +36,9 @@ from activities.providers.smtp import SmtpMail
 from activities.rendering import MailRenderer
 from activities.roles import MailMessage
 from bench.mailbox import newest_code
-from common.settings import Settings
+from common.settings import InvalidSettings, Settings, SmtpSecurity, load_settings
 from tests.outbox import latest_code, messages_to
+from workflows.registration import REMOTE_STEP_TIMEOUT
 
 SENDER = "Test shop <no-reply@shop.test>"
 RESET_URL = "https://shop.test/password-reset?from=mail&x=1"
@@ -279,6 +289,7 @@ class Recorder:
         self.received: list[tuple[list[str], EmailMessage]] = []
         self.raw: list[bytes] = []
         self.logins: list[Any] = []
+        self.encrypted: list[bool] = []
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -295,6 +306,7 @@ class Recorder:
         self.received.append((list(envelope.rcpt_tos), parsed))
         self.raw.append(envelope.original_content)
         self.logins.append(session.auth_data)
+        self.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
         return "250 Message accepted"
 
 
@@ -326,12 +338,14 @@ def ascii_smtp_server() -> Iterator[tuple[Controller, Recorder]]:
     yield from run_smtp_server(enable_SMTPUTF8=False)
 
 
-def smtp_mail(controller: Controller, *, starttls: bool = False, **options: Any) -> SmtpMail:
+def smtp_mail(
+    controller: Controller, *, security: SmtpSecurity = SmtpSecurity.NONE, **options: Any
+) -> SmtpMail:
     return SmtpMail(
         controller.hostname,
         controller.port,
         SENDER,
-        starttls=starttls,
+        security=security,
         timeout_seconds=5,
         **options,
     )
@@ -342,12 +356,13 @@ async def test_smtp_delivers(smtp_server: tuple[Controller, Recorder]) -> None:
     settings = Settings(
         smtp_host=controller.hostname,
         smtp_port=controller.port,
-        smtp_starttls=False,
+        smtp_security="none",
         mail_from=SENDER,
     )
     await SmtpMail.from_settings(settings).send(activation())
 
     ((recipients, received),) = recorder.received
+    assert recorder.encrypted == [False]  # none: plain text, as asked
     assert recipients == ["ann@example.com"]
     assert received["Subject"] == "Your activation code for Test shop"
     assert received["X-Category"] == "customer_activation"
@@ -416,7 +431,7 @@ async def test_smtp_temporary_refusal_is_retryable(
 
 
 async def test_smtp_unreachable_server_is_retryable() -> None:
-    mail = SmtpMail("127.0.0.1", free_port(), SENDER, starttls=False, timeout_seconds=5)
+    mail = SmtpMail("127.0.0.1", free_port(), SENDER, security=SmtpSecurity.NONE, timeout_seconds=5)
     with pytest.raises(ProviderUnavailable, match="cannot reach"):
         await mail.send(activation())
 
@@ -426,8 +441,12 @@ async def test_smtp_missing_starttls_is_retryable(
 ) -> None:
     """A server without STARTTLS is a configuration problem: never fall back to plain text."""
     controller, recorder = smtp_server
-    with pytest.raises(ProviderUnavailable, match="STARTTLS"):
-        await smtp_mail(controller, starttls=True).send(activation())
+    mail = smtp_mail(controller, security=SmtpSecurity.STARTTLS)
+    with pytest.raises(
+        ProviderUnavailable, match="does not offer STARTTLS, which REGISTRATION_SMTP_SECURITY"
+    ) as caught:
+        await mail.send(activation())
+    assert not caught.value.non_retryable
     assert recorder.received == []
 
 
@@ -467,6 +486,368 @@ async def test_smtp_wrong_password_is_retryable(
     with pytest.raises(ProviderUnavailable, match="535"):
         await mail.send(activation())
     assert recorder.received == []
+
+
+# SMTP over TLS: a private CA made at test time, trusted through REGISTRATION_SMTP_CA_FILE
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca_file: Path
+    """The CA's certificate, as an operator would give it in REGISTRATION_SMTP_CA_FILE."""
+    server: ssl.SSLContext
+    """The loopback server's side: its key and the certificate the CA signed for 127.0.0.1."""
+
+
+def x509_name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """Made fresh in a temporary folder: no key material lives in the repository. A CA and a
+    server certificate it signed (rather than one self-signed certificate), like a private
+    relay's, with the extensions that strict verification asks of both."""
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(x509_name("Test relay CA"))
+        .issuer_name(x509_name("Test relay CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509_name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = folder / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain_file = folder / "server.pem"
+    chain_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file = folder / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(chain_file, key_file)
+    return Certificates(ca_file, server)
+
+
+@pytest.fixture
+def smtps_server(certificates: Certificates) -> Iterator[tuple[Controller, Recorder]]:
+    """Implicit TLS from the first byte, as on port 465."""
+    yield from run_smtp_server(ssl_context=certificates.server)
+
+
+@pytest.fixture
+def starttls_server(certificates: Certificates) -> Iterator[tuple[Controller, Recorder]]:
+    """STARTTLS offered, and required before a mail, as on port 587."""
+    yield from run_smtp_server(tls_context=certificates.server, require_starttls=True)
+
+
+async def test_smtp_implicit_tls_delivers(
+    smtps_server: tuple[Controller, Recorder], certificates: Certificates
+) -> None:
+    controller, recorder = smtps_server
+    settings = Settings(
+        smtp_host=controller.hostname,
+        smtp_port=controller.port,
+        smtp_security="tls",
+        smtp_ca_file=certificates.ca_file,
+        mail_from=SENDER,
+    )
+    await SmtpMail.from_settings(settings).send(activation())
+
+    ((recipients, _),) = recorder.received
+    assert recipients == ["ann@example.com"]
+    assert recorder.encrypted == [True]
+
+
+async def test_smtp_starttls_delivers(
+    starttls_server: tuple[Controller, Recorder], certificates: Certificates
+) -> None:
+    controller, recorder = starttls_server
+    mail = smtp_mail(controller, security=SmtpSecurity.STARTTLS, ca_file=certificates.ca_file)
+    await mail.send(activation())
+
+    ((recipients, _),) = recorder.received
+    assert recipients == ["ann@example.com"]
+    assert recorder.encrypted == [True]
+
+
+@pytest.mark.parametrize(
+    ("security", "server"),
+    [(SmtpSecurity.TLS, "smtps_server"), (SmtpSecurity.STARTTLS, "starttls_server")],
+    ids=["tls", "starttls"],
+)
+async def test_smtp_untrusted_certificate_is_a_clear_error(
+    request: pytest.FixtureRequest, security: SmtpSecurity, server: str
+) -> None:
+    """Without the CA file the private CA is unknown: verification stays on and says so."""
+    controller, recorder = request.getfixturevalue(server)
+    with pytest.raises(
+        ProviderUnavailable,
+        match=r"TLS certificate that is not trusted \(unable to get local issuer certificate\);"
+        r" .*REGISTRATION_SMTP_CA_FILE",
+    ) as caught:
+        await smtp_mail(controller, security=security).send(activation())
+    assert not caught.value.non_retryable  # fixed in the settings, then the mails go out
+    assert recorder.received == []
+
+
+def test_smtp_ca_file_without_certificates_is_a_configuration_error(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not a certificate\n")
+    with pytest.raises(ConfigurationError, match=r"^REGISTRATION_SMTP_CA_FILE: cannot load"):
+        SmtpMail("localhost", 465, SENDER, security=SmtpSecurity.TLS, ca_file=ca_file)
+
+
+# SMTP servers that misbehave: stalls and drips for the send deadline, a refused STARTTLS
+
+GREETING = b"220 slow.test ESMTP\r\n"
+EHLO_WITH_AUTH = b"250-slow.test\r\n250 AUTH PLAIN\r\n"
+PASSWORD = "s3cret-Pa55"
+DEADLINE_ERROR = (
+    r"took longer than REGISTRATION_SMTP_SEND_DEADLINE_SECONDS \(0\.5 s\): connection aborted"
+)
+
+
+class ScriptedServer:
+    """A loopback server that misbehaves as aiosmtpd cannot: it plays ``replies`` (the greeting,
+    then one reply per line it reads), then answers nothing, or, with ``drip``, starts a reply
+    that never ends: a byte every 50 ms, well inside any socket timeout."""
+
+    def __init__(self, replies: list[bytes], drip: bytes | None) -> None:
+        self.replies = replies
+        self.drip = drip
+        self.port = 0
+        self.received: list[bytes] = []
+        self.connected = asyncio.Event()
+        self.closed = asyncio.Event()
+        """Set when the client closed the connection: its sending thread let go of it."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connected.set()
+        dripping: asyncio.Task[None] | None = None
+        try:
+            for number, reply in enumerate(self.replies):
+                if number:
+                    self.received.append(await reader.readline())
+                writer.write(reply)
+                await writer.drain()
+            if self.drip is not None:
+                dripping = asyncio.create_task(self._drip(writer, self.drip))
+            while data := await reader.read(4096):
+                self.received.append(data)
+        except ConnectionError:
+            pass
+        finally:
+            if dripping is not None:
+                dripping.cancel()
+            writer.close()
+            self.closed.set()
+
+    @staticmethod
+    async def _drip(writer: asyncio.StreamWriter, start: bytes) -> None:
+        try:
+            writer.write(start)
+            while True:
+                await asyncio.sleep(0.05)
+                writer.write(b".")
+                await writer.drain()
+        except ConnectionError:
+            pass
+
+
+@asynccontextmanager
+async def scripted_server(
+    replies: list[bytes], drip: bytes | None = None
+) -> AsyncIterator[ScriptedServer]:
+    scripted = ScriptedServer(replies, drip)
+    server = await asyncio.start_server(scripted.serve, "127.0.0.1", 0)
+    scripted.port = server.sockets[0].getsockname()[1]
+    try:
+        yield scripted
+    finally:
+        server.close()
+        await server.wait_closed()
+        if scripted.connected.is_set():  # the handler ends with the client's connection
+            await asyncio.wait_for(scripted.closed.wait(), 10)
+
+
+def slow_mail(port: int, security: SmtpSecurity, **options: Any) -> SmtpMail:
+    """A socket timeout far beyond the deadline, so only the deadline can end these sends."""
+    return SmtpMail(
+        "127.0.0.1",
+        port,
+        SENDER,
+        security=security,
+        timeout_seconds=60,
+        send_deadline_seconds=0.5,
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    ("security", "replies", "drip"),
+    [
+        (SmtpSecurity.NONE, [], b"220 slow.test"),
+        (SmtpSecurity.NONE, [GREETING, b"250 slow.test\r\n", b"250 OK\r\n"], None),
+        (SmtpSecurity.TLS, [], None),
+    ],
+    ids=["greeting-dripped", "stalled-after-mail-from", "tls-handshake-unanswered"],
+)
+async def test_smtp_send_deadline_aborts_the_connection(
+    security: SmtpSecurity, replies: list[bytes], drip: bytes | None
+) -> None:
+    """Every read gets a byte in time, or waits within its timeout: only the deadline ends the
+    send, with its thread (the error comes from it) and its connection."""
+    async with scripted_server(replies, drip) as server, asyncio.timeout(20):
+        with pytest.raises(ProviderUnavailable, match=DEADLINE_ERROR) as caught:
+            await slow_mail(server.port, security).send(activation())
+        await server.closed.wait()
+    assert not caught.value.non_retryable
+
+
+async def test_smtp_deadline_error_carries_no_credential() -> None:
+    """Aborted while the server holds our login: the error names the deadline, never what was
+    being said."""
+    async with scripted_server([GREETING, EHLO_WITH_AUTH]) as server, asyncio.timeout(20):
+        mail = slow_mail(
+            server.port, SmtpSecurity.NONE, username="shop", password=SecretStr(PASSWORD)
+        )
+        with pytest.raises(ProviderUnavailable, match=DEADLINE_ERROR) as caught:
+            await mail.send(activation())
+    (login,) = (line for line in server.received if line.startswith(b"AUTH PLAIN "))
+    credential = login.split()[-1].decode()
+    assert PASSWORD not in str(caught.value)
+    assert credential not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+async def test_smtp_cancelled_send_lets_go_of_its_connection() -> None:
+    """asyncio cannot stop the sending thread: a cancelled send (the worker shutting down) ends
+    it by aborting its connection, instead of leaving it with the server until the deadline."""
+    async with scripted_server([]) as server, asyncio.timeout(20):
+        mail = SmtpMail(
+            "127.0.0.1", server.port, SENDER, security=SmtpSecurity.NONE, timeout_seconds=60
+        )
+        sending = asyncio.create_task(mail.send(activation()))
+        await server.connected.wait()
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        await asyncio.wait_for(server.closed.wait(), 5)  # the deadline is 25 s away
+
+
+async def test_smtp_refused_starttls_sends_nothing() -> None:
+    """STARTTLS offered but refused (454): the send fails rather than go on in plain text."""
+    replies = [
+        GREETING,
+        b"250-slow.test\r\n250 STARTTLS\r\n",
+        b"454 4.7.0 TLS not available due to temporary reason\r\n",
+        b"221 2.0.0 Bye\r\n",
+    ]
+    async with scripted_server(replies) as server:
+        mail = SmtpMail("127.0.0.1", server.port, SENDER, timeout_seconds=5)
+        with pytest.raises(ProviderUnavailable, match=r"refused STARTTLS: 454 4\.7\.0") as caught:
+            await mail.send(activation())
+    assert not caught.value.non_retryable
+    assert [line.split()[0].upper() for line in server.received] == [b"EHLO", b"STARTTLS", b"QUIT"]
+
+
+# SMTP settings
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """``load_settings`` as a process starts it: from the environment, with no ``.env`` file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REGISTRATION_DATA_DIR", str(tmp_path))
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("REGISTRATION_SMTP_SECURITY", "ssl", "'starttls', 'tls' or 'none'"),
+        ("REGISTRATION_SMTP_SECURITY", "true", "'starttls', 'tls' or 'none'"),
+        ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "0", "greater than 0"),
+        ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "-5", "greater than 0"),
+        (
+            "REGISTRATION_SMTP_SEND_DEADLINE_SECONDS",
+            f"{REMOTE_STEP_TIMEOUT.total_seconds():g}",
+            rf"below the mail activity's start-to-close timeout \({REMOTE_STEP_TIMEOUT.seconds} s",
+        ),
+        ("REGISTRATION_SMTP_CA_FILE", "no-such-ca.pem", "does not point to a file"),
+    ],
+)
+def test_invalid_smtp_setting_names_the_variable(
+    environment: pytest.MonkeyPatch, variable: str, value: str, words: str
+) -> None:
+    environment.setenv(variable, value)
+    with pytest.raises(InvalidSettings, match=rf"^{variable}: .*{words}"):
+        load_settings()
+
+
+def test_default_send_deadline_is_within_the_mail_activity_timeout(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    assert 0 < load_settings().smtp_send_deadline_seconds < REMOTE_STEP_TIMEOUT.total_seconds()
+
+
+@pytest.mark.parametrize(
+    ("security", "port"),
+    [("tls", 465), ("starttls", 587), ("none", 587)],
+)
+def test_smtp_port_follows_the_security_unless_set(
+    environment: pytest.MonkeyPatch, security: str, port: int
+) -> None:
+    environment.setenv("REGISTRATION_SMTP_SECURITY", security)
+    assert load_settings().smtp_port == port
+    environment.setenv("REGISTRATION_SMTP_PORT", "2525")
+    assert load_settings().smtp_port == 2525
 
 
 def test_smtp_username_without_password_is_a_configuration_error() -> None:

@@ -9,34 +9,162 @@ the worker then delivers the pending mails instead of failing their registration
 whose local part is not ASCII needs a server with SMTPUTF8 (RFC 6531); without it the mail cannot
 be delivered by any retry, so that is ``InvalidRequest`` too. Server replies are scrubbed of
 addresses (they often quote the recipient) before they go into an error.
+
+Transport security (``REGISTRATION_SMTP_SECURITY``): ``starttls`` upgrades the connection before
+anything else is said, ``tls`` speaks TLS from the first byte (SMTPS, port 465, as RFC 8314
+recommends), ``none`` is plain text. The certificate is always verified, against the system's CAs
+or those of ``REGISTRATION_SMTP_CA_FILE``. A server that does not offer STARTTLS, or refuses it,
+fails the send instead of getting the mail (and our login) in plain text, which is just what an
+attacker who strips STARTTLS from the EHLO reply wants. That failure, and an untrusted
+certificate, stay retryable like a refused login: the cause is configuration (ours: a port that
+expects implicit TLS, a missing CA file; or the relay's: TLS switched off) or an attacker on the
+path, and once it is fixed or gone the pending mails go out. Nobody fixing it ends a registration
+at the step's schedule-to-close deadline, as for an unreachable server.
+
+Deadline (``REGISTRATION_SMTP_SEND_DEADLINE_SECONDS``, 25 s): ``smtplib``'s timeout bounds each
+socket operation, not a send, so a server that drips a byte every few seconds keeps a send going
+for ever. The mail activities run with a start-to-close timeout (``REMOTE_STEP_TIMEOUT`` in
+``workflows/registration.py``, 30 s); once it passes, Temporal runs another attempt, which would
+send the mail again while the first one still talks to the server from a thread nobody waits for.
+So a send is aborted at its deadline, which the settings keep below that timeout, and reports a
+retryable ``ProviderUnavailable`` naming the setting (no server reply, no credential in it). An
+abort after the message was handed over may still deliver it, and the retry sends a second one, as
+after any connection lost at that point.
+
+How it aborts (``_Deadline``): a callback on the event loop calls ``shutdown(SHUT_RDWR)`` on the
+connection. That is the one call that wakes a thread blocked in ``recv``, ``sendall`` or a TLS
+handshake on the socket at once (``close`` from another thread does not wake it on Linux, and
+frees the descriptor for reuse while the thread still uses it). The alternative, socket timeouts
+set to the time left, cannot bound a send: a reply is read by many ``recv`` calls and a TLS
+handshake by several, each with the full timeout, and ``smtplib`` has no hook between them. The
+shutdown goes to a duplicate of the connection's descriptor that the deadline owns, because
+``smtplib``'s socket object is detached when TLS wraps it (already during the handshake) and
+closed on errors, and a bare descriptor number could by then name another connection. A loop
+callback, not a timer thread: there is no second thread to leak. Connecting is capped to the time
+left too; only name resolution (``getaddrinfo``) cannot be interrupted and is bounded by the
+resolver's timeouts. The same abort ends the thread when the send is cancelled (the worker
+shutting down): asyncio cannot stop a thread, but it stops at once without its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from email.message import EmailMessage
+from pathlib import Path
 
 from pydantic import SecretStr
 
 from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable, scrub
 from activities.providers.mime import MimeBuilder, needs_smtputf8
 from activities.roles import MailMessage
-from common.settings import Settings
+from common.settings import Settings, SmtpSecurity, env_variable
 
 log = logging.getLogger(__name__)
 
+_REPLIES = (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)
+"""Errors that carry a server's reply: an abort never makes one, so they keep their meaning even
+when the deadline passed meanwhile."""
+
 
 def _refusal(what: str, code: int, reply: bytes | str) -> InvalidRequest | ProviderUnavailable:
-    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
-    detail = f"SMTP server refused the {what}: {code} {scrub(text)}"
+    detail = f"SMTP server refused the {what}: {code} {scrub(_text(reply))}"
     return InvalidRequest(detail) if 500 <= code < 600 else ProviderUnavailable(detail)
 
 
+class _Deadline:
+    """One send's time limit: shuts its connections down once the time is up (see the module
+    docstring for why this way). ``abort`` runs on the event loop, the rest in the sending
+    thread; the lock keeps a connection from being watched after the abort went by it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._connections: list[socket.socket] = []
+        self.aborted = False
+
+    def time_left(self, timeout: float) -> float:
+        """``timeout``, or less when the deadline is nearer: a connect must not outlast it."""
+        left = self._end - time.monotonic()
+        if left <= 0:
+            self.abort()
+            raise TimeoutError("send deadline passed")
+        return min(timeout, left)
+
+    def watch(self, connection: socket.socket) -> None:
+        """Called with each new connection, before a byte goes over it."""
+        with self._lock:
+            if self.aborted:  # the sending thread's own socket: it may shut it down itself
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            else:
+                self._connections.append(connection.dup())
+
+    @property
+    def passed(self) -> bool:
+        """Aborted, or the time is up: an operation may time out just before the abort."""
+        return self.aborted or time.monotonic() >= self._end
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            for connection in self._connections:
+                with contextlib.suppress(OSError):  # already closed by the peer
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def release(self) -> None:
+        """Closes the duplicates (the sending thread's own sockets are ``smtplib``'s to close)."""
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+
+class _Session(smtplib.SMTP):
+    """``smtplib.SMTP`` whose connections a deadline watches. ``_get_socket`` is ``smtplib``'s
+    hook for making the connection (``SMTP_SSL`` and ``LMTP`` override it as well); it does what
+    the original does, with the connect timeout capped and the socket handed to the deadline."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, deadline: _Deadline) -> None:
+        self._deadline = deadline
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        connection = socket.create_connection(
+            (host, port), self._deadline.time_left(timeout), self.source_address
+        )
+        connection.settimeout(timeout)  # the connect's cap is not for every later operation
+        self._deadline.watch(connection)
+        return connection
+
+
+class _TlsSession(smtplib.SMTP_SSL, _Session):
+    """Implicit TLS: ``SMTP_SSL._get_socket`` wraps what ``_Session._get_socket`` (next in the
+    MRO) connected, so the deadline watches the TLS handshake as well."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        deadline: _Deadline,
+        context: ssl.SSLContext,
+    ) -> None:
+        self._deadline = deadline
+        smtplib.SMTP_SSL.__init__(self, host, port, timeout=timeout, context=context)
+
+
 class SmtpMail:
-    """``MailProvider`` delivering through an SMTP server, with optional STARTTLS and login."""
+    """``MailProvider`` delivering through an SMTP server, with STARTTLS or implicit TLS (or
+    neither), an optional login, and a deadline per send."""
 
     in_process = False
 
@@ -48,8 +176,10 @@ class SmtpMail:
         *,
         username: str | None = None,
         password: SecretStr | None = None,
-        starttls: bool = True,
+        security: SmtpSecurity = SmtpSecurity.STARTTLS,
+        ca_file: Path | None = None,
         timeout_seconds: float = 20.0,
+        send_deadline_seconds: float = 25.0,
     ) -> None:
         if username and password is None:
             raise ConfigurationError(
@@ -60,8 +190,11 @@ class SmtpMail:
         self._mime = MimeBuilder(mail_from)
         self._username = username
         self._password = password
-        self._starttls = starttls
+        self._security = security
+        self._ca_file = ca_file
+        self._tls = None if security is SmtpSecurity.NONE else _tls_context(ca_file)
         self._timeout = timeout_seconds
+        self._deadline = send_deadline_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpMail:
@@ -71,13 +204,24 @@ class SmtpMail:
             settings.mail_from,
             username=settings.smtp_username,
             password=settings.smtp_password,
-            starttls=settings.smtp_starttls,
+            security=settings.smtp_security,
+            ca_file=settings.smtp_ca_file,
             timeout_seconds=settings.smtp_timeout_seconds,
+            send_deadline_seconds=settings.smtp_send_deadline_seconds,
         )
 
     async def send(self, message: MailMessage) -> None:
         email = self._mime.build(message)
-        await asyncio.to_thread(self._deliver, email)
+        deadline = _Deadline(self._deadline)
+        timer = asyncio.get_running_loop().call_later(self._deadline, deadline.abort)
+        try:
+            await asyncio.to_thread(self._deliver, email, deadline)
+        except asyncio.CancelledError:
+            deadline.abort()  # the thread would go on sending; without its connection it ends
+            raise
+        finally:
+            timer.cancel()
+            deadline.release()
         log.info(
             "%s mail sent via %s, Message-ID %s", message.category, self.host, email["Message-ID"]
         )
@@ -85,30 +229,79 @@ class SmtpMail:
     async def aclose(self) -> None:
         """Nothing to release: every send opens and closes its own connection."""
 
-    def _deliver(self, email: EmailMessage) -> None:
+    def _deliver(self, email: EmailMessage, deadline: _Deadline) -> None:
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self._timeout) as smtp:
-                if self._starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+            with self._connect(deadline) as smtp:
+                if self._security is SmtpSecurity.STARTTLS:
+                    self._start_tls(smtp)
                 if self._username and self._password is not None:
                     smtp.login(self._username, self._password.get_secret_value())
                 if needs_smtputf8(email):
                     self._require_smtputf8(smtp)
                 smtp.send_message(email)
-        except smtplib.SMTPRecipientsRefused as err:
+        except OSError as err:  # smtplib's errors, timeouts, TLS errors, the deadline's abort
+            if deadline.passed and not isinstance(err, _REPLIES):
+                raise ProviderUnavailable(
+                    f"SMTP send to {self.host}:{self.port} took longer than"
+                    f" {env_variable('smtp_send_deadline_seconds')} ({deadline.seconds:g} s):"
+                    " connection aborted"
+                ) from None
+            raise self._failure(err) from None
+
+    def _connect(self, deadline: _Deadline) -> smtplib.SMTP:
+        if self._security is SmtpSecurity.TLS and self._tls is not None:
+            return _TlsSession(
+                self.host, self.port, timeout=self._timeout, deadline=deadline, context=self._tls
+            )
+        return _Session(self.host, self.port, timeout=self._timeout, deadline=deadline)
+
+    def _start_tls(self, smtp: smtplib.SMTP) -> None:
+        """Checked here rather than left to ``smtplib``, whose ``SMTPNotSupportedError`` would
+        read as a session problem instead of naming the setting."""
+        smtp.ehlo_or_helo_if_needed()
+        if not smtp.has_extn("starttls"):
+            raise ProviderUnavailable(
+                f"SMTP server {self.host}:{self.port} does not offer STARTTLS, which"
+                f" {env_variable('smtp_security')}=starttls requires (no mail goes out in plain"
+                " text); a port with implicit TLS (465) needs tls"
+            )
+        try:
+            smtp.starttls(context=self._tls)
+        except smtplib.SMTPResponseException as err:  # 454 TLS not available, ...
+            raise ProviderUnavailable(
+                f"SMTP server {self.host}:{self.port} refused STARTTLS:"
+                f" {err.smtp_code} {scrub(_text(err.smtp_error))}"
+            ) from None
+
+    def _failure(self, err: OSError) -> ProviderUnavailable | InvalidRequest:
+        if isinstance(err, smtplib.SMTPRecipientsRefused):
             # One recipient per message, so this is the reply for it.
             code, reply = next(iter(err.recipients.values()))
-            raise _refusal("recipient", code, reply) from None
-        except smtplib.SMTPDataError as err:
-            raise _refusal("message", err.smtp_code, err.smtp_error) from None
-        except (smtplib.SMTPResponseException, smtplib.SMTPNotSupportedError) as err:
-            raise ProviderUnavailable(
-                f"SMTP server {self.host} rejected the session: {scrub(str(err))}"
-            ) from None
-        except OSError as err:  # includes timeouts, TLS errors and SMTPServerDisconnected
-            raise ProviderUnavailable(
-                f"cannot reach SMTP server {self.host}:{self.port}: {err}"
-            ) from None
+            return _refusal("recipient", code, reply)
+        if isinstance(err, smtplib.SMTPDataError):
+            return _refusal("message", err.smtp_code, err.smtp_error)
+        if isinstance(err, smtplib.SMTPResponseException | smtplib.SMTPNotSupportedError):
+            secret = self._password.get_secret_value() if self._password else ""
+            return ProviderUnavailable(
+                f"SMTP server {self.host} rejected the session: {scrub(str(err), [secret])}"
+            )
+        if isinstance(err, ssl.SSLCertVerificationError):
+            trusted = (
+                f"the CAs in {env_variable('smtp_ca_file')}"
+                if self._ca_file
+                else f"the system's CAs (a private CA goes in {env_variable('smtp_ca_file')})"
+            )
+            return ProviderUnavailable(
+                f"SMTP server {self.host}:{self.port} has a TLS certificate that is not trusted"
+                f" ({err.verify_message}); it is checked against {trusted}"
+            )
+        if isinstance(err, ssl.SSLError):
+            return ProviderUnavailable(
+                f"TLS with SMTP server {self.host}:{self.port} failed ({err}); does the port"
+                f" expect {env_variable('smtp_security')}={self._security}?"
+            )
+        # Timeouts, refused connections, SMTPServerDisconnected.
+        return ProviderUnavailable(f"cannot reach SMTP server {self.host}:{self.port}: {err}")
 
     def _require_smtputf8(self, smtp: smtplib.SMTP) -> None:
         """Checked up front: ``send_message`` would raise ``SMTPNotSupportedError``, which reads
@@ -119,3 +312,18 @@ class SmtpMail:
                 f"SMTP server {self.host} has no SMTPUTF8 (RFC 6531), which a recipient whose"
                 " part before the @ is not ASCII needs"
             )
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Made once: loading the system's CAs costs milliseconds per send. With a CA file, only its
+    CAs are trusted (a private relay's), never the public ones besides."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        raise ConfigurationError(
+            f"{env_variable('smtp_ca_file')}: cannot load CA certificates from {ca_file}: {err}"
+        ) from None
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
