@@ -55,6 +55,9 @@ class Scenario(Protocol):
     async def finished(self, name: str) -> bool:
         """Whether the unit's workflow completed in its happy end state."""
 
+    def workflow_id(self, name: str) -> str:
+        """The id of the unit's workflow."""
+
 
 class RegistrationScenario:
     """Registrations through the public client API, codes read from the (sharded) outbox."""
@@ -86,9 +89,13 @@ class RegistrationScenario:
         return Sample(started - began, delivered - started, activated - delivered)
 
     async def finished(self, name: str) -> bool:
-        workflow_id = self._registrations.registration_id(self.email(name))
-        handle = self._client.get_workflow_handle(workflow_id, result_type=RegistrationResult)
+        handle = self._client.get_workflow_handle(
+            self.workflow_id(name), result_type=RegistrationResult
+        )
         return (await handle.result()).state is RegistrationState.ACTIVE
+
+    def workflow_id(self, name: str) -> str:
+        return self._registrations.registration_id(self.email(name))
 
 
 class BaselineScenario:
@@ -100,7 +107,7 @@ class BaselineScenario:
         self._marker_dir = marker_dir
 
     async def one(self, name: str) -> Sample:
-        workflow_id = f"baseline-{name}"
+        workflow_id = self.workflow_id(name)
         began = time.perf_counter()
         handle = await self._client.start_workflow(
             BaselineWorkflow.run,
@@ -120,8 +127,11 @@ class BaselineScenario:
         return Sample(started - began, delivered - started, activated - delivered)
 
     async def finished(self, name: str) -> bool:
-        handle = self._client.get_workflow_handle(f"baseline-{name}", result_type=BaselineState)
+        handle = self._client.get_workflow_handle(self.workflow_id(name), result_type=BaselineState)
         return await handle.result() is BaselineState.ACTIVE
+
+    def workflow_id(self, name: str) -> str:
+        return f"baseline-{name}"
 
 
 async def drive(scenario: Scenario, names: list[str], concurrency: int) -> Batch:

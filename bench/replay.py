@@ -1,0 +1,138 @@
+"""``python -m bench.replay``: the CPU a registration's workflow code costs over the baseline's.
+
+The benchmark's throughput ratio follows the worker's CPU per unit, which mixes the workflow's
+own cost (the sandbox, activations, payloads through the converter and the SDK's payload visitor)
+with the activities' bodies, thread hand-offs and the kernel. Replaying a recorded history runs
+only the first part, in one process, without a server or activities: so this script records one
+happy-path unit of each (registration without a wrong code, and the baseline, each through the
+load generator on a fresh dev server with payload encryption on, as the benchmark runs them),
+then replays each history ``--count`` times with the worker's sandbox and converter, alternating
+``--rounds`` times, and prints the median CPU per replay. The figure is deterministic enough to
+compare two commits of the workflow in seconds; the absolute value is below a live worker's,
+which also polls the server and runs the activities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHistory
+from temporalio.worker import Replayer, Worker
+
+from activities.providers import Providers, open_providers
+from bench.baseline import BaselineActivities, BaselineWorkflow
+from bench.load import BaselineScenario, RegistrationScenario, Scenario
+from bench.mailbox import ShardedOutbox
+from bench.run_settings import generated_keys, settings_values
+from bench.server import fresh_server
+from common.converter import data_converter
+from common.settings import Settings
+from worker import SANDBOX, registration_activities
+from workflows.registration import RegistrationWorkflow
+
+
+async def record(root: Path, settings: Settings) -> dict[str, tuple[Any, WorkflowHistory]]:
+    """One unit of each workflow on a fresh server; their histories by label."""
+    async with (
+        fresh_server(root / "server", data_converter(settings)) as (env, _),
+        open_providers(settings) as opened,
+    ):
+        client: Client = env.client
+        providers = Providers(
+            identity=opened.identity,
+            customers=opened.customers,
+            mail=ShardedOutbox(settings.outbox_path, settings.mail_from),
+        )
+        registrations = RegistrationScenario(client, settings, secrets.token_urlsafe(18))
+        baseline = BaselineScenario(client, "replay-baseline", root)
+        async with (
+            Worker(
+                client,
+                task_queue=settings.task_queue,
+                workflows=[RegistrationWorkflow],
+                activities=registration_activities(providers, settings),
+                workflow_runner=SANDBOX,
+            ),
+            Worker(
+                client,
+                task_queue="replay-baseline",
+                workflows=[BaselineWorkflow],
+                activities=BaselineActivities(root).all(),
+                workflow_runner=SANDBOX,
+            ),
+        ):
+            await registrations.one("replay")
+            await baseline.one("replay")
+            assert await registrations.finished("replay") and await baseline.finished("replay")
+        units: dict[str, tuple[Any, Scenario]] = {
+            "registration": (RegistrationWorkflow, registrations),
+            "baseline": (BaselineWorkflow, baseline),
+        }
+        return {
+            label: (
+                workflow,
+                await client.get_workflow_handle(scenario.workflow_id("replay")).fetch_history(),
+            )
+            for label, (workflow, scenario) in units.items()
+        }
+
+
+async def replay_cpu_ms(
+    workflow: Any, history: WorkflowHistory, settings: Settings, count: int
+) -> float:
+    """CPU milliseconds per replay of ``history``, ``count`` replays in one worker."""
+    replayer = Replayer(
+        workflows=[workflow], data_converter=data_converter(settings), workflow_runner=SANDBOX
+    )
+    copies = [WorkflowHistory(f"{history.workflow_id}-{i}", history.events) for i in range(count)]
+
+    async def histories() -> Any:
+        for copy in copies:
+            yield copy
+
+    began = time.process_time()
+    async with replayer.workflow_replay_iterator(histories()) as results:
+        async for result in results:
+            if result.replay_failure is not None:
+                raise result.replay_failure
+    return (time.process_time() - began) / count * 1000
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="registration-replay-") as temp:
+        root = Path(temp)
+        settings = Settings(_env_file=None, **settings_values(root, "replay", generated_keys()))
+        recorded = await record(root, settings)
+        for workflow, history in recorded.values():  # warm-up: imports, sandbox set-up
+            await replay_cpu_ms(workflow, history, settings, 20)
+        figures: dict[str, list[float]] = {label: [] for label in recorded}
+        for _ in range(args.rounds):
+            for label, (workflow, history) in recorded.items():
+                figures[label].append(await replay_cpu_ms(workflow, history, settings, args.count))
+    print(f"replays: {args.count} per round, {args.rounds} rounds alternating; CPU ms per replay")
+    for label, (_, history) in recorded.items():
+        values = figures[label]
+        print(
+            f"  {label:13} median {statistics.median(values):6.2f}"
+            f"  (min {min(values):.2f}, max {max(values):.2f}), {len(history.events)} events"
+        )
+    difference = statistics.median(figures["registration"]) - statistics.median(figures["baseline"])
+    print(f"  registration - baseline: {difference:+.2f} ms per workflow")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
+    parser.add_argument("--count", type=int, default=200, help="replays per round and workflow")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
