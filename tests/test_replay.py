@@ -19,6 +19,7 @@ type twice and whose status named the customer the undo deleted."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -37,9 +38,22 @@ def test_every_scenario_has_a_recorded_history() -> None:
     assert recorded == set(SCENARIOS), "run: python -m tests.histories.record"
 
 
-@pytest.mark.parametrize(
-    "path", sorted(HISTORIES.rglob("*.json")), ids=lambda p: str(p.relative_to(HISTORIES))
-)
+ABANDONED_RESEND = HISTORIES / "v6" / "failed_then_cancelled_while_answering.json"
+"""Records the defect ``cancel-after-the-end-ignored`` fixed: the cancel ended the run while a
+resend was still being answered, so its faithful replay warns that an update handler was left
+unfinished (``UnfinishedUpdateHandlersWarning``). Expected there, and only there."""
+
+
+def _replay_case(path: Path) -> Any:
+    marks = (
+        [pytest.mark.filterwarnings("ignore::temporalio.workflow.UnfinishedUpdateHandlersWarning")]
+        if path == ABANDONED_RESEND
+        else []
+    )
+    return pytest.param(path, marks=marks, id=str(path.relative_to(HISTORIES)))
+
+
+@pytest.mark.parametrize("path", [_replay_case(path) for path in sorted(HISTORIES.rglob("*.json"))])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
     replayer = Replayer(
