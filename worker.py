@@ -24,8 +24,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -244,6 +247,7 @@ async def serve(settings: Settings, dev: bool) -> None:
         temporal_client(settings, dev) as client,
     ):
         await check_namespace(client)
+        await check_search_attributes(client, settings)
         async with running(create_worker(client, settings, providers), hurry) as worker_task:
             log.info(
                 "worker on task queue %r; providers: identity=%s customers=%s mail=%s",
@@ -263,6 +267,47 @@ async def serve(settings: Settings, dev: bool) -> None:
             if worker_task.done():
                 worker_task.result()  # the worker failed: its error stops the process
             log.info("shutting down")
+
+
+async def check_search_attributes(client: Client, settings: Settings) -> None:
+    """Refuses to start on a namespace that lacks a search attribute the registrations set, or
+    has it with another type: the registrations would start (``register`` checks only the ones a
+    start sets), then every upsert of the missing one would fail its workflow task, retried for
+    ever, where neither the TTL nor the compensations run. A key that may not list them (some
+    Temporal Cloud roles) gets a warning instead."""
+    if not settings.search_attributes:
+        return
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+    except RPCError as err:
+        if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise
+        log.warning("cannot check the namespace's search attributes: %s", err.message)
+        return
+    have = {
+        name: SearchAttributeIndexedValueType(kind).name.title()
+        for name, kind in listed.custom_attributes.items()
+    }
+    missing = [key for key in visibility.ALL if key.name not in have]
+    problems = [f"namespace {client.namespace!r} lacks {key.name}" for key in missing] + [
+        f"{key.name} is {have[key.name]} where {key.indexed_value_type.name.title()} is needed"
+        for key in visibility.ALL
+        if key.name in have and have[key.name] != key.indexed_value_type.name.title()
+    ]
+    if not problems:
+        return
+    variable = env_variable("search_attributes")
+    fix = (
+        "Create them (" + "; ".join(visibility.create_commands(client.namespace, missing)) + ")"
+        if missing
+        else "Remove them and create them with the right type"
+    )
+    raise InvalidSettings(
+        f"{variable}: {', '.join(problems)}, so registrations would stall as soon as they record"
+        f" it. {fix}, or set {variable}=false to run registrations without search attributes"
+    )
 
 
 def on_signal(stop: asyncio.Event, hurry: asyncio.Event) -> None:

@@ -365,15 +365,7 @@ class RegistrationClient:
     def _missing_search_attributes(self, err: RPCError) -> InvalidSettings:
         """The namespace lacks the search attributes a registration starts with (a real cluster
         where nobody created them): the server's message, and the commands that fix it."""
-        by_type: dict[str, list[str]] = {}
-        for key in visibility.ALL:
-            by_type.setdefault(key.indexed_value_type.name.title(), []).append(key.name)
-        commands = "; ".join(
-            f"temporal operator search-attribute create --namespace {self._client.namespace} "
-            + " ".join(f"--name {name}" for name in names)
-            + f" --type {kind}"
-            for kind, names in by_type.items()
-        )
+        commands = "; ".join(visibility.create_commands(self._client.namespace))
         variable = env_variable("search_attributes")
         return InvalidSettings(
             f"{variable}: {err.message}. Create the search attributes ({commands}), or set"

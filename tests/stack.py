@@ -5,8 +5,10 @@ the developer's environment (no .env, own data dir and task queue)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.providers import Providers, open_providers
 from common.converter import data_converter
 from common.settings import Settings
-from common.temporal import test_server_path
+from common.temporal import dev_server_path, test_server_path
 from starter.client import RegistrationClient
 from tests.outbox import latest_code
 from worker import create_worker
@@ -66,6 +68,23 @@ async def start_time_skipping(converter: DataConverter) -> WorkflowEnvironment:
         )
     )
     return env
+
+
+CREATE_COMMAND = re.compile(r"temporal (operator search-attribute create [^;)]*)")
+
+
+async def run_create_commands(server: str, message: str) -> int:
+    """Runs the ``temporal operator search-attribute create`` commands quoted in ``message`` with
+    the bundled Temporal CLI against ``server``, as an operator pastes them; how many there were."""
+    commands = CREATE_COMMAND.findall(message)
+    for command in commands:
+        process = await asyncio.create_subprocess_exec(
+            dev_server_path(), *command.split(), "--address", server,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        assert process.returncode == 0, f"{command}: {output.decode()}"
+    return len(commands)
 
 
 async def plain_client(client: Client) -> Client:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
@@ -24,9 +25,10 @@ from activities.providers import open_providers
 from common.settings import Settings
 from starter import cli
 from tests.helpers import PASSWORD
-from tests.stack import Stack
+from tests.stack import Stack, run_create_commands
 from tests.test_bad_input import NO_SERVER, REPO, server_of
 from tests.test_bad_input import cli as run_cli
+from workflows import visibility
 
 
 @pytest.fixture(autouse=True)
@@ -215,18 +217,25 @@ async def test_a_namespace_without_the_search_attributes_says_how_to_fix_it(
             break
         await asyncio.sleep(0.5)
     assert code == cli.USAGE and out["error"] == "configuration"
-    assert out["message"].startswith("REGISTRATION_SEARCH_ATTRIBUTES: ")
-    assert (
-        f"temporal operator search-attribute create --namespace {namespace} --name"
-        " RegistrationStatus --name RegistrationEmail --name CustomerNumber --type Keyword"
-    ) in out["message"]
-    assert "--name ActivationExpiresAt --type Datetime" in out["message"]
+    message = out["message"]
+    assert message.startswith("REGISTRATION_SEARCH_ATTRIBUTES: ")
     assert "REGISTRATION_SEARCH_ATTRIBUTES=false" in out["message"]
     code, out = await run_cli(
         server, settings, *register_args("kim@example.com"), stdin=password,
         TEMPORAL_NAMESPACE=namespace, REGISTRATION_SEARCH_ATTRIBUTES="false",
     )  # fmt: skip
     assert code == cli.OK, out
+    # The commands it names, pasted as they are, give the namespace every attribute.
+    assert await run_create_commands(server, message) == len(visibility.ALL)
+    code, out = await run_cli(
+        server, settings, *register_args("lee@example.com"), stdin=password,
+        TEMPORAL_NAMESPACE=namespace,
+    )  # fmt: skip
+    assert code == cli.OK, out
+    listed = await dev_env.client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    assert {key.name for key in visibility.ALL} <= set(listed.custom_attributes)
 
 
 async def prompted(settings: Settings, interrupt: bool) -> tuple[int, dict[str, Any]]:

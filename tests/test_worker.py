@@ -8,14 +8,24 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+import worker
+from common.settings import InvalidSettings
 from tests.helpers import PASSWORD
-from tests.stack import SESSION_KEYS
+from tests.stack import SESSION_KEYS, make_settings, run_create_commands
+from workflows import visibility
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,6 +193,64 @@ async def test_a_namespace_the_server_lacks_is_named(
     assert code == 2
     assert stops_with_one_line(log, "TEMPORAL_NAMESPACE: "), log
     assert f"the Temporal server at {server} has no namespace 'nope'" in log
+
+
+async def bare_namespace(env: WorkflowEnvironment) -> str:
+    """A new namespace without the registration's search attributes, once the server knows it."""
+    namespace = f"bare-{uuid.uuid4()}"
+    await env.client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    for _ in range(40):  # a new namespace takes a moment to be known everywhere
+        with contextlib.suppress(RPCError):
+            await env.client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=namespace)
+            )
+            return namespace
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"namespace {namespace} never became known")
+
+
+async def test_a_namespace_without_the_search_attributes_stops_the_worker_until_created(
+    tmp_path: Path, dev_env: WorkflowEnvironment
+) -> None:
+    """``register`` finds only the attributes a start sets; the others would stall every
+    registration at its first upsert, so the worker checks them all before it starts."""
+    server, namespace = (
+        dev_env.client.service_client.config.target_host,
+        await bare_namespace(dev_env),
+    )
+    code, log = await start_worker(tmp_path, TEMPORAL_ADDRESS=server, TEMPORAL_NAMESPACE=namespace)
+    assert code == 2
+    assert stops_with_one_line(log, "configuration error: REGISTRATION_SEARCH_ATTRIBUTES: "), log
+    for key in visibility.ALL:
+        assert f"namespace {namespace!r} lacks {key.name}" in log
+    assert await run_create_commands(server, log) == len(visibility.ALL)
+    settings = make_settings(tmp_path)
+    client = await Client.connect(server, namespace=namespace)
+    await worker.check_search_attributes(client, settings)  # now it starts
+    # And without them, as the setting says.
+    bare = await Client.connect(server, namespace=await bare_namespace(dev_env))
+    await worker.check_search_attributes(
+        bare, settings.model_copy(update={"search_attributes": False})
+    )
+
+
+async def test_a_search_attribute_of_another_type_stops_the_worker(
+    tmp_path: Path, dev_env: WorkflowEnvironment
+) -> None:
+    namespace = await bare_namespace(dev_env)
+    kinds = {key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in visibility.ALL}
+    kinds[visibility.CUSTOMER_NUMBER.name] = IndexedValueType.INDEXED_VALUE_TYPE_TEXT
+    await dev_env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(namespace=namespace, search_attributes=kinds)
+    )
+    server = dev_env.client.service_client.config.target_host
+    client = await Client.connect(server, namespace=namespace)
+    with pytest.raises(InvalidSettings, match="CustomerNumber is Text where Keyword is needed"):
+        await worker.check_search_attributes(client, make_settings(tmp_path))
 
 
 async def test_a_dev_server_that_does_not_start_names_its_file(tmp_path: Path) -> None:

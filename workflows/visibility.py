@@ -10,6 +10,7 @@ a registration started without them (or recorded before they existed) never upse
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,17 @@ EMAIL = SearchAttributeKey.for_keyword("RegistrationEmail")
 CUSTOMER_NUMBER = SearchAttributeKey.for_keyword("CustomerNumber")
 EXPIRES_AT = SearchAttributeKey.for_datetime("ActivationExpiresAt")
 ALL = (STATUS, EMAIL, CUSTOMER_NUMBER, EXPIRES_AT)
+
+
+def create_commands(namespace: str, keys: Iterable[SearchAttributeKey[Any]] = ALL) -> list[str]:
+    """The Temporal CLI commands that create ``keys`` on ``namespace``, one attribute per command:
+    ``temporal operator search-attribute create`` takes several ``--name`` flags but creates only
+    the first of them (CLI 1.9.1)."""
+    return [
+        f"temporal operator search-attribute create --namespace {namespace} --name {key.name}"
+        f" --type {key.indexed_value_type.name.title()}"
+        for key in keys
+    ]
 
 
 def at_start(status: str, email: str | None) -> TypedSearchAttributes:
