@@ -363,12 +363,13 @@ class RegistrationWorkflow:
             self._approval = approval
 
     @workflow.update
-    async def request_resend(self, request: ResendRequest) -> ResendReply:
-        """A new code by mail; the old one stops working. Throttled and capped by the policy."""
-        return await self._resend(request)
+    async def request_resend(self, request: ResendRequest | None = None) -> ResendReply:
+        """A new code by mail; the old one stops working. Throttled and capped by the policy.
+        Takes no input (or ``null``) like the signal: staff calling it from the UI or CLI."""
+        return await self._resend(request or ResendRequest())
 
     @request_resend.validator
-    def _resend_only_while_pending(self, request: ResendRequest) -> None:
+    def _resend_only_while_pending(self, request: ResendRequest | None = None) -> None:
         self._require_pending()
 
     @workflow.signal
