@@ -1,10 +1,14 @@
-"""Re-records ``tests/histories/*.json``: ``python -m tests.histories.record [NAME ...]``.
+"""Records ``tests/histories/*.json``: ``python -m tests.histories.record [NAME ...]``.
+
+Without names it records the scenarios that have no file yet (a new terminal path) and leaves
+the others alone: the committed files are what proves that the workflow still replays the
+histories of running registrations, and overwriting them would prove nothing. Named scenarios
+are re-recorded: only on purpose, after moving their current files into a ``vN/`` folder, since a
+workflow change must keep the old files replaying (or use ``workflow.patched``).
 
 Each scenario of ``tests/scenarios.py`` runs against real servers (the dev server, or the
 time-skipping server for timers) with the local provider and payload encryption off, so the files
-are readable JSON and prove that the workflow itself writes no secret into history. Re-record only
-on purpose, after moving the current files into a ``vN/`` folder: a workflow change must keep the
-old files replaying (or use ``workflow.patched``).
+are readable JSON and prove that the workflow itself writes no secret into history.
 """
 
 from __future__ import annotations
@@ -48,5 +52,13 @@ async def record(names: list[str]) -> None:
             print(f"recorded {name}: {len(history.events)} events")
 
 
+def missing() -> list[str]:
+    return [name for name in SCENARIOS if not (HERE / f"{name}.json").exists()]
+
+
 if __name__ == "__main__":
-    asyncio.run(record(sys.argv[1:] or list(SCENARIOS)))
+    names = sys.argv[1:] or missing()
+    if names:
+        asyncio.run(record(names))
+    else:
+        print("every scenario has a recorded history; name those to re-record (see the docstring)")
