@@ -156,7 +156,8 @@ class Settings(BaseSettings):
     """Per socket operation (connect, each read or write), as ``smtplib`` applies it."""
     smtp_send_deadline_seconds: float = Field(25.0, gt=0)
     """Per send, from the call to the last reply: a server dripping bytes never trips the timeout
-    above. Below the mail activity's start-to-close timeout (``_send_deadline_within_attempt``)."""
+    above. Inside an activity the provider also ends a send before the attempt's start-to-close
+    timeout (``activities/providers/smtp.py``), whichever timeout the step runs with."""
 
     # Visibility for support staff.
     search_attributes: bool = True
@@ -213,21 +214,6 @@ class Settings(BaseSettings):
         taken for unset it would mean generated dev keys, or a codec server without a token."""
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty: set a value, or unset the variable for the default")
-        return value
-
-    @field_validator("smtp_send_deadline_seconds")
-    @classmethod
-    def _send_deadline_within_attempt(cls, value: float) -> float:
-        """A send still running when Temporal times out its activity attempt goes on in its thread
-        while the next attempt sends the mail again: the deadline must end it first."""
-        # Imported here: workflows.registration imports the activities, which import this module.
-        from workflows.registration import REMOTE_STEP_TIMEOUT
-
-        limit = REMOTE_STEP_TIMEOUT.total_seconds()
-        if value >= limit:
-            raise ValueError(
-                f"must be below the mail activity's start-to-close timeout ({limit:g} s)"
-            )
         return value
 
     @field_validator("codec_server_origins", mode="before")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import re
 import socket
 import ssl
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,7 +42,6 @@ from activities.roles import MailMessage
 from bench.mailbox import newest_code
 from common.settings import InvalidSettings, Settings, SmtpSecurity, load_settings
 from tests.outbox import latest_code, messages_to
-from workflows.registration import REMOTE_STEP_TIMEOUT
 
 SENDER = "Test shop <no-reply@shop.test>"
 RESET_URL = "https://shop.test/password-reset?from=mail&x=1"
@@ -636,6 +639,30 @@ async def test_smtp_untrusted_certificate_is_a_clear_error(
     assert recorder.received == []
 
 
+async def test_smtp_certificate_for_another_name_is_not_trusted(
+    smtps_server: tuple[Controller, Recorder], certificates: Certificates
+) -> None:
+    """Hostname verification: the certificate chains to the trusted CA but names 127.0.0.1, not
+    the localhost we asked for. Without the check, any certificate of that CA would pass for any
+    relay."""
+    controller, recorder = smtps_server
+    mail = SmtpMail(
+        "localhost",
+        controller.port,
+        SENDER,
+        security=SmtpSecurity.TLS,
+        ca_file=certificates.ca_file,
+        timeout_seconds=5,
+    )
+    with pytest.raises(
+        ProviderUnavailable,
+        match=r"TLS certificate that is not trusted \(Hostname mismatch, certificate is not valid"
+        r" for 'localhost'\.\)",
+    ):
+        await mail.send(activation())
+    assert recorder.received == []
+
+
 def test_smtp_ca_file_without_certificates_is_a_configuration_error(tmp_path: Path) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text("not a certificate\n")
@@ -655,8 +682,9 @@ DEADLINE_ERROR = (
 
 class ScriptedServer:
     """A loopback server that misbehaves as aiosmtpd cannot: it plays ``replies`` (the greeting,
-    then one reply per line it reads), then answers nothing, or, with ``drip``, starts a reply
-    that never ends: a byte every 50 ms, well inside any socket timeout."""
+    then one reply per line it reads), then answers nothing, or, with ``drip``, starts one more
+    reply (the greeting if there are no ``replies``) that never ends: a byte every 50 ms, well
+    inside any socket timeout."""
 
     def __init__(self, replies: list[bytes], drip: bytes | None) -> None:
         self.replies = replies
@@ -677,6 +705,8 @@ class ScriptedServer:
                 writer.write(reply)
                 await writer.drain()
             if self.drip is not None:
+                if self.replies:  # a reply to the next line, as the ones before it
+                    self.received.append(await reader.readline())
                 dripping = asyncio.create_task(self._drip(writer, self.drip))
             while data := await reader.read(4096):
                 self.received.append(data)
@@ -742,7 +772,7 @@ async def test_smtp_send_deadline_aborts_the_connection(
     security: SmtpSecurity, replies: list[bytes], drip: bytes | None
 ) -> None:
     """Every read gets a byte in time, or waits within its timeout: only the deadline ends the
-    send, with its thread (the error comes from it) and its connection."""
+    send, and its abort the thread's connection (the server sees it closed)."""
     async with scripted_server(replies, drip) as server, asyncio.timeout(20):
         with pytest.raises(ProviderUnavailable, match=DEADLINE_ERROR) as caught:
             await slow_mail(server.port, security).send(activation())
@@ -797,6 +827,201 @@ async def test_smtp_refused_starttls_sends_nothing() -> None:
     assert [line.split()[0].upper() for line in server.received] == [b"EHLO", b"STARTTLS", b"QUIT"]
 
 
+TRUNCATED_EHLO = b"250-slow.test\r\n250-PIPELINING\r\n250 S"
+"""An EHLO reply whose last line the deadline cuts short: ``smtplib`` takes a last line without
+its CRLF at the end of the connection for a complete reply, one without SMTPUTF8 and STARTTLS."""
+
+
+@pytest.mark.parametrize(
+    ("security", "to"),
+    [(SmtpSecurity.NONE, UTF8_LOCAL_PART[0]), (SmtpSecurity.STARTTLS, "ann@example.com")],
+    ids=["smtputf8-check", "starttls-check"],
+)
+async def test_smtp_reply_cut_short_by_the_deadline_is_the_deadline_error(
+    security: SmtpSecurity, to: str
+) -> None:
+    """Nothing read after the abort is judged: a truncated EHLO reply must not fail the
+    registration for good ("no SMTPUTF8", non-retryable), nor advise implicit TLS ("does not
+    offer STARTTLS")."""
+    async with scripted_server([GREETING], TRUNCATED_EHLO) as server, asyncio.timeout(20):
+        with pytest.raises(ProviderUnavailable, match=DEADLINE_ERROR) as caught:
+            await slow_mail(server.port, security).send(activation(to=to))
+    assert not caught.value.non_retryable
+    assert [line.split()[0].upper() for line in server.received] == [b"EHLO"]
+
+
+async def test_smtp_session_rejection_leaves_out_the_password() -> None:
+    """A server that quotes what it was given in its refusal of our login: the reply goes into
+    the error (workflow history), the password does not."""
+    replies = [
+        GREETING,
+        EHLO_WITH_AUTH,
+        f"535 5.7.8 Authentication failed for shop / {PASSWORD}\r\n".encode(),
+        b"221 2.0.0 Bye\r\n",
+    ]
+    async with scripted_server(replies) as server:
+        mail = SmtpMail(
+            "127.0.0.1",
+            server.port,
+            SENDER,
+            security=SmtpSecurity.NONE,
+            username="shop",
+            password=SecretStr(PASSWORD),
+            timeout_seconds=5,
+        )
+        with pytest.raises(ProviderUnavailable, match=r"rejected the session: .*535") as caught:
+            await mail.send(activation())
+    assert PASSWORD not in str(caught.value)
+    assert "Authentication failed for shop / ***" in str(caught.value)
+
+
+@pytest.fixture
+def unanswered_address() -> Iterator[tuple[str, int]]:
+    """A loopback address where a connect waits out its timeout, as at a relay behind a firewall
+    that drops packets: its listener's accept queue is full, so the kernel drops further SYNs.
+    Closed afterwards, it refuses the next attempt: a sending thread still connecting ends."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address: tuple[str, int] = listener.getsockname()
+        queued: list[socket.socket] = []
+        try:
+            for _ in range(16):  # until a connect times out: how many fit is the kernel's call
+                probe = socket.socket()
+                probe.settimeout(0.2)
+                try:
+                    probe.connect(address)
+                except TimeoutError:
+                    probe.close()
+                    break
+                queued.append(probe)
+            else:
+                pytest.fail("the listener's accept queue never filled")
+            yield address
+        finally:
+            for probe in queued:
+                probe.close()
+
+
+async def test_smtp_deadline_holds_while_connecting_to_many_addresses(
+    unanswered_address: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay name with many addresses, none answering: ``socket.create_connection`` tries each
+    in turn for the connect timeout (capped to the deadline), 10 s in all here, and there is no
+    connection yet for the abort to shut down. The send ends at its deadline all the same."""
+    host, port = unanswered_address
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name != "relay.test":
+            return resolve(name, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))] * 20
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    mail = SmtpMail(
+        "relay.test",
+        port,
+        SENDER,
+        security=SmtpSecurity.NONE,
+        timeout_seconds=60,
+        send_deadline_seconds=0.5,
+    )
+    async with asyncio.timeout(5):
+        with pytest.raises(ProviderUnavailable, match=DEADLINE_ERROR) as caught:
+            await mail.send(activation())
+    assert not caught.value.non_retryable
+
+
+async def test_smtp_connect_is_capped_to_the_deadline(
+    unanswered_address: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``send`` stops waiting at the deadline anyway; the cap ends the thread's connect then too,
+    instead of after the 60 s timeout, so the thread does not hold a worker of the executor."""
+    connect = socket.create_connection
+    ended = threading.Event()
+
+    def create_connection(*args: Any, **kwargs: Any) -> socket.socket:
+        try:
+            return connect(*args, **kwargs)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    async with asyncio.timeout(20):
+        with pytest.raises(ProviderUnavailable, match=DEADLINE_ERROR):
+            await slow_mail(unanswered_address[1], SmtpSecurity.NONE).send(activation())
+        assert await asyncio.to_thread(ended.wait, 10)
+
+
+async def test_smtp_connection_made_after_the_abort_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Name resolution cannot be interrupted: a send cancelled meanwhile leaves its thread to
+    connect afterwards. ``_Deadline.watch`` shuts that connection down before its first byte, so
+    the thread given up on cannot go on to send the mail."""
+    resolving = threading.Event()
+    resolved = threading.Event()
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "relay.test":
+            resolving.set()
+            resolved.wait(10)
+            name = "127.0.0.1"
+        return resolve(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    replies = [GREETING, b"250 slow.test\r\n", b"250 OK\r\n", b"250 OK\r\n", b"354 Go on\r\n"]
+    async with scripted_server(replies) as server, asyncio.timeout(20):
+        mail = SmtpMail(
+            "relay.test", server.port, SENDER, security=SmtpSecurity.NONE, timeout_seconds=5
+        )
+        sending = asyncio.create_task(mail.send(activation()))
+        assert await asyncio.to_thread(resolving.wait, 10)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        resolved.set()
+        await server.closed.wait()
+    assert b"".join(server.received) == b""  # not even EHLO
+
+
+@pytest.mark.parametrize(
+    ("start_to_close", "deadline", "error"),
+    [
+        (
+            timedelta(seconds=1),
+            60.0,
+            r"took longer than 0\.9 s \(90% of the activity's 1 s start-to-close timeout, which is"
+            r" less than REGISTRATION_SMTP_SEND_DEADLINE_SECONDS\): connection aborted",
+        ),
+        (timedelta(seconds=30), 0.5, DEADLINE_ERROR),
+        (None, 0.5, DEADLINE_ERROR),
+    ],
+    ids=["activity-timeout-first", "setting-first", "no-activity-timeout"],
+)
+async def test_smtp_send_ends_before_the_activity_attempt_times_out(
+    start_to_close: timedelta | None, deadline: float, error: str
+) -> None:
+    """Inside an activity, whichever ends first, the setting or 90% of the attempt's
+    start-to-close timeout (a local activity's is 10 s, below the 25 s default), bounds the send:
+    Temporal would start the next attempt beside one still sending."""
+    attempt = ActivityEnvironment()
+    attempt.info = dataclasses.replace(attempt.info, start_to_close_timeout=start_to_close)
+    async with scripted_server([]) as server, asyncio.timeout(20):
+        mail = SmtpMail(
+            "127.0.0.1",
+            server.port,
+            SENDER,
+            security=SmtpSecurity.NONE,
+            timeout_seconds=60,
+            send_deadline_seconds=deadline,
+        )
+        with pytest.raises(ProviderUnavailable, match=error) as caught:
+            await attempt.run(mail.send, activation())
+    assert not caught.value.non_retryable
+
+
 # SMTP settings
 
 
@@ -815,11 +1040,6 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Monke
         ("REGISTRATION_SMTP_SECURITY", "true", "'starttls', 'tls' or 'none'"),
         ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "0", "greater than 0"),
         ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "-5", "greater than 0"),
-        (
-            "REGISTRATION_SMTP_SEND_DEADLINE_SECONDS",
-            f"{REMOTE_STEP_TIMEOUT.total_seconds():g}",
-            rf"below the mail activity's start-to-close timeout \({REMOTE_STEP_TIMEOUT.seconds} s",
-        ),
         ("REGISTRATION_SMTP_CA_FILE", "no-such-ca.pem", "does not point to a file"),
     ],
 )
@@ -831,10 +1051,27 @@ def test_invalid_smtp_setting_names_the_variable(
         load_settings()
 
 
-def test_default_send_deadline_is_within_the_mail_activity_timeout(
+def test_send_deadline_may_exceed_the_mail_activity_timeout(
     environment: pytest.MonkeyPatch,
 ) -> None:
-    assert 0 < load_settings().smtp_send_deadline_seconds < REMOTE_STEP_TIMEOUT.total_seconds()
+    """The provider bounds each send by its activity's timeout, whichever that is
+    (``test_smtp_send_ends_before_the_activity_attempt_times_out``): no setting can outlast it."""
+    environment.setenv("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "60")
+    assert load_settings().smtp_send_deadline_seconds == 60
+
+
+def test_settings_do_not_import_the_workflow(tmp_path: Path) -> None:
+    """``common`` must not depend on ``workflows.registration``: importing it (with every
+    activity) made each ``Settings()`` slower, and bounding a send is the provider's job. In a
+    fresh interpreter: this one imported the workflow long ago."""
+    check = (
+        "import sys; from common.settings import Settings; Settings();"
+        " assert 'workflows.registration' not in sys.modules, 'imported'"
+    )
+    repository = Path(__file__).resolve().parent.parent
+    environment = {"PYTHONPATH": str(repository), "REGISTRATION_DATA_DIR": str(tmp_path)}
+    command = [sys.executable, "-c", check]
+    subprocess.run(command, check=True, cwd=tmp_path, env=environment)  # noqa: S603 (fixed)
 
 
 @pytest.mark.parametrize(

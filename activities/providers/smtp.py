@@ -5,7 +5,8 @@ rare enough that pooling would only add reconnect logic. SMTP reply classes deci
 4xx and transport failures are transient (``ProviderUnavailable``); a 5xx refusal of the
 recipient or the content is permanent (``InvalidRequest``). A 5xx refusal of our login or sender
 is our configuration, not the message, so it stays retryable: fixing the settings and restarting
-the worker then delivers the pending mails instead of failing their registrations. A recipient
+the worker within the step's schedule-to-close deadline then delivers the pending mails instead of
+failing their registrations. A recipient
 whose local part is not ASCII needs a server with SMTPUTF8 (RFC 6531); without it the mail cannot
 be delivered by any retry, so that is ``InvalidRequest`` too. Server replies are scrubbed of
 addresses (they often quote the recipient) before they go into an error.
@@ -23,27 +24,36 @@ at the step's schedule-to-close deadline, as for an unreachable server.
 
 Deadline (``REGISTRATION_SMTP_SEND_DEADLINE_SECONDS``, 25 s): ``smtplib``'s timeout bounds each
 socket operation, not a send, so a server that drips a byte every few seconds keeps a send going
-for ever. The mail activities run with a start-to-close timeout (``REMOTE_STEP_TIMEOUT`` in
-``workflows/registration.py``, 30 s); once it passes, Temporal runs another attempt, which would
-send the mail again while the first one still talks to the server from a thread nobody waits for.
-So a send is aborted at its deadline, which the settings keep below that timeout, and reports a
-retryable ``ProviderUnavailable`` naming the setting (no server reply, no credential in it). An
-abort after the message was handed over may still deliver it, and the retry sends a second one, as
-after any connection lost at that point.
+for ever. The mail activities run with a start-to-close timeout (30 s as regular activities, 10 s
+as local ones, for a registration whose recorded profile has mail in-process); once it passes,
+Temporal runs another attempt, which would send the mail again while the first one still talks to
+the server from a thread nobody waits for. So a send ends at its deadline: the setting, or, inside
+an activity, ``_ATTEMPT_SHARE`` of the attempt's start-to-close timeout when that is less. Read
+from ``activity.info()`` at each send, the bound follows whichever timeout the step runs with, so
+no value of the setting can outlast an attempt. The send then reports a retryable
+``ProviderUnavailable`` naming the limit (no server reply, no credential in it). An abort after the
+message was handed over may still deliver it, and the retry sends a second one, as after any
+connection lost at that point.
 
-How it aborts (``_Deadline``): a callback on the event loop calls ``shutdown(SHUT_RDWR)`` on the
-connection. That is the one call that wakes a thread blocked in ``recv``, ``sendall`` or a TLS
-handshake on the socket at once (``close`` from another thread does not wake it on Linux, and
-frees the descriptor for reuse while the thread still uses it). The alternative, socket timeouts
-set to the time left, cannot bound a send: a reply is read by many ``recv`` calls and a TLS
-handshake by several, each with the full timeout, and ``smtplib`` has no hook between them. The
-shutdown goes to a duplicate of the connection's descriptor that the deadline owns, because
-``smtplib``'s socket object is detached when TLS wraps it (already during the handshake) and
-closed on errors, and a bare descriptor number could by then name another connection. A loop
-callback, not a timer thread: there is no second thread to leak. Connecting is capped to the time
-left too; only name resolution (``getaddrinfo``) cannot be interrupted and is bounded by the
-resolver's timeouts. The same abort ends the thread when the send is cancelled (the worker
-shutting down): asyncio cannot stop a thread, but it stops at once without its connection.
+How it ends (``_Deadline``): ``send`` waits for the sending thread until the deadline only, then
+aborts: it calls ``shutdown(SHUT_RDWR)`` on the connection. That is the one call that wakes a
+thread blocked in ``recv``, ``sendall`` or a TLS handshake on the socket at once (``close`` from
+another thread does not wake it on Linux, and frees the descriptor for reuse while the thread
+still uses it). The alternative, socket timeouts set to the time left, cannot bound a send: a reply
+is read by many ``recv`` calls and a TLS handshake by several, each with the full timeout, and
+``smtplib`` has no hook between them. The shutdown goes to a duplicate of the connection's
+descriptor that the deadline owns, because ``smtplib``'s socket object is detached when TLS wraps
+it (already during the handshake) and closed on errors, and a bare descriptor number could by then
+name another connection. Not waiting for the thread past the deadline covers what no shutdown can
+wake: name resolution (``getaddrinfo``), and connecting, where no connection exists yet and
+``socket.create_connection`` tries each address of the relay in turn, each for the connect timeout
+(capped to the time left when connecting starts). A thread given up on ends when those do, and
+sends nothing meanwhile: a connection it makes after the abort is shut down before its first byte
+(``_Deadline.watch``). Nothing it read after the abort is trusted either (``_deliver``):
+``smtplib`` takes a last line cut short by the shutdown, without its CRLF, for a complete reply,
+so a truncated EHLO reply would read as a server without SMTPUTF8 or STARTTLS. A cancelled send
+(the worker shutting down) is given up on the same way: asyncio cannot stop a thread, but one that
+has its connection stops at once without it.
 """
 
 from __future__ import annotations
@@ -60,17 +70,27 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from pydantic import SecretStr
+from temporalio import activity
 
-from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable, scrub
+from activities.errors import (
+    ConfigurationError,
+    InvalidRequest,
+    ProviderError,
+    ProviderUnavailable,
+    scrub,
+)
 from activities.providers.mime import MimeBuilder, needs_smtputf8
 from activities.roles import MailMessage
 from common.settings import Settings, SmtpSecurity, env_variable
 
 log = logging.getLogger(__name__)
 
-_REPLIES = (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused)
-"""Errors that carry a server's reply: an abort never makes one, so they keep their meaning even
-when the deadline passed meanwhile."""
+_ATTEMPT_SHARE = 0.9
+"""Of an activity attempt's start-to-close timeout, the most a send may take. The rest is for the
+activity's work around the send and for its result to reach Temporal before the attempt times out:
+1 s of a local activity's 10 s (its timer runs in this worker), 3 s of a regular activity's 30 s
+(a round trip to the server). A share rather than fixed seconds, so that it leaves a positive
+deadline under any timeout."""
 
 
 def _refusal(what: str, code: int, reply: bytes | str) -> InvalidRequest | ProviderUnavailable:
@@ -79,12 +99,15 @@ def _refusal(what: str, code: int, reply: bytes | str) -> InvalidRequest | Provi
 
 
 class _Deadline:
-    """One send's time limit: shuts its connections down once the time is up (see the module
-    docstring for why this way). ``abort`` runs on the event loop, the rest in the sending
-    thread; the lock keeps a connection from being watched after the abort went by it."""
+    """One send's time limit and the connections to shut down when it is up (see the module
+    docstring for why this way). ``abort`` and ``release`` run on the event loop, ``time_left``
+    and ``watch`` in the sending thread; the lock keeps a connection from being watched after the
+    abort went by it."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, limit: str) -> None:
         self.seconds = seconds
+        self.limit = limit
+        """The deadline as its error names it: the setting, or the activity's timeout."""
         self._end = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._connections: list[socket.socket] = []
@@ -94,7 +117,6 @@ class _Deadline:
         """``timeout``, or less when the deadline is nearer: a connect must not outlast it."""
         left = self._end - time.monotonic()
         if left <= 0:
-            self.abort()
             raise TimeoutError("send deadline passed")
         return min(timeout, left)
 
@@ -109,10 +131,14 @@ class _Deadline:
 
     @property
     def passed(self) -> bool:
-        """Aborted, or the time is up: an operation may time out just before the abort."""
+        """Aborted, or the time is up: a connect capped to the time left times out at the
+        deadline, a moment before ``send`` gives up and aborts."""
         return self.aborted or time.monotonic() >= self._end
 
     def abort(self) -> None:
+        """``aborted`` is set before the first shutdown, under the lock: a reply that the shutdown
+        cuts short is read after it, so its reader finds ``passed`` true (see ``_deliver``), also
+        when a cancel aborts the send before its time is up."""
         with self._lock:
             self.aborted = True
             for connection in self._connections:
@@ -120,7 +146,9 @@ class _Deadline:
                     connection.shutdown(socket.SHUT_RDWR)
 
     def release(self) -> None:
-        """Closes the duplicates (the sending thread's own sockets are ``smtplib``'s to close)."""
+        """Closes the duplicates (the sending thread's own sockets are ``smtplib``'s to close).
+        For a thread given up on, called after ``abort``: a connection the thread makes later is
+        then shut down by ``watch`` instead of duplicated, so no duplicate outlives the send."""
         with self._lock:
             for connection in self._connections:
                 connection.close()
@@ -194,7 +222,7 @@ class SmtpMail:
         self._ca_file = ca_file
         self._tls = None if security is SmtpSecurity.NONE else _tls_context(ca_file)
         self._timeout = timeout_seconds
-        self._deadline = send_deadline_seconds
+        self._send_seconds = send_deadline_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpMail:
@@ -211,17 +239,21 @@ class SmtpMail:
         )
 
     async def send(self, message: MailMessage) -> None:
+        """Waits for the sending thread until the deadline only, then gives up on it (see the
+        module docstring): a connection the thread has not made yet cannot be aborted."""
         email = self._mime.build(message)
-        deadline = _Deadline(self._deadline)
-        timer = asyncio.get_running_loop().call_later(self._deadline, deadline.abort)
+        deadline = self._deadline()
+        sending = asyncio.get_running_loop().run_in_executor(None, self._deliver, email, deadline)
         try:
-            await asyncio.to_thread(self._deliver, email, deadline)
-        except asyncio.CancelledError:
-            deadline.abort()  # the thread would go on sending; without its connection it ends
-            raise
+            done, _ = await asyncio.wait([sending], timeout=deadline.seconds)
         finally:
-            timer.cancel()
-            deadline.release()
+            if not sending.done():  # the deadline is up, or the send was cancelled
+                deadline.abort()
+                sending.add_done_callback(_drop_outcome)
+            deadline.release()  # after the abort: see ``release``
+        if not done:
+            raise self._too_slow(deadline)
+        sending.result()
         log.info(
             "%s mail sent via %s, Message-ID %s", message.category, self.host, email["Message-ID"]
         )
@@ -229,7 +261,42 @@ class SmtpMail:
     async def aclose(self) -> None:
         """Nothing to release: every send opens and closes its own connection."""
 
+    def _deadline(self) -> _Deadline:
+        """The setting, or less inside an activity whose attempt would time out first (see
+        ``_ATTEMPT_SHARE``). Outside an activity (a direct call), or with no start-to-close timeout
+        (None, or zero: unset), only the setting bounds the send."""
+        timeout = activity.info().start_to_close_timeout if activity.in_activity() else None
+        if timeout:
+            share = timeout.total_seconds() * _ATTEMPT_SHARE
+            if share < self._send_seconds:
+                return _Deadline(
+                    share,
+                    f"{share:g} s ({_ATTEMPT_SHARE:.0%} of the activity's"
+                    f" {timeout.total_seconds():g} s start-to-close timeout, which is less than"
+                    f" {env_variable('smtp_send_deadline_seconds')})",
+                )
+        return _Deadline(
+            self._send_seconds,
+            f"{env_variable('smtp_send_deadline_seconds')} ({self._send_seconds:g} s)",
+        )
+
+    def _too_slow(self, deadline: _Deadline) -> ProviderUnavailable:
+        return ProviderUnavailable(
+            f"SMTP send to {self.host}:{self.port} took longer than {deadline.limit}:"
+            " connection aborted"
+        )
+
     def _deliver(self, email: EmailMessage, deadline: _Deadline) -> None:
+        """Runs in the sending thread. Every error that surfaces once the deadline ``passed`` is
+        the deadline's, since it may be the deadline's doing: ``smtplib`` takes a reply cut short
+        by the abort's shutdown for a complete one, and our own checks would read a truncated EHLO
+        reply as a server without STARTTLS, or without SMTPUTF8 (a non-retryable
+        ``InvalidRequest``); a connect capped to the time left times out at the deadline. Every
+        reply cut short sees ``passed``: ``aborted`` is set before the shutdown. A reply that came
+        complete keeps its meaning (a 5xx refusal stays permanent) if its error surfaces before the
+        deadline; after it, ``send`` gives up on the thread at that very moment, and the deadline's
+        error either way keeps the outcome from depending on which comes first. That costs at most
+        a retry, which hears the reply again."""
         try:
             with self._connect(deadline) as smtp:
                 if self._security is SmtpSecurity.STARTTLS:
@@ -239,13 +306,12 @@ class SmtpMail:
                 if needs_smtputf8(email):
                     self._require_smtputf8(smtp)
                 smtp.send_message(email)
-        except OSError as err:  # smtplib's errors, timeouts, TLS errors, the deadline's abort
-            if deadline.passed and not isinstance(err, _REPLIES):
-                raise ProviderUnavailable(
-                    f"SMTP send to {self.host}:{self.port} took longer than"
-                    f" {env_variable('smtp_send_deadline_seconds')} ({deadline.seconds:g} s):"
-                    " connection aborted"
-                ) from None
+        # smtplib's errors, timeouts, TLS errors, the deadline's abort; our own checks' errors.
+        except (OSError, ProviderError) as err:
+            if deadline.passed:
+                raise self._too_slow(deadline) from None
+            if isinstance(err, ProviderError):
+                raise
             raise self._failure(err) from None
 
     def _connect(self, deadline: _Deadline) -> smtplib.SMTP:
@@ -323,6 +389,14 @@ def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
         raise ConfigurationError(
             f"{env_variable('smtp_ca_file')}: cannot load CA certificates from {ca_file}: {err}"
         ) from None
+
+
+def _drop_outcome(sending: asyncio.Future[None]) -> None:
+    """Takes the outcome of a send given up on, so that asyncio does not log it as never retrieved,
+    and drops it: the caller already has the deadline's error, and nothing the thread read after the
+    abort can be trusted."""
+    if not sending.cancelled():
+        sending.exception()
 
 
 def _text(reply: bytes | str) -> str:
