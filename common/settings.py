@@ -9,7 +9,9 @@ Connection settings for Temporal itself are not here: they come from ``temporali
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 import socket
 from datetime import timedelta
@@ -17,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Self
 
+from dotenv import dotenv_values
 from pydantic import (
     BeforeValidator,
     Field,
@@ -289,11 +292,48 @@ def listening_socket(host: str, port: int, field: str) -> socket.socket:
 
 def load_settings() -> Settings:
     """The settings of a process's start-up. Invalid values raise ``InvalidSettings`` naming their
-    variables: pydantic names only the field (``activation_ttl``), not what to fix."""
+    variables: pydantic names only the field (``activation_ttl``), not what to fix. So does a
+    ``REGISTRATION_*`` variable that names no setting (``unknown_variables``)."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as err:
         problems = [
             f"{env_variable(str(error['loc'][0]))}: {error['msg']}" for error in err.errors()
         ]
         raise InvalidSettings("; ".join(problems)) from None
+    unknown = unknown_variables()
+    if unknown:
+        raise InvalidSettings("; ".join(f"{name}: {_not_a_setting(name)}" for name in unknown))
+    return settings
+
+
+def unknown_variables() -> list[str]:
+    """``REGISTRATION_*`` names in the environment or ``.env`` that no setting reads. The settings
+    would ignore them without a word, so a typo (``REGISTRATION_DATADIR``) or a renamed setting
+    (``REGISTRATION_SMTP_STARTTLS``, now ``REGISTRATION_SMTP_SECURITY``) would leave a default in
+    force that its operator thinks changed. ``REGISTRATION_HANTERA_*`` are the Hantera provider's
+    own settings (``activities/providers/hantera.py``)."""
+    prefix = env_variable("")
+    known = {env_variable(field) for field in Settings.model_fields}
+    names = {name.upper() for name in [*os.environ, *dotenv_values(ENV_FILE)]}
+    return sorted(
+        name
+        for name in names
+        if name.startswith(prefix)
+        and not name.startswith(f"{prefix}HANTERA_")
+        and name not in known
+    )
+
+
+def _not_a_setting(name: str) -> str:
+    known = sorted(env_variable(field) for field in Settings.model_fields)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
+    if close:
+        return f"not a setting; did you mean {close[0]}?"
+    group = name.split("_", 2)[1] if name.count("_") >= 2 else ""
+    related = [
+        known_name for known_name in known if known_name.startswith(f"{env_variable(group)}_")
+    ]
+    if group and related:
+        return f"not a setting; the {env_variable(group)}_* settings are {', '.join(related)}"
+    return "not a setting (see the configuration reference in README.md)"

@@ -258,6 +258,36 @@ async def test_a_missing_outbox_is_made_at_start_up(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("REGISTRATION_DATADIR", "did you mean REGISTRATION_DATA_DIR?"),
+        ("registration_max_resend", "did you mean REGISTRATION_MAX_RESENDS?"),
+        ("REGISTRATION_SMTP_STARTTLS", "the REGISTRATION_SMTP_* settings are "),
+        ("REGISTRATION_WHATEVER", "see the configuration reference in README.md"),
+    ],
+)
+def test_a_variable_that_names_no_setting_is_refused(
+    environment: pytest.MonkeyPatch, variable: str, hint: str
+) -> None:
+    """The settings would ignore it, leaving in force a default its operator meant to change."""
+    environment.setenv(variable, "1")
+    with pytest.raises(InvalidSettings, match=rf"^{variable.upper()}: not a setting") as error:
+        load_settings()
+    assert hint in str(error.value)
+
+
+def test_unknown_variables_in_env_file_are_refused_and_hantera_keeps_its_own(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    environment.setenv("REGISTRATION_HANTERA_BASE_URL", "https://shop.hantera.cloud")
+    Path(".env").write_text("REGISTRATION_SMTP_SECURITY=tls\nREGISTRATION_SMTP_STARTTLS=false\n")
+    with pytest.raises(InvalidSettings, match=r"^REGISTRATION_SMTP_STARTTLS: not a setting"):
+        load_settings()
+    Path(".env").write_text("REGISTRATION_SMTP_SECURITY=tls\n")
+    assert load_settings().smtp_port == 465
+
+
+@pytest.mark.parametrize(
     ("variables", "message"),
     [
         ({"TEMPORAL_PROFILE": "nope"}, r"^TEMPORAL_PROFILE: no profile 'nope' in .*temporal\.toml"),
