@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -132,6 +133,11 @@ def test_durations_take_seconds_a_unit_or_iso_8601(
         ("REGISTRATION_ACTIVATION_TTL", "٨٦٤٠٠", "valid timedelta"),  # Arabic-Indic digits
         ("REGISTRATION_CODEC_SERVER_ORIGINS", "http://localhost:8233", "not a JSON list"),
         ("REGISTRATION_CODEC_SERVER_ORIGINS", '"http://localhost:8233"', "valid list"),
+        ("REGISTRATION_SMTP_SECURITY", "ssl", "'starttls', 'tls' or 'none'"),
+        ("REGISTRATION_SMTP_SECURITY", "true", "'starttls', 'tls' or 'none'"),
+        ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "0", "greater than 0"),
+        ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "-5", "greater than 0"),
+        ("REGISTRATION_SMTP_CA_FILE", "no-such-ca.pem", "does not point to a file"),
     ],
 )
 def test_a_bad_value_is_named_by_its_variable_with_the_reason(
@@ -349,3 +355,39 @@ def test_a_profile_from_the_config_file_is_used(environment: pytest.MonkeyPatch)
 )
 def test_the_ttl_flag_takes_what_the_setting_takes(text: str, ttl: timedelta) -> None:
     assert activation_ttl(text) == ttl
+
+
+def test_send_deadline_may_exceed_the_mail_activity_timeout(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    """The provider bounds each send by its activity's timeout, whichever that is
+    (``test_smtp_send_ends_before_the_activity_attempt_times_out``): no setting can outlast it."""
+    environment.setenv("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "60")
+    assert load_settings().smtp_send_deadline_seconds == 60
+
+
+def test_settings_do_not_import_the_workflow(tmp_path: Path) -> None:
+    """``common`` must not depend on ``workflows.registration``: importing it (with every
+    activity) made each ``Settings()`` slower, and bounding a send is the provider's job. In a
+    fresh interpreter: this one imported the workflow long ago."""
+    check = (
+        "import sys; from common.settings import Settings; Settings();"
+        " assert 'workflows.registration' not in sys.modules, 'imported'"
+    )
+    repository = Path(__file__).resolve().parent.parent
+    environment = {"PYTHONPATH": str(repository), "REGISTRATION_DATA_DIR": str(tmp_path)}
+    command = [sys.executable, "-c", check]
+    subprocess.run(command, check=True, cwd=tmp_path, env=environment)  # noqa: S603 (fixed)
+
+
+@pytest.mark.parametrize(
+    ("security", "port"),
+    [("tls", 465), ("starttls", 587), ("none", 587)],
+)
+def test_smtp_port_follows_the_security_unless_set(
+    environment: pytest.MonkeyPatch, security: str, port: int
+) -> None:
+    environment.setenv("REGISTRATION_SMTP_SECURITY", security)
+    assert load_settings().smtp_port == port
+    environment.setenv("REGISTRATION_SMTP_PORT", "2525")
+    assert load_settings().smtp_port == 2525

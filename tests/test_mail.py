@@ -8,8 +8,6 @@ import ipaddress
 import re
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -40,7 +38,7 @@ from activities.providers.smtp import SmtpMail
 from activities.rendering import MailRenderer
 from activities.roles import MailMessage
 from bench.mailbox import newest_code
-from common.settings import InvalidSettings, Settings, SmtpSecurity, load_settings
+from common.settings import Settings, SmtpSecurity
 from tests.outbox import latest_code, messages_to
 
 SENDER = "Test shop <no-reply@shop.test>"
@@ -1020,71 +1018,6 @@ async def test_smtp_send_ends_before_the_activity_attempt_times_out(
         with pytest.raises(ProviderUnavailable, match=error) as caught:
             await attempt.run(mail.send, activation())
     assert not caught.value.non_retryable
-
-
-# SMTP settings
-
-
-@pytest.fixture
-def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """``load_settings`` as a process starts it: from the environment, with no ``.env`` file."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REGISTRATION_DATA_DIR", str(tmp_path))
-    return monkeypatch
-
-
-@pytest.mark.parametrize(
-    ("variable", "value", "words"),
-    [
-        ("REGISTRATION_SMTP_SECURITY", "ssl", "'starttls', 'tls' or 'none'"),
-        ("REGISTRATION_SMTP_SECURITY", "true", "'starttls', 'tls' or 'none'"),
-        ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "0", "greater than 0"),
-        ("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "-5", "greater than 0"),
-        ("REGISTRATION_SMTP_CA_FILE", "no-such-ca.pem", "does not point to a file"),
-    ],
-)
-def test_invalid_smtp_setting_names_the_variable(
-    environment: pytest.MonkeyPatch, variable: str, value: str, words: str
-) -> None:
-    environment.setenv(variable, value)
-    with pytest.raises(InvalidSettings, match=rf"^{variable}: .*{words}"):
-        load_settings()
-
-
-def test_send_deadline_may_exceed_the_mail_activity_timeout(
-    environment: pytest.MonkeyPatch,
-) -> None:
-    """The provider bounds each send by its activity's timeout, whichever that is
-    (``test_smtp_send_ends_before_the_activity_attempt_times_out``): no setting can outlast it."""
-    environment.setenv("REGISTRATION_SMTP_SEND_DEADLINE_SECONDS", "60")
-    assert load_settings().smtp_send_deadline_seconds == 60
-
-
-def test_settings_do_not_import_the_workflow(tmp_path: Path) -> None:
-    """``common`` must not depend on ``workflows.registration``: importing it (with every
-    activity) made each ``Settings()`` slower, and bounding a send is the provider's job. In a
-    fresh interpreter: this one imported the workflow long ago."""
-    check = (
-        "import sys; from common.settings import Settings; Settings();"
-        " assert 'workflows.registration' not in sys.modules, 'imported'"
-    )
-    repository = Path(__file__).resolve().parent.parent
-    environment = {"PYTHONPATH": str(repository), "REGISTRATION_DATA_DIR": str(tmp_path)}
-    command = [sys.executable, "-c", check]
-    subprocess.run(command, check=True, cwd=tmp_path, env=environment)  # noqa: S603 (fixed)
-
-
-@pytest.mark.parametrize(
-    ("security", "port"),
-    [("tls", 465), ("starttls", 587), ("none", 587)],
-)
-def test_smtp_port_follows_the_security_unless_set(
-    environment: pytest.MonkeyPatch, security: str, port: int
-) -> None:
-    environment.setenv("REGISTRATION_SMTP_SECURITY", security)
-    assert load_settings().smtp_port == port
-    environment.setenv("REGISTRATION_SMTP_PORT", "2525")
-    assert load_settings().smtp_port == 2525
 
 
 def test_smtp_username_without_password_is_a_configuration_error() -> None:
