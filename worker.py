@@ -24,9 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -271,42 +269,31 @@ async def serve(settings: Settings, dev: bool) -> None:
 
 async def check_search_attributes(client: Client, settings: Settings) -> None:
     """Refuses to start on a namespace that lacks a search attribute the registrations set, or
-    has it with another type: the registrations would start (``register`` checks only the ones a
-    start sets), then every upsert of the missing one would fail its workflow task, retried for
-    ever, where neither the TTL nor the compensations run. A key that may not list them (some
-    Temporal Cloud roles) gets a warning instead."""
-    if not settings.search_attributes:
-        return
+    has it with another type (``visibility.NamespaceTrouble``): ``register`` notices only the
+    attributes a start sets, and the registrations would then stall. With the setting off here,
+    it warns instead: whether a registration uses them is decided where it starts (the starter
+    CLI, a backend), so each of those needs the setting off as well. A key that may not list the
+    attributes (some Temporal Cloud roles) gets a warning too."""
     try:
-        listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=client.namespace)
-        )
+        trouble = await visibility.namespace_trouble(client)
     except RPCError as err:
         if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
             raise
         log.warning("cannot check the namespace's search attributes: %s", err.message)
         return
-    have = {
-        name: SearchAttributeIndexedValueType(kind).name.title()
-        for name, kind in listed.custom_attributes.items()
-    }
-    missing = [key for key in visibility.ALL if key.name not in have]
-    problems = [f"namespace {client.namespace!r} lacks {key.name}" for key in missing] + [
-        f"{key.name} is {have[key.name]} where {key.indexed_value_type.name.title()} is needed"
-        for key in visibility.ALL
-        if key.name in have and have[key.name] != key.indexed_value_type.name.title()
-    ]
-    if not problems:
+    if not trouble:
         return
     variable = env_variable("search_attributes")
-    fix = (
-        "Create them (" + "; ".join(visibility.create_commands(client.namespace, missing)) + ")"
-        if missing
-        else "Remove them and create them with the right type"
-    )
-    raise InvalidSettings(
-        f"{variable}: {', '.join(problems)}, so registrations would stall as soon as they record"
-        f" it. {fix}, or set {variable}=false to run registrations without search attributes"
+    if settings.search_attributes:
+        raise InvalidSettings(
+            f"{variable}: {trouble}, so registrations would stall as soon as they record it;"
+            f" or set {variable}=false here and on every process that starts registrations"
+        )
+    log.warning(
+        "%s=false here, but %s: registrations started where it is true (the default) would"
+        " stall as soon as they record it",
+        variable,
+        trouble,
     )
 
 

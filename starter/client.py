@@ -147,6 +147,7 @@ class RegistrationClient:
             else None
         )
         self._passwords = PasswordPolicy.from_settings(settings)
+        self._search_attributes_checked = False
 
     @classmethod
     async def connect(cls, settings: Settings) -> RegistrationClient:
@@ -184,6 +185,7 @@ class RegistrationClient:
             activation_ttl=activation_ttl,
         )
         workflow_id = self.registration_id(registration.email)
+        await self._check_search_attributes()
         try:
             await self._client.start_workflow(
                 RegistrationWorkflow.run,
@@ -361,6 +363,28 @@ class RegistrationClient:
             if self._not_found(err):
                 raise UnknownRegistration(f"no registration for {email}") from None
             raise
+
+    async def _check_search_attributes(self) -> None:
+        """Once per client, before its first start: registrations that use search attributes
+        stall on a namespace that lacks one (``visibility.NamespaceTrouble``), and the start
+        itself fails only for the attributes it sets. A key that may not list them leaves that
+        to the start's own error."""
+        if not self._settings.search_attributes or self._search_attributes_checked:
+            return
+        try:
+            trouble = await visibility.namespace_trouble(self._client)
+        except RPCError as err:
+            self._check_namespace(err)
+            if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+                raise
+            trouble = None
+        if trouble:
+            variable = env_variable("search_attributes")
+            raise InvalidSettings(
+                f"{variable}: {trouble}, or set {variable}=false to start registrations without"
+                " them"
+            )
+        self._search_attributes_checked = True
 
     def _missing_search_attributes(self, err: RPCError) -> InvalidSettings:
         """The namespace lacks the search attributes a registration starts with (a real cluster

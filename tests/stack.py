@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import re
 import secrets
@@ -17,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
+from google.protobuf.duration_pb2 import Duration
 from pydantic import SecretStr
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.converter import DataConverter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import Providers, open_providers
@@ -68,6 +72,24 @@ async def start_time_skipping(converter: DataConverter) -> WorkflowEnvironment:
         )
     )
     return env
+
+
+async def bare_namespace(env: WorkflowEnvironment) -> str:
+    """A new namespace without the registration's search attributes, once the server knows it."""
+    namespace = f"bare-{uuid.uuid4()}"
+    await env.client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    for _ in range(40):  # a new namespace takes a moment to be known everywhere
+        with contextlib.suppress(RPCError):
+            await env.client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=namespace)
+            )
+            return namespace
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"namespace {namespace} never became known")
 
 
 CREATE_COMMAND = re.compile(r"temporal (operator search-attribute create [^;)]*)")

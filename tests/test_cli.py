@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -25,7 +27,7 @@ from activities.providers import open_providers
 from common.settings import Settings
 from starter import cli
 from tests.helpers import PASSWORD
-from tests.stack import Stack, run_create_commands
+from tests.stack import Stack, bare_namespace, run_create_commands
 from tests.test_bad_input import NO_SERVER, REPO, server_of
 from tests.test_bad_input import cli as run_cli
 from workflows import visibility
@@ -201,25 +203,20 @@ async def test_commands_that_need_a_worker_say_when_none_answers(
 async def test_a_namespace_without_the_search_attributes_says_how_to_fix_it(
     dev_env: WorkflowEnvironment, settings: Settings
 ) -> None:
-    namespace = f"bare-{uuid.uuid4()}"
-    await dev_env.client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(
-            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
-        )
-    )
+    namespace = await bare_namespace(dev_env)
     server, password = server_of(dev_env), f"{PASSWORD}\n"
-    for _ in range(40):  # a new namespace takes a moment to be known everywhere
-        code, out = await run_cli(
-            server, settings, *register_args("kim@example.com"), stdin=password,
-            TEMPORAL_NAMESPACE=namespace,
-        )  # fmt: skip
-        if not out.get("message", "").startswith("TEMPORAL_NAMESPACE"):
-            break
-        await asyncio.sleep(0.5)
+    code, out = await run_cli(
+        server, settings, *register_args("kim@example.com"), stdin=password,
+        TEMPORAL_NAMESPACE=namespace,
+    )  # fmt: skip
     assert code == cli.USAGE and out["error"] == "configuration"
     message = out["message"]
     assert message.startswith("REGISTRATION_SEARCH_ATTRIBUTES: ")
-    assert "REGISTRATION_SEARCH_ATTRIBUTES=false" in out["message"]
+    assert (
+        f"tcld namespace search-attributes add -n {namespace} --sa RegistrationStatus=Keyword"
+        in message
+    )
+    assert "REGISTRATION_SEARCH_ATTRIBUTES=false" in message
     code, out = await run_cli(
         server, settings, *register_args("kim@example.com"), stdin=password,
         TEMPORAL_NAMESPACE=namespace, REGISTRATION_SEARCH_ATTRIBUTES="false",
@@ -236,6 +233,36 @@ async def test_a_namespace_without_the_search_attributes_says_how_to_fix_it(
         ListSearchAttributesRequest(namespace=namespace)
     )
     assert {key.name for key in visibility.ALL} <= set(listed.custom_attributes)
+
+
+async def test_a_namespace_with_only_the_start_attributes_is_refused_before_the_start(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """The start sets RegistrationStatus and RegistrationEmail only: with just those, it would
+    succeed and the registration would stall at its first upsert of the others."""
+    namespace = await bare_namespace(dev_env)
+    await dev_env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in (visibility.STATUS, visibility.EMAIL)
+            },
+        )
+    )
+    code, out = await run_cli(
+        server_of(dev_env), settings, *register_args("kim@example.com"), stdin=f"{PASSWORD}\n",
+        TEMPORAL_NAMESPACE=namespace,
+    )  # fmt: skip
+    assert code == cli.USAGE and out["error"] == "configuration", out
+    assert "lacks CustomerNumber, namespace" in out["message"]
+    assert "lacks ActivationExpiresAt" in out["message"]
+    assert "lacks RegistrationStatus" not in out["message"]
+    code, out = await run_cli(
+        server_of(dev_env), settings, "status", "--email", "kim@example.com",
+        TEMPORAL_NAMESPACE=namespace,
+    )  # fmt: skip
+    assert (code, out["error"]) == (cli.REJECTED, "unknown_registration"), out  # nothing started
 
 
 async def prompted(settings: Settings, interrupt: bool) -> tuple[int, dict[str, Any]]:

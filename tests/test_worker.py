@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 import worker
 from common.settings import InvalidSettings
 from tests.helpers import PASSWORD
-from tests.stack import SESSION_KEYS, make_settings, run_create_commands
+from tests.stack import SESSION_KEYS, bare_namespace, make_settings, run_create_commands
 from workflows import visibility
 
 REPO = Path(__file__).resolve().parent.parent
@@ -195,26 +192,8 @@ async def test_a_namespace_the_server_lacks_is_named(
     assert f"the Temporal server at {server} has no namespace 'nope'" in log
 
 
-async def bare_namespace(env: WorkflowEnvironment) -> str:
-    """A new namespace without the registration's search attributes, once the server knows it."""
-    namespace = f"bare-{uuid.uuid4()}"
-    await env.client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(
-            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
-        )
-    )
-    for _ in range(40):  # a new namespace takes a moment to be known everywhere
-        with contextlib.suppress(RPCError):
-            await env.client.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=namespace)
-            )
-            return namespace
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"namespace {namespace} never became known")
-
-
 async def test_a_namespace_without_the_search_attributes_stops_the_worker_until_created(
-    tmp_path: Path, dev_env: WorkflowEnvironment
+    tmp_path: Path, dev_env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``register`` finds only the attributes a start sets; the others would stall every
     registration at its first upsert, so the worker checks them all before it starts."""
@@ -231,11 +210,13 @@ async def test_a_namespace_without_the_search_attributes_stops_the_worker_until_
     settings = make_settings(tmp_path)
     client = await Client.connect(server, namespace=namespace)
     await worker.check_search_attributes(client, settings)  # now it starts
-    # And without them, as the setting says.
+    # With the setting off it starts, and warns that the processes that start registrations
+    # need it off too (they decide whether a registration uses the attributes).
     bare = await Client.connect(server, namespace=await bare_namespace(dev_env))
-    await worker.check_search_attributes(
-        bare, settings.model_copy(update={"search_attributes": False})
-    )
+    with caplog.at_level(logging.WARNING, logger="worker"):
+        await worker.check_search_attributes(bare, make_settings(tmp_path, search_attributes=False))
+    assert "REGISTRATION_SEARCH_ATTRIBUTES=false here, but namespace" in caplog.text
+    assert "registrations started where it is true (the default) would stall" in caplog.text
 
 
 async def test_a_search_attribute_of_another_type_stops_the_worker(

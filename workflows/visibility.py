@@ -11,11 +11,15 @@ a registration started without them (or recorded before they existed) never upse
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.common import (
+    SearchAttributeIndexedValueType,
     SearchAttributeKey,
     SearchAttributePair,
     SearchAttributeUpdate,
@@ -29,15 +33,69 @@ EXPIRES_AT = SearchAttributeKey.for_datetime("ActivationExpiresAt")
 ALL = (STATUS, EMAIL, CUSTOMER_NUMBER, EXPIRES_AT)
 
 
+def _kind(key: SearchAttributeKey[Any]) -> str:
+    return key.indexed_value_type.name.title()
+
+
 def create_commands(namespace: str, keys: Iterable[SearchAttributeKey[Any]] = ALL) -> list[str]:
     """The Temporal CLI commands that create ``keys`` on ``namespace``, one attribute per command:
     ``temporal operator search-attribute create`` takes several ``--name`` flags but creates only
-    the first of them (CLI 1.9.1)."""
+    the first of them (CLI 1.9.1). Temporal Cloud takes ``cloud_command`` instead."""
     return [
         f"temporal operator search-attribute create --namespace {namespace} --name {key.name}"
-        f" --type {key.indexed_value_type.name.title()}"
+        f" --type {_kind(key)}"
         for key in keys
     ]
+
+
+def cloud_command(namespace: str, keys: Iterable[SearchAttributeKey[Any]] = ALL) -> str:
+    """The ``tcld`` command that adds ``keys`` to a Temporal Cloud namespace (where the operator
+    API cannot create them)."""
+    pairs = " ".join(f"--sa {key.name}={_kind(key)}" for key in keys)
+    return f"tcld namespace search-attributes add -n {namespace} {pairs}"
+
+
+@dataclass(frozen=True)
+class NamespaceTrouble:
+    """What keeps registrations that use search attributes from running on a namespace: each
+    upsert of a missing (or mistyped) attribute fails its workflow task, retried for ever, where
+    neither the activation window nor the compensations run."""
+
+    namespace: str
+    missing: list[SearchAttributeKey[Any]]
+    mistyped: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.mistyped)
+
+    def __str__(self) -> str:
+        problems = [f"namespace {self.namespace!r} lacks {key.name}" for key in self.missing]
+        if not self.missing:
+            return f"{', '.join(problems + self.mistyped)} (remove and create them again)"
+        commands = [*create_commands(self.namespace, self.missing)]
+        commands.append(f"on Temporal Cloud: {cloud_command(self.namespace, self.missing)}")
+        return f"{', '.join(problems + self.mistyped)} (create them: {'; '.join(commands)})"
+
+
+async def namespace_trouble(client: Client) -> NamespaceTrouble:
+    """The registration's attributes the client's namespace lacks or has with another type.
+    Raises the ``RPCError`` of a key that may not list them (``PERMISSION_DENIED``)."""
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    have = {
+        name: SearchAttributeIndexedValueType(kind).name.title()
+        for name, kind in listed.custom_attributes.items()
+    }
+    return NamespaceTrouble(
+        namespace=client.namespace,
+        missing=[key for key in ALL if key.name not in have],
+        mistyped=[
+            f"{key.name} is {have[key.name]} where {_kind(key)} is needed"
+            for key in ALL
+            if key.name in have and have[key.name] != _kind(key)
+        ],
+    )
 
 
 def at_start(status: str, email: str | None) -> TypedSearchAttributes:
