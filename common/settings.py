@@ -301,39 +301,52 @@ def load_settings() -> Settings:
             f"{env_variable(str(error['loc'][0]))}: {error['msg']}" for error in err.errors()
         ]
         raise InvalidSettings("; ".join(problems)) from None
-    unknown = unknown_variables()
+    known = {env_variable(field) for field in Settings.model_fields}
+    unknown = unknown_variables(env_variable(""), known, skip=(env_variable("hantera_"),))
     if unknown:
-        raise InvalidSettings("; ".join(f"{name}: {_not_a_setting(name)}" for name in unknown))
+        raise InvalidSettings(unknown_message(unknown, known))
     return settings
 
 
-def unknown_variables() -> list[str]:
-    """``REGISTRATION_*`` names in the environment or ``.env`` that no setting reads. The settings
-    would ignore them without a word, so a typo (``REGISTRATION_DATADIR``) or a renamed setting
-    (``REGISTRATION_SMTP_STARTTLS``, now ``REGISTRATION_SMTP_SECURITY``) would leave a default in
-    force that its operator thinks changed. ``REGISTRATION_HANTERA_*`` are the Hantera provider's
-    own settings (``activities/providers/hantera.py``)."""
-    prefix = env_variable("")
-    known = {env_variable(field) for field in Settings.model_fields}
+KUBERNETES_SERVICE_LINK = re.compile(
+    r"(\w+_)?(SERVICE_(HOST|PORT(_\w+)?)|PORT(_\d+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)?)"
+)
+"""What Kubernetes puts into every pod for each Service of its namespace (service links): a
+Service named ``registration`` or ``registration-codec`` gives ``REGISTRATION_SERVICE_HOST``,
+``REGISTRATION_PORT_8080_TCP_ADDR``, ``REGISTRATION_CODEC_PORT`` and the like. Not ours, so not
+refused; the names of our own settings never end like these."""
+
+
+def unknown_variables(prefix: str, known: set[str], skip: tuple[str, ...] = ()) -> list[str]:
+    """Names in the environment or ``.env`` that start with ``prefix`` but no setting reads. The
+    settings would ignore them without a word, so a typo (``REGISTRATION_DATADIR``) or a renamed
+    setting (``REGISTRATION_SMTP_STARTTLS``, now ``REGISTRATION_SMTP_SECURITY``) would leave a
+    default in force that its operator thinks changed. ``skip`` holds the prefixes of settings
+    read elsewhere (``REGISTRATION_HANTERA_*``: the Hantera provider checks its own); Kubernetes
+    service links (``KUBERNETES_SERVICE_LINK``) are left alone."""
     names = {name.upper() for name in [*os.environ, *dotenv_values(ENV_FILE)]}
     return sorted(
         name
         for name in names
         if name.startswith(prefix)
-        and not name.startswith(f"{prefix}HANTERA_")
+        and not name.startswith(skip)
         and name not in known
+        and not KUBERNETES_SERVICE_LINK.fullmatch(name[len(prefix) :])
     )
 
 
-def _not_a_setting(name: str) -> str:
-    known = sorted(env_variable(field) for field in Settings.model_fields)
+def unknown_message(unknown: list[str], known: set[str]) -> str:
+    """One line naming each unknown variable, with the setting meant when one is close, or else
+    the settings of its group (``REGISTRATION_SMTP_*``)."""
+    return "; ".join(f"{name}: {_not_a_setting(name, sorted(known))}" for name in unknown)
+
+
+def _not_a_setting(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
     if close:
         return f"not a setting; did you mean {close[0]}?"
-    group = name.split("_", 2)[1] if name.count("_") >= 2 else ""
-    related = [
-        known_name for known_name in known if known_name.startswith(f"{env_variable(group)}_")
-    ]
-    if group and related:
-        return f"not a setting; the {env_variable(group)}_* settings are {', '.join(related)}"
+    group = "_".join(name.split("_")[:2]) + "_"
+    related = [known_name for known_name in known if known_name.startswith(group)]
+    if name.count("_") >= 2 and related:
+        return f"not a setting; the {group}* settings are {', '.join(related)}"
     return "not a setting (see the configuration reference in README.md)"

@@ -282,6 +282,25 @@ def test_a_variable_that_names_no_setting_is_refused(
     assert hint in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "REGISTRATION_SERVICE_HOST",
+        "REGISTRATION_SERVICE_PORT_HTTP",
+        "REGISTRATION_PORT",
+        "REGISTRATION_PORT_8080_TCP_ADDR",
+        "REGISTRATION_CODEC_SERVICE_PORT",
+        "REGISTRATION_CODEC_PORT_8081_TCP",
+    ],
+)
+def test_kubernetes_service_links_are_not_refused(
+    environment: pytest.MonkeyPatch, variable: str
+) -> None:
+    """Kubernetes sets them in every pod for a Service named ``registration``(``-codec``)."""
+    environment.setenv(variable, "tcp://10.0.0.12:8080")
+    load_settings()
+
+
 def test_unknown_variables_in_env_file_are_refused_and_hantera_keeps_its_own(
     environment: pytest.MonkeyPatch,
 ) -> None:

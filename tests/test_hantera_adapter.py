@@ -141,6 +141,17 @@ def test_invalid_setting_is_named(clean_env: pytest.MonkeyPatch, name: str, valu
         load_settings()
 
 
+def test_a_hantera_variable_that_names_no_setting_is_refused(clean_env: pytest.MonkeyPatch) -> None:
+    """A typo would leave the default in force (here: the 20 s timeout) without a word."""
+    clean_env.setenv("REGISTRATION_HANTERA_TIMEOUT", "60")
+    with pytest.raises(ConfigurationError, match=r"^REGISTRATION_HANTERA_TIMEOUT: not a setting"):
+        load_settings()
+    clean_env.setenv("REGISTRATION_HANTERA_TIMEOUT_SECOND", "60")
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    assert "did you mean REGISTRATION_HANTERA_TIMEOUT_SECONDS?" in str(error.value)
+
+
 async def test_all_roles_share_one_client_closed_with_the_providers(
     clean_env: pytest.MonkeyPatch, sim: HanteraSimulator, tmp_path: Path
 ) -> None:

@@ -75,7 +75,7 @@ from activities.roles import (
     Principal,
     activation_target,
 )
-from common.settings import Settings
+from common.settings import Settings, unknown_message, unknown_variables
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,20 @@ class HanteraSettings(BaseSettings):
 
 
 def load_settings() -> HanteraSettings:
-    """The settings, with an invalid value reported as a ``ConfigurationError`` naming it."""
+    """The settings, with an invalid value reported as a ``ConfigurationError`` naming it, and so
+    is a ``REGISTRATION_HANTERA_*`` variable that names no setting (a typo would leave a default
+    in force: see ``common.settings.unknown_variables``)."""
     try:
-        return HanteraSettings()
+        settings = HanteraSettings()
     except ValidationError as err:
         first = err.errors()[0]
         name = ENV_PREFIX + str(first["loc"][0]).upper()
         raise ConfigurationError(f"{name}: {first['msg']}") from None
+    known = {ENV_PREFIX + field.upper() for field in HanteraSettings.model_fields}
+    unknown = unknown_variables(ENV_PREFIX, known)
+    if unknown:
+        raise ConfigurationError(unknown_message(unknown, known))
+    return settings
 
 
 def _required(name: str, value: str | None) -> str:
