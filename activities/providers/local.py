@@ -12,8 +12,8 @@ Why this shape:
   out again, while the Temporal server (also ``synchronous=full``) remembers them.
 * Writes use ``BEGIN IMMEDIATE`` so a check-then-insert is atomic even if another process shares
   the file (``busy_timeout`` makes it wait for the lock instead of failing).
-* Argon2id hashing (tens of milliseconds on purpose) runs on the default thread pool, not on the
-  database thread, so it never holds up other registrations' database calls.
+* Argon2id hashing (tens of milliseconds on purpose) runs on a pool of its own, one thread per
+  core, not on the database thread, so it never holds up other registrations' database calls.
 * Error messages name ids, never emails: they end up in workflow history and the Temporal UI.
 """
 
