@@ -41,6 +41,7 @@ from bench.procstat import (
     CpuSnapshot,
     load_average,
     peak_rss_bytes,
+    reset_self_peak_rss,
     self_peak_rss_bytes,
     usable_cores,
 )
@@ -211,7 +212,8 @@ async def measure(
     args: argparse.Namespace,
 ) -> RunFigures:
     """Warm up, time one batch of ``args.count`` units with everyone's CPU around it, then (unless
-    ``--latency-count 0``) the latency batch at 1 in flight, outside the CPU window."""
+    ``--latency-count 0``) the latency batch at 1 in flight, outside the CPU window. Peak RSS, the
+    worker's and this process's, covers the warm-up and the throughput batch."""
     values = settings_values(root, run.label, keys)
     settings = Settings(_env_file=None, **values)
     marker_dir = root / run.label / "markers"
@@ -230,6 +232,8 @@ async def measure(
         if run.kind == "registration"
         else BaselineScenario(client, settings.task_queue, marker_dir)
     )
+    # From here this process's peak RSS is the run's own, as the fresh worker's is.
+    own_peak = reset_self_peak_rss()
     worker = await WorkerProcess.start(config)
     try:
         progress(f"{run.label}: warm-up ({args.warmup})")
@@ -241,6 +245,7 @@ async def measure(
         batch = await drive(scenario, names, args.concurrency)
         cpu = CpuSnapshot.take(server_pid, worker.pid) - before
         worker_rss = peak_rss_bytes(worker.pid)
+        load_generator_rss = self_peak_rss_bytes() if own_peak else None
         progress(f"{run.label}: checking that the workflows completed")
         finished = await count_finished(scenario, names, args.concurrency)
         unloaded = (
@@ -256,7 +261,7 @@ async def measure(
         cpu_s=cpu,
         cores=usable_cores(),
         worker_peak_rss_bytes=worker_rss,
-        load_generator_peak_rss_bytes=self_peak_rss_bytes(),
+        load_generator_peak_rss_bytes=load_generator_rss,
         unloaded=unloaded,
     )
 

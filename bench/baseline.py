@@ -4,12 +4,12 @@
 providers: six local activities in ``run`` (describe providers, find principal, create
 principal, issue the code, link or create the customer and activate, welcome mail), a validated
 update that runs a seventh local activity (verify the code) and answers once the "account" is
-active, and the same timeouts and retry policy. Its activities do nothing, except that "issue"
-touches a marker file (on the event loop, like the outbox writes its mail), because the load
-generator has to learn when to submit the code the same way it does for a registration: by
-watching the file system. Whatever a registration costs above this baseline is the
-registration's own work: Argon2id, SQLite, rendering and writing mails, Fernet and HMAC, larger
-payloads.
+active, and the same timeouts, retry policy and summaries (of each step and of the activation
+window's timer). Its activities do nothing, except that "issue" touches a marker file (on the
+event loop, like the outbox writes its mail), because the load generator has to learn when to
+submit the code the same way it does for a registration: by watching the file system. Whatever
+a registration costs above this baseline is the registration's own work: Argon2id, SQLite,
+rendering and writing mails, Fernet and HMAC, larger payloads.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from temporalio.common import RetryPolicy
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 STEP_TIMEOUT = timedelta(seconds=10)
 STEP_DEADLINE = timedelta(minutes=5)
-"""The same local-activity options as ``workflows/registration.py`` uses for in-process steps."""
+WELCOME_DEADLINE = timedelta(minutes=10)
+"""The same local-activity options as ``workflows/registration.py`` uses for in-process steps
+(the welcome mail's longer deadline too): each is an encoded duration in history."""
 ACTIVATION_TTL = timedelta(hours=24)
 CODE = "000000"
 
@@ -106,20 +108,28 @@ class BaselineWorkflow:
     @workflow.run
     async def run(self, input: BaselineInput) -> BaselineState:
         key = workflow.info().workflow_id
-        await _step(BaselineActivities.describe_providers, None)
-        await _step(BaselineActivities.find_principal, key)
-        await _step(BaselineActivities.create_principal, key)
-        await _step(BaselineActivities.issue_activation, input.marker)
+        await _step(BaselineActivities.describe_providers, None, "which providers run in-process")
+        await _step(BaselineActivities.find_principal, key, "look up the email")
+        await _step(BaselineActivities.create_principal, key, "create inactive principal")
+        await _step(BaselineActivities.issue_activation, input.marker, "mail activation code #1")
         self._state = BaselineState.PENDING
         try:
-            await workflow.wait_condition(lambda: self._verified, timeout=ACTIVATION_TTL)
+            await workflow.wait_condition(
+                lambda: self._verified,
+                timeout=ACTIVATION_TTL,
+                timeout_summary="activation window",
+            )
         except TimeoutError:
             self._state = BaselineState.EXPIRED
             return self._state
         self._state = BaselineState.ACTIVATING
-        await _step(BaselineActivities.link_customer_and_activate, key)
+        await _step(
+            BaselineActivities.link_customer_and_activate,
+            key,
+            "link or create customer, activate principal with the link",
+        )
         self._state = BaselineState.ACTIVE
-        await _step(BaselineActivities.send_welcome, key)
+        await _step(BaselineActivities.send_welcome, key, "mail: welcome", WELCOME_DEADLINE)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
@@ -127,7 +137,9 @@ class BaselineWorkflow:
     async def submit_activation_code(self, code: str) -> BaselineState:
         """Like the registration's: check under the lock, then answer once active."""
         async with self._code_lock:
-            self._verified = await _step(BaselineActivities.verify_activation, code)
+            self._verified = await _step(
+                BaselineActivities.verify_activation, code, "verify activation code"
+            )
         await workflow.wait_condition(
             lambda: self._state not in (BaselineState.PENDING, BaselineState.ACTIVATING)
         )
@@ -139,14 +151,15 @@ class BaselineWorkflow:
             raise ValueError(f"no activation is pending (state {self._state.value})")
 
 
-async def _step(fn: Any, arg: Any) -> Any:
-    """A local activity with the registration's options for in-process steps (a summary too: it
-    is one more encoded payload per step in history, as in the registration)."""
+async def _step(fn: Any, arg: Any, summary: str, deadline: timedelta = STEP_DEADLINE) -> Any:
+    """A local activity with the registration's options for in-process steps, and the summary
+    the registration gives the same step: it is one more encoded payload per step in history,
+    so the text is the same too, to the byte."""
     return await workflow.execute_local_activity_method(
         fn,
         args=[] if arg is None else [arg],
         start_to_close_timeout=STEP_TIMEOUT,
-        schedule_to_close_timeout=STEP_DEADLINE,
+        schedule_to_close_timeout=deadline,
         retry_policy=RETRY,
-        summary=fn.__name__.replace("_", " "),
+        summary=summary,
     )

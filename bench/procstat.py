@@ -2,9 +2,10 @@
 
 The benchmark needs three numbers per process for a time window: CPU seconds of the Temporal dev
 server (a child started by the SDK, whose pid the SDK does not expose), of the worker subprocess
-and of this process, plus the worker's peak RSS. ``/proc/<pid>/stat`` has the first, ``VmHWM`` in
-``/proc/<pid>/status`` the second; the whole machine's busy time (``/proc/stat``) shows how much
-CPU other programs took meanwhile, so a run on a loaded machine says so.
+and of this process, plus the worker's and this process's peak RSS. ``/proc/<pid>/stat`` has the
+CPU, ``VmHWM`` in ``/proc/<pid>/status`` the peak (this process's is reset before each run); the
+whole machine's busy time (``/proc/stat``) shows how much CPU other programs took meanwhile, so a
+run on a loaded machine says so.
 """
 
 from __future__ import annotations
@@ -40,9 +41,21 @@ def self_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def reset_self_peak_rss() -> bool:
+    """Start this process's peak RSS afresh (``VmHWM`` := current RSS), so a peak read later
+    belongs to what ran since: the load generator runs every run, and the Argon2id calibration,
+    in one process. Writing ``5`` to ``clear_refs`` does it (Linux 4.0 and later); ``False`` if
+    the kernel or a sandbox refuses, and the peak then is the process's so far."""
+    try:
+        (_PROC / "self" / "clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def self_peak_rss_bytes() -> int:
-    """Peak RSS of this process (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS of this process since it started or since ``reset_self_peak_rss``."""
+    return peak_rss_bytes(os.getpid())
 
 
 def peak_rss_bytes(pid: int) -> int:
