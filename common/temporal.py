@@ -11,7 +11,7 @@ import shutil
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dotenv import dotenv_values
 from temporalio.api.errordetails.v1 import NamespaceNotFoundFailure
@@ -176,3 +176,13 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         return await Client.connect(**config, data_converter=converter, runtime=runtime)
     except RuntimeError as err:
         raise ServerUnreachable(config["target_host"], str(err)) from None
+
+
+def exit_at_once(code: int) -> NoReturn:
+    """Ends a process that used a Temporal client, once its output is flushed, without the
+    interpreter's shutdown: the client's Rust threads can outlive the event loop and abort that
+    shutdown (SIGABRT, "PyGILState_Release ... must be current", temporalio/sdk-python#300),
+    which turns a finished command into exit code 134."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

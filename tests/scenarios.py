@@ -87,6 +87,22 @@ async def active_after_resend(stack: Stack, env: WorkflowEnvironment) -> str:
     return workflow_id
 
 
+async def active_after_bare_resend_update(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The ``request_resend`` update as staff call it from the UI or CLI: with ``null``, then
+    without an input (no ``ResendRequest``), then the new code."""
+    workflow_id = await _pending(stack)
+    handle = stack.client.get_workflow_handle(workflow_id)
+    reply = await handle.execute_update("request_resend", args=[None], result_type=ResendReply)
+    assert reply.outcome is ResendOutcome.THROTTLED
+    await env.sleep(timedelta(seconds=61))
+    reply = await handle.execute_update("request_resend", result_type=ResendReply)
+    assert reply.outcome is ResendOutcome.SENT
+    answer = await stack.registrations.submit_code(EMAIL, stack.code_for(EMAIL))
+    assert answer.outcome is ActivationOutcome.ACTIVATED
+    assert (await result_of(stack, workflow_id)).state is RegistrationState.ACTIVE
+    return workflow_id
+
+
 async def active_by_approval(stack: Stack, env: WorkflowEnvironment) -> str:
     workflow_id = await _pending(stack)
     await stack.registrations.approve(EMAIL, "support:kim", "identity checked by phone")
@@ -361,6 +377,7 @@ class Scenario(NamedTuple):
 SCENARIOS = {
     "active_by_code": Scenario(active_by_code, False),
     "active_after_resend": Scenario(active_after_resend, True),
+    "active_after_bare_resend_update": Scenario(active_after_bare_resend_update, True),
     "active_by_approval": Scenario(active_by_approval, False),
     "active_by_approval_with_resend": Scenario(active_by_approval_with_resend, False),
     "active_linked": Scenario(active_linked, False),

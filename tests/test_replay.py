@@ -26,11 +26,22 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from common.converter import data_converter
+from tests.histories import record
 from tests.scenarios import SCENARIOS
 from worker import SANDBOX
 from workflows.registration import RegistrationWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
+
+
+def test_recording_without_names_leaves_the_committed_histories_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make histories`` after a workflow change must not overwrite what proves that the change
+    still replays running registrations: it records only scenarios without a file."""
+    (tmp_path / "active_by_code.json").write_text("{}")
+    monkeypatch.setattr(record, "HERE", tmp_path)
+    assert record.missing() == [name for name in SCENARIOS if name != "active_by_code"]
 
 
 def test_every_scenario_has_a_recorded_history() -> None:

@@ -34,8 +34,6 @@ from workflows.models import (
     CodeSubmission,
     RegistrationResult,
     RegistrationState,
-    ResendOutcome,
-    ResendReply,
 )
 from workflows.registration import RegistrationWorkflow
 
@@ -137,20 +135,6 @@ async def test_bare_code_by_activate_signal_activates(stack: Stack) -> None:
 
     await wait_for_state(stack, email, RegistrationState.ACTIVE)
     await assert_active_with_customer(stack, email, await result_of(stack, receipt.registration_id))
-
-
-@pytest.mark.parametrize("args", [[], [None]], ids=["no input", "null"])
-async def test_request_resend_update_takes_no_input_like_the_signal(
-    stack: Stack, args: list[Any]
-) -> None:
-    """Staff call it from the UI or ``temporal workflow update execute`` without an input or
-    with ``null``, as the runbook shows for the ``resend`` signal."""
-    email = f"resend.update.{len(args)}@example.com"  # one workflow per case
-    receipt = await register(stack, email)
-    await wait_for_state(stack, email, RegistrationState.PENDING)
-    handle = stack.client.get_workflow_handle(receipt.registration_id)
-    reply = await handle.execute_update("request_resend", args=args, result_type=ResendReply)
-    assert reply.outcome is ResendOutcome.THROTTLED  # answered, by the policy: a minute apart
 
 
 async def test_malformed_activate_signal_is_dropped_without_logging_the_code(

@@ -21,7 +21,7 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from common.converter import data_converter
-from common.temporal import dev_server_path
+from common.temporal import dev_server_path, exit_at_once
 from tests.scenarios import SCENARIOS
 from tests.stack import make_settings, plain_client, running_stack, start_time_skipping
 from workflows import visibility
@@ -62,3 +62,4 @@ if __name__ == "__main__":
         asyncio.run(record(names))
     else:
         print("every scenario has a recorded history; name those to re-record (see the docstring)")
+    exit_at_once(0)
