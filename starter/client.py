@@ -375,9 +375,7 @@ class RegistrationClient:
             trouble = await visibility.namespace_trouble(self._client)
         except RPCError as err:
             self._check_namespace(err)
-            if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
-                raise
-            trouble = None
+            raise
         if trouble:
             variable = env_variable("search_attributes")
             raise InvalidSettings(

@@ -25,6 +25,7 @@ from temporalio.common import (
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 STATUS = SearchAttributeKey.for_keyword("RegistrationStatus")
 EMAIL = SearchAttributeKey.for_keyword("RegistrationEmail")
@@ -72,17 +73,22 @@ class NamespaceTrouble:
         problems = [f"namespace {self.namespace!r} lacks {key.name}" for key in self.missing]
         if not self.missing:
             return f"{', '.join(problems + self.mistyped)} (remove and create them again)"
-        commands = [*create_commands(self.namespace, self.missing)]
+        commands = create_commands(self.namespace, self.missing)
         commands.append(f"on Temporal Cloud: {cloud_command(self.namespace, self.missing)}")
         return f"{', '.join(problems + self.mistyped)} (create them: {'; '.join(commands)})"
 
 
-async def namespace_trouble(client: Client) -> NamespaceTrouble:
-    """The registration's attributes the client's namespace lacks or has with another type.
-    Raises the ``RPCError`` of a key that may not list them (``PERMISSION_DENIED``)."""
-    listed = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace)
-    )
+async def namespace_trouble(client: Client) -> NamespaceTrouble | None:
+    """The registration's attributes the client's namespace lacks or has with another type;
+    None when the client may not list them (``PERMISSION_DENIED``: some Temporal Cloud roles)."""
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+    except RPCError as err:
+        if err.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            return None
+        raise
     have = {
         name: SearchAttributeIndexedValueType(kind).name.title()
         for name, kind in listed.custom_attributes.items()
