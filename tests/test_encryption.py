@@ -13,19 +13,31 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.errors import NotFound
+from activities.roles import Principal
 from common.codec import PayloadDecryptionError
 from common.converter import data_converter
 from common.settings import WorkflowIdMode
-from tests.helpers import PASSWORD, result_of, wait_for_state
-from tests.stack import SESSION_KEYS, Stack, make_settings, plain_client, running_stack
+from tests.doubles import RejectingIdentity
+from tests.helpers import PASSWORD, identity, result_of, wait_for_state
+from tests.stack import SESSION_KEYS, Stack, beside, make_settings, plain_client, running_stack
 from tests.test_secrets import readable
 from worker import SANDBOX
-from workflows.models import Approval, RegistrationState
+from workflows.models import ActivationOutcome, Approval, RegistrationState
 from workflows.registration import RegistrationWorkflow
 
 EMAIL = "Enc.Rypted@Example.com"
 NAME = "Encarna Rypted"
 PHONE = "+46 70 123 45 67"
+
+
+class NamingIdentity(RejectingIdentity):
+    """Activation fails for good with an error that names the customer."""
+
+    async def activate_principal(
+        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+    ) -> Principal:
+        raise NotFound(f"no principal {principal_id} for {NAME}")
 
 
 async def encrypted_history(stack: Stack) -> WorkflowHistory:
@@ -45,6 +57,23 @@ async def test_cluster_sees_no_customer_data_in_clear(stack: Stack) -> None:
     stored = readable(raw).lower()
     for clear in (NAME, PHONE, PASSWORD):
         assert clear.lower() not in stored
+
+
+async def test_failure_messages_are_encrypted_too(stack: Stack) -> None:
+    """A provider's error (here naming the customer, as a real reply may) and the failed
+    registration's reason are stored encrypted; the status query still reads the reason."""
+    personal = NamingIdentity(identity(stack), rejections=0)
+    async for gated in beside(stack, "failing", identity=personal):
+        receipt = await gated.registrations.register(email=EMAIL, name=NAME, password=PASSWORD)
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
+        assert reply.outcome is ActivationOutcome.FAILED
+        status = await gated.registrations.status(EMAIL)
+        history = await gated.client.get_workflow_handle(receipt.registration_id).fetch_history()
+    assert status.reason is not None and NAME in status.reason
+    raw = history.to_json()
+    assert "Encoded failure" in raw
+    assert NAME.lower() not in readable(raw).lower()
 
 
 async def test_hashed_ids_and_encryption_keep_even_the_email_out(
