@@ -50,18 +50,17 @@ class MailActivities:
             if token
             else None
         )
-        await self._mail.send(
-            self._renderer.activation(
-                to=request.email,
-                name=request.name,
-                code=code,
-                expires_at=request.expires_at,
-                link=link,
-                idempotency_key=_idempotency_key(
-                    f"activation/{request.sequence}/{secrets.token_hex(8)}"
-                ),
-            )
+        message = self._renderer.activation(
+            to=request.email,
+            name=request.name,
+            code=code,
+            expires_at=request.expires_at,
+            link=link,
+            idempotency_key=_idempotency_key(
+                f"activation/{request.sequence}/{secrets.token_hex(8)}"
+            ),
         )
+        await self._mail.send(message.model_copy(update={"redact": (code, *filter(None, [token]))}))
         digest = self._codes.digest
         return IssuedActivation(
             sequence=request.sequence,

@@ -103,6 +103,9 @@ class MailMessage(_Record):
     category: str
     idempotency_key: str
     dynamic: dict[str, str] = Field(default_factory=dict)
+    redact: tuple[str, ...] = Field(default=(), repr=False)
+    """The secrets in the bodies (the activation code, the link token): a provider whose error
+    reply quotes the request must not carry them into an error, which lands in history."""
 
 
 class IdentityProvider(Protocol):

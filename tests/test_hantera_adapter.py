@@ -758,6 +758,16 @@ async def test_send_mail(hantera: HanteraClient, sim: HanteraSimulator) -> None:
         assert (await http.get("/_sim/sendings")).json() == sim.sendings
 
 
+async def test_a_rejected_mail_keeps_its_secrets_out_of_the_error(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """The error goes into workflow history; a reply quoting the body must not take the code."""
+    sim.set_faults(echo_rejected_sendings=True)
+    with pytest.raises(InvalidRequest, match="HTTP 422 MESSAGE_REJECTED") as err:
+        await hantera.mail.send(mail().model_copy(update={"redact": ("123456",)}))
+    assert "123456" not in str(err.value) and "Your code: ***" in str(err.value)
+
+
 async def test_reserved_mail_category_is_invalid_request(hantera: HanteraClient) -> None:
     with pytest.raises(InvalidRequest, match="HTTP 422 RESERVED_CATEGORY"):
         await hantera.mail.send(mail(category="system:welcome"))

@@ -196,6 +196,40 @@ async def test_a_rerun_of_issue_activation_mails_the_code_it_returns(tmp_path: P
     assert first.code_digest != second.code_digest
 
 
+class Captured:
+    """A ``MailProvider`` that keeps what it is given."""
+
+    in_process = True
+
+    def __init__(self) -> None:
+        self.messages: list[MailMessage] = []
+
+    async def send(self, message: MailMessage) -> None:
+        self.messages.append(message)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+async def test_the_activation_mail_names_its_secrets_for_the_provider_to_redact() -> None:
+    """A provider's error may quote the request (``MailMessage.redact``)."""
+    sent = Captured()
+    codes = ActivationCodes([b"k" * 32])
+    mail = MailActivities(sent, renderer, codes, "https://shop.test/activate")
+    request = IssueActivationInput(
+        registration_id="registration-ann@example.com",
+        sequence=1,
+        email="ann@example.com",
+        name="Ann",
+        expires_at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
+    )
+    issued = await ActivityEnvironment().run(mail.issue_activation, request)
+    (message,) = sent.messages
+    code, token = message.redact
+    assert codes.matches(request.registration_id, issued, code) and code in message.text
+    assert f"token={token}" in message.text
+
+
 async def test_already_registered_notice_leaves_out_the_typed_name(tmp_path: Path) -> None:
     """The name was typed by whoever tried to register: the account's owner must not get a
     genuine shop mail carrying a stranger's text."""

@@ -794,7 +794,9 @@ class HanteraMail:
             "dynamic": message.dynamic,
         }
         headers = {"Idempotency-Key": message.idempotency_key}
-        await self._client.call("POST", SENDINGS_PATH, json=body, headers=headers)
+        await self._client.call(
+            "POST", SENDINGS_PATH, json=body, headers=headers, redact=message.redact
+        )
         log.info("%s mail sent via Hantera", message.category)
 
 

@@ -120,6 +120,9 @@ class Faults:
     """The next this many password changes lose a race against another reset: just before the
     check the principal gets a new temporary password, so ``currentPassword`` is wrong (400
     ``INVALID_PASSWORD``). Counts down; ignores ``path_prefix``."""
+    echo_rejected_sendings: bool = False
+    """Sendings are refused (422 ``MESSAGE_REJECTED``) with the plain-text body quoted in the
+    error, as a content filter's answer may quote what it rejected. Ignores ``path_prefix``."""
     graph_lag_queries: int = 0
     """An asset created through the API stays out of graph results for the next this many graph
     queries: the graph is an index updated after the write. Neither the guide nor Hantera's
@@ -674,6 +677,8 @@ class HanteraSimulator:
             return _error(422, "INVALID_RECIPIENT", "to is not an address")
         if body["category"].startswith("system:"):
             return _error(422, "RESERVED_CATEGORY", "system: categories are reserved")
+        if self.faults.echo_rejected_sendings:
+            return _error(422, "MESSAGE_REJECTED", f"content refused: {content.get('plainText')}")
         sending = {
             "id": str(uuid.uuid4()),
             "to": body["to"],
