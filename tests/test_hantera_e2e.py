@@ -511,7 +511,8 @@ async def test_local_identity_hantera_customers_outbox_mail(
 ) -> None:
     sim = hantera_env
     settings = hantera_settings(tmp_path, identity_provider="local", mail_provider="outbox")
-    email = "heidi@example.com"
+    # Unique on the session's dev server: test_registration_flow leaves heidi@ pending there.
+    email = "heidi.hybrid@example.com"
     async for stack in running_stack(dev_env.client, settings):
         registration_id = await pending(stack, email, "Heidi Hantera")
         reply = await stack.registrations.submit_code(email, stack.code_for(email))
