@@ -2,26 +2,32 @@
 
 Run ``python codec_server.py [--host 127.0.0.1] [--port 8081]``, then point the UI at it
 (``temporal server start-dev --ui-codec-endpoint http://127.0.0.1:8081``, or the UI's "Data
-Encoder" settings) and the CLI with ``--codec-endpoint``. It implements Temporal's remote codec
-protocol: ``POST .../encode`` and ``POST .../decode`` take and return ``{"payloads": [...]}``, the
-protobuf JSON form of ``temporal.api.common.v1.Payloads``; only the last path segment counts, so the
-endpoints also work under a prefix such as ``/<namespace>/decode``.
+Encoder" settings) and the CLI with ``--codec-endpoint``; with a certificate and key
+(``codec_server_tls_cert_file``, ``codec_server_tls_key_file``) it speaks HTTPS instead. It
+implements Temporal's remote codec protocol: ``POST .../encode`` and ``POST .../decode`` take and
+return ``{"payloads": [...]}``, the protobuf JSON form of ``temporal.api.common.v1.Payloads``; only
+the last path segment counts, so the endpoints also work under a prefix such as
+``/<namespace>/decode``.
 
 The ``X-Namespace`` header is accepted for any namespace: the payload keys belong to this service,
 not to a namespace, and who may call is decided by the network binding and the optional token.
 
 Browsers reach it from the UI's origin, so CORS is allowed for ``codec_server_origins`` only, with
-credentials (the UI's "include cross-origin credentials" option). With ``codec_server_token`` set,
-every call needs ``Authorization: Bearer <token>`` (the CLI's ``--codec-auth``); CORS preflights do
-not, as browsers never send credentials on them.
+credentials (the UI's "include cross-origin credentials" option); the settings refuse ``*`` and
+``null`` there, which would let any web site read decrypted payloads. With ``codec_server_token``
+set, every call needs ``Authorization: Bearer <token>`` (the CLI's ``--codec-auth``); CORS
+preflights do not, as browsers never send credentials on them.
 
 Anything that can call ``/decode`` can read all workflow data, so by default it binds to loopback,
-and it refuses to listen anywhere else without a token. It answers only requests addressed to
-a loopback name or its configured host (the ``Host`` header), so a web page whose domain was
-rebound to 127.0.0.1 (DNS rebinding) cannot read from it through the browser. It still never
-reveals a password: passwords (and submitted codes) are sealed with a separate
-Fernet key (``REGISTRATION_SEAL_KEY``, common/sealing.py) before they become payloads, and this
-server never loads that key, so a decoded payload shows only the sealed token.
+and it refuses to listen anywhere else without a token and TLS: whoever is on the path would
+otherwise read the token and every decrypted payload, and an HTTPS UI may not call an ``http://``
+endpoint (mixed content). On loopback it speaks plain HTTP unless given a certificate, as the
+embedded dev UI calls it. It answers only requests addressed to a loopback name or its configured
+host (the ``Host`` header), so a web page whose domain was rebound to 127.0.0.1 (DNS rebinding)
+cannot read from it through the browser. It still never reveals a password: passwords (and
+submitted codes) are sealed with a separate Fernet key (``REGISTRATION_SEAL_KEY``,
+common/sealing.py) before they become payloads, and this server never loads that key, so a decoded
+payload shows only the sealed token.
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 """``Host`` header values of loopback requests (an IPv6 literal comes in brackets)."""
 _PORT: TypeAdapter[int] = TypeAdapter(Port)
+_TLS_VARIABLES = (
+    f"{env_variable('codec_server_tls_cert_file')}, {env_variable('codec_server_tls_key_file')}"
+)
 
 
 def create_app(
@@ -144,14 +153,29 @@ def _host_header(host: str) -> str:
 
 def app_from_settings(settings: Settings) -> Starlette:
     """The codec server as configured (also run inside ``worker.py --dev``). Beyond loopback it
-    needs a token: whoever reaches it could otherwise decrypt every payload."""
+    needs a token, as whoever reaches it could otherwise decrypt every payload, and TLS, as
+    whoever is on the path could otherwise read the token and the payloads. Every missing one is
+    named at once, so a refused start is fixed in one go."""
     host = settings.codec_server_host
-    if settings.codec_server_token is None and not _is_loopback(host):
-        raise InvalidSettings(
-            f"{env_variable('codec_server_token')}: not set, and the codec server would listen on"
-            f" {host} ({env_variable('codec_server_host')}), beyond loopback, where whoever"
-            " reaches it can decrypt every payload: set a token, or listen on 127.0.0.1"
+    if not _is_loopback(host):
+        beyond = (
+            f"and the codec server would listen on {host} ({env_variable('codec_server_host')}),"
+            " beyond loopback, where"
         )
+        problems = []
+        if settings.codec_server_token is None:
+            problems.append(
+                f"{env_variable('codec_server_token')}: not set, {beyond} whoever reaches it can"
+                " decrypt every payload: set a token, or listen on 127.0.0.1"
+            )
+        if settings.codec_server_tls_cert_file is None:
+            problems.append(
+                f"{_TLS_VARIABLES}: not set, {beyond} whoever is on the path reads the token and"
+                " every decrypted payload, and an HTTPS UI cannot call it: set both, or listen on"
+                " 127.0.0.1"
+            )
+        if problems:
+            raise InvalidSettings("; ".join(problems))
     keys, current_key_id = encryption_keys(settings)
     token = settings.codec_server_token.get_secret_value() if settings.codec_server_token else None
     return create_app(
@@ -178,13 +202,31 @@ def bound_server(settings: Settings, *, embedded: bool) -> tuple[uvicorn.Server,
     unreachable" in this project). ``embedded``: run inside the worker (see ``_EmbeddedServer``),
     logging only warnings."""
     app = app_from_settings(settings)
+    # lifespan off: the app has no start-up/shutdown hooks; "on" logs a traceback on exit.
+    config = uvicorn.Config(
+        app,
+        log_level="warning" if embedded else "info",
+        lifespan="off",
+        ssl_certfile=settings.codec_server_tls_cert_file,
+        ssl_keyfile=settings.codec_server_tls_key_file,
+    )
+    # Loaded now, not when serving starts: a key that does not match its certificate would be a
+    # traceback from inside uvicorn, and inside the worker a codec server that silently never ran.
+    try:
+        config.load()
+    except OSError as err:  # ssl.SSLError included
+        raise InvalidSettings(f"{_TLS_VARIABLES}: cannot serve HTTPS with them: {err}") from None
     listener = listening_socket(
         settings.codec_server_host, settings.codec_server_port, "codec_server_port"
     )
     server = _EmbeddedServer if embedded else uvicorn.Server
-    # lifespan off: the app has no start-up/shutdown hooks; "on" logs a traceback on exit.
-    config = uvicorn.Config(app, log_level="warning" if embedded else "info", lifespan="off")
     return server(config), listener
+
+
+def server_url(settings: Settings) -> str:
+    """Where the UI and the CLI reach the configured codec server: ``https`` with TLS on."""
+    scheme = "https" if settings.codec_server_tls_cert_file is not None else "http"
+    return f"{scheme}://{_host_header(settings.codec_server_host)}:{settings.codec_server_port}"
 
 
 def _port(text: str) -> int:
@@ -213,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         server, listener = bound_server(settings, embedded=False)
     except (InvalidSettings, KeyConfigError, PortInUse) as err:
         parser.exit(2, f"configuration error: {err}\n")
-    log.info("codec server on http://%s:%d", args.host, args.port)
+    log.info("codec server on %s", server_url(settings))
     server.run(sockets=[listener])
 
 

@@ -39,7 +39,7 @@ from activities.mail import MailActivities
 from activities.profile import ProfileActivities
 from activities.providers import Providers, open_providers
 from activities.rendering import MailRenderer
-from codec_server import bound_server
+from codec_server import bound_server, server_url
 from common.converter import data_converter
 from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_keys
 from common.passwords import PasswordPolicy
@@ -187,7 +187,7 @@ async def dev_server(settings: Settings, database: Path) -> WorkflowEnvironment:
     ``database``. One that does not come up is ``DevServerFailed`` naming the file, where the SDK
     raises a bare ``RuntimeError`` ("did not start within 5s"); the server's own reason is in its
     output above (a damaged file: "file is not a database")."""
-    codec_endpoint = f"http://{settings.codec_server_host}:{settings.codec_server_port}"
+    codec_endpoint = server_url(settings)
     metrics = runtime(settings)
     try:
         return await WorkflowEnvironment.start_local(
@@ -218,11 +218,7 @@ async def codec_server(settings: Settings) -> AsyncIterator[None]:
         return
     server, listener = bound_server(settings, embedded=True)
     task = asyncio.create_task(server.serve(sockets=[listener]))
-    log.info(
-        "codec server on http://%s:%d (the UI decodes payloads through it)",
-        settings.codec_server_host,
-        settings.codec_server_port,
-    )
+    log.info("codec server on %s (the UI decodes payloads through it)", server_url(settings))
     try:
         yield
     finally:

@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     a JSON list; unset, the embedded UI's (``dev_ui_port``), see ``_origins_of_the_dev_ui``."""
     codec_server_token: SecretStr | None = None
     """If set, callers must send ``Authorization: Bearer <token>``."""
+    codec_server_tls_cert_file: FilePath | None = None
+    """PEM certificate (chain) that makes the codec server HTTPS; required beyond loopback, where
+    the token and every decrypted payload would cross the network in clear text, and where an
+    HTTPS UI may not call an ``http://`` endpoint (mixed content)."""
+    codec_server_tls_key_file: FilePath | None = None
+    """Its private key (PEM, not encrypted); set with the certificate or not at all."""
 
     def registration_policy(self, activation_ttl: timedelta | None = None) -> RegistrationPolicy:
         """The limits a registration copies at start (``activation_ttl`` overrides the configured
@@ -230,6 +236,38 @@ class Settings(BaseSettings):
             return json.loads(value)
         except json.JSONDecodeError:
             raise ValueError('not a JSON list, e.g. ["http://localhost:8233"]') from None
+
+    @field_validator("codec_server_origins")
+    @classmethod
+    def _only_named_origins(cls, value: list[str]) -> list[str]:
+        """No wildcard, ever: ``/decode`` answers with decrypted payloads, on loopback without a
+        token, so the browser's same-origin policy is all that keeps other web sites from reading
+        them. Starlette's CORS middleware, given ``*`` with credentials allowed, echoes whatever
+        ``Origin`` a request brings, so every page open in the developer's browser could read
+        them. ``null`` is no safer: it is the origin of any sandboxed frame, which any site can
+        open."""
+        for origin in value:
+            if origin in ("*", "null"):
+                raise ValueError(
+                    f"{origin!r} would let any web site read decrypted payloads: list the origins"
+                    ' of the Temporal UI, e.g. ["https://temporal.example.com"]'
+                )
+        return value
+
+    @field_validator("codec_server_tls_key_file")
+    @classmethod
+    def _key_with_its_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Both or neither: a key alone would leave the server on plain HTTP although its operator
+        asked for HTTPS, and a certificate alone is a forgotten key (a key kept in the
+        certificate's file would be handed out with the certificate)."""
+        if "codec_server_tls_cert_file" not in info.data:
+            return value  # an invalid certificate setting, reported as such
+        certificate = env_variable("codec_server_tls_cert_file")
+        if value is None and info.data["codec_server_tls_cert_file"] is not None:
+            raise ValueError(f"not set, but {certificate} is: set both, or neither")
+        if value is not None and info.data["codec_server_tls_cert_file"] is None:
+            raise ValueError(f"set, but {certificate} is not: set both, or neither")
+        return value
 
     @model_validator(mode="after")
     def _origins_of_the_dev_ui(self) -> Self:

@@ -1,23 +1,33 @@
-"""The codec server over real HTTP: Temporal's JSON protocol, CORS for the UI, and the token."""
+"""The codec server over real HTTP(S): Temporal's JSON protocol, CORS for the UI, the token and
+TLS."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import json_format
 from starlette.applications import Starlette
 from temporalio.api.common.v1 import Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from codec_server import app_from_settings, create_app, main
-from common.codec import EncryptionCodec
+from codec_server import app_from_settings, bound_server, create_app, main, server_url
+from common.codec import EncryptionCodec, encryption_keys
 from common.settings import InvalidSettings
 from tests.stack import SESSION_KEYS, make_settings
 
@@ -29,28 +39,98 @@ CODEC = EncryptionCodec({"k1": AESGCM.generate_key(bit_length=256)}, "k1")
 Serve = Callable[[Starlette], Awaitable[str]]
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Runs apps under a real uvicorn server on a free loopback port; stops them afterwards."""
-    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-
-    async def start(app: Starlette) -> str:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        running.append((server, task))
+@asynccontextmanager
+async def running(server: uvicorn.Server, sock: socket.socket) -> AsyncIterator[None]:
+    """``server`` serving on ``sock`` from its start-up to the end of the block."""
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
         async with asyncio.timeout(10):
             while not server.started:
                 assert not task.done(), "uvicorn stopped during startup"
                 await asyncio.sleep(0.01)
-        host, port = sock.getsockname()
-        return f"http://{host}:{port}"
-
-    yield start
-    for server, task in running:
+        yield
+    finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Runs apps under a real uvicorn server on a free loopback port; stops them afterwards."""
+    async with AsyncExitStack() as servers:
+
+        async def start(app: Starlette) -> str:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+            await servers.enter_async_context(running(server, sock))
+            host, port = sock.getsockname()
+            return f"http://{host}:{port}"
+
+        yield start
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Certificate and keys made at test time (the ``tls`` fixture)."""
+
+    cert_file: Path
+    """A self-signed certificate for 127.0.0.1, which the test's client trusts."""
+    key_file: Path
+    other_key_file: Path
+    """A key that does not belong to the certificate."""
+
+    def settings(self) -> dict[str, Path]:
+        """The codec server's TLS settings for this certificate and its key."""
+        return {
+            "codec_server_tls_cert_file": self.cert_file,
+            "codec_server_tls_key_file": self.key_file,
+        }
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """Made fresh in a temporary folder: no key material lives in the repository."""
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    tls = Tls(folder / "codec.pem", folder / "codec.key", folder / "other.key")
+    tls.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    for path, private_key in ((tls.key_file, key), (tls.other_key_file, other_key)):
+        path.write_bytes(
+            private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return tls
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def plain_payloads_json() -> str:
@@ -151,6 +231,24 @@ async def test_other_origins_get_no_cors_grant(serve: Serve) -> None:
     assert allowed_post.headers["access-control-allow-origin"] == UI
 
 
+async def test_preflights_from_other_origins_get_no_grant_as_configured(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """What a wildcard would grant: a page of another site, or a sandboxed frame (``null``),
+    asking to call ``/decode`` with credentials."""
+    base = await serve(app_from_settings(make_settings(tmp_path, codec_server_origins=[UI])))
+    async with httpx.AsyncClient(base_url=base) as client:
+        preflights = {
+            origin: await client.options(
+                "/decode", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+            )
+            for origin in ("http://evil.example", "null", UI)
+        }
+    assert "access-control-allow-origin" not in preflights["http://evil.example"].headers
+    assert "access-control-allow-origin" not in preflights["null"].headers
+    assert preflights[UI].headers["access-control-allow-origin"] == UI
+
+
 async def test_token_is_required_when_configured(serve: Serve) -> None:
     base = await serve(create_app(CODEC, allowed_origins=ORIGINS, token=TOKEN))
     body = plain_payloads_json()
@@ -221,8 +319,10 @@ def test_beyond_loopback_the_server_needs_a_token(tmp_path: Path) -> None:
         app_from_settings(make_settings(tmp_path, codec_server_host=host))
 
 
-async def test_the_configured_host_is_allowed_too(serve: Serve, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, codec_server_host="192.0.2.1", codec_server_token=TOKEN)
+async def test_the_configured_host_is_allowed_too(serve: Serve, tmp_path: Path, tls: Tls) -> None:
+    settings = make_settings(
+        tmp_path, codec_server_host="192.0.2.1", codec_server_token=TOKEN, **tls.settings()
+    )
     base = await serve(app_from_settings(settings))
     body, auth = plain_payloads_json(), f"Bearer {TOKEN}"
     async with httpx.AsyncClient(base_url=base) as client:
@@ -234,15 +334,71 @@ async def test_the_configured_host_is_allowed_too(serve: Serve, tmp_path: Path) 
     assert other.status_code == 400
 
 
+def test_beyond_loopback_the_server_needs_tls(tmp_path: Path, tls: Tls) -> None:
+    """Whoever is on the path would read the token and every decrypted payload. On loopback it
+    stays plain HTTP, as the embedded dev UI calls it."""
+    beyond = {"codec_server_host": "192.0.2.1", "codec_server_token": TOKEN}
+    with pytest.raises(
+        InvalidSettings,
+        match=r"^REGISTRATION_CODEC_SERVER_TLS_CERT_FILE, REGISTRATION_CODEC_SERVER_TLS_KEY_FILE:"
+        r" not set, and the codec server would listen on 192\.0\.2\.1 ",
+    ):
+        app_from_settings(make_settings(tmp_path, **beyond))
+    app_from_settings(make_settings(tmp_path, **beyond, **tls.settings()))
+    assert server_url(make_settings(tmp_path)) == "http://127.0.0.1:8081"
+
+
+async def test_with_a_certificate_the_server_speaks_https(tmp_path: Path, tls: Tls) -> None:
+    """The certificate and key reach uvicorn: a client that trusts the certificate decodes a
+    payload, with the token, at the URL the server logs."""
+    settings = make_settings(
+        tmp_path, codec_server_port=free_port(), codec_server_token=TOKEN, **tls.settings()
+    )
+    url = server_url(settings)
+    assert url == f"https://127.0.0.1:{settings.codec_server_port}"
+    plain = json_format.Parse(plain_payloads_json(), Payloads())
+    encrypted = await EncryptionCodec(*encryption_keys(settings)).encode(plain.payloads)
+    trusting = ssl.create_default_context(cafile=tls.cert_file)
+    async with (
+        running(*bound_server(settings, embedded=True)),
+        httpx.AsyncClient(base_url=url, verify=trusting) as client,
+    ):
+        decoded = await post_json(
+            client,
+            "/decode",
+            json_format.MessageToJson(Payloads(payloads=encrypted)),
+            Authorization=f"Bearer {TOKEN}",
+        )
+    assert decoded.status_code == 200
+    assert json_format.Parse(decoded.text, Payloads()) == plain
+
+
+def test_a_key_that_is_not_the_certificates_is_named(tmp_path: Path, tls: Tls) -> None:
+    """Found before serving: inside ``worker.py --dev`` uvicorn would fail in a task of its own,
+    and the UI would find no codec server."""
+    settings = make_settings(
+        tmp_path,
+        codec_server_tls_cert_file=tls.cert_file,
+        codec_server_tls_key_file=tls.other_key_file,
+    )
+    with pytest.raises(
+        InvalidSettings,
+        match=r"^REGISTRATION_CODEC_SERVER_TLS_CERT_FILE, REGISTRATION_CODEC_SERVER_TLS_KEY_FILE:"
+        r" cannot serve HTTPS with them: ",
+    ):
+        bound_server(settings, embedded=True)
+
+
 @pytest.fixture
 def standalone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    """``python codec_server.py``'s environment: a payload key, no ``.env``, no token."""
+    """``python codec_server.py``'s environment: a payload key, no ``.env``, no token, no TLS."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REGISTRATION_DATA_DIR", str(tmp_path))
     monkeypatch.setenv(
         "REGISTRATION_ENCRYPTION_KEYS", SESSION_KEYS["encryption_keys"].get_secret_value()
     )
-    monkeypatch.delenv("REGISTRATION_CODEC_SERVER_TOKEN", raising=False)
+    for name in ("TOKEN", "TLS_CERT_FILE", "TLS_KEY_FILE"):
+        monkeypatch.delenv(f"REGISTRATION_CODEC_SERVER_{name}", raising=False)
     return monkeypatch
 
 
@@ -266,13 +422,17 @@ def test_standalone_server_on_a_taken_port_names_the_variable(
 def test_standalone_server_beyond_loopback_without_a_token_does_not_start(
     standalone: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
+    """One line naming all that is missing, the token and TLS."""
     standalone.setenv("REGISTRATION_CODEC_SERVER_HOST", "192.0.2.1" if not argv else "127.0.0.1")
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.startswith(
-        "configuration error: REGISTRATION_CODEC_SERVER_TOKEN: not set"
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: REGISTRATION_CODEC_SERVER_TOKEN: not set")
+    tls = (
+        "; REGISTRATION_CODEC_SERVER_TLS_CERT_FILE, REGISTRATION_CODEC_SERVER_TLS_KEY_FILE: not set"
     )
+    assert tls in err and len(err.splitlines()) == 1
 
 
 def test_standalone_server_refuses_a_port_out_of_range(

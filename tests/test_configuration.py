@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -191,6 +192,45 @@ def test_codec_server_origins_follow_the_dev_ui_port(environment: pytest.MonkeyP
     ]
     environment.setenv("REGISTRATION_CODEC_SERVER_ORIGINS", '["https://temporal.example.com"]')
     assert load_settings().codec_server_origins == ["https://temporal.example.com"]
+
+
+@pytest.mark.parametrize("wildcard", ["*", "null"])
+def test_codec_server_origins_refuse_a_wildcard(
+    environment: pytest.MonkeyPatch, wildcard: str
+) -> None:
+    """Either would let any web site read decrypted payloads from the codec server."""
+    environment.setenv(
+        "REGISTRATION_CODEC_SERVER_ORIGINS", f'["http://localhost:8233", "{wildcard}"]'
+    )
+    with pytest.raises(
+        InvalidSettings,
+        match=rf"^REGISTRATION_CODEC_SERVER_ORIGINS: .*'{re.escape(wildcard)}' would let any web",
+    ):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            "REGISTRATION_CODEC_SERVER_TLS_CERT_FILE",
+            "^REGISTRATION_CODEC_SERVER_TLS_KEY_FILE: .*not set, but"
+            " REGISTRATION_CODEC_SERVER_TLS_CERT_FILE is:",
+        ),
+        (
+            "REGISTRATION_CODEC_SERVER_TLS_KEY_FILE",
+            "^REGISTRATION_CODEC_SERVER_TLS_KEY_FILE: .*set, but"
+            " REGISTRATION_CODEC_SERVER_TLS_CERT_FILE is not:",
+        ),
+    ],
+)
+def test_codec_server_tls_needs_certificate_and_key(
+    environment: pytest.MonkeyPatch, given: str, message: str
+) -> None:
+    Path("codec.pem").write_text("")  # only its existence is checked here
+    environment.setenv(given, "codec.pem")
+    with pytest.raises(InvalidSettings, match=message):
+        load_settings()
 
 
 def test_temporal_variables_may_be_in_the_env_file(environment: pytest.MonkeyPatch) -> None:
