@@ -13,13 +13,19 @@ import secrets
 from collections.abc import Sequence
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.models import IssuedActivation, VerifyActivationInput
 from common.sealing import Sealer, SealError
+from common.settings import env_variable
 
 CODE_DIGITS = 6
 LINK_TOKEN_BYTES = 24
 """192-bit link tokens (the floor is 128 bits)."""
+SEAL_MISMATCH = "SealMismatch"
+"""``ApplicationError`` type of a submitted code that the worker's seal keys cannot open: the
+update fails with it (no attempt is counted), and ``RegistrationClient`` reports it as a
+configuration error."""
 
 
 class ActivationCodes:
@@ -66,12 +72,33 @@ class CodeActivities:
 
     @activity.defn
     async def verify_activation(self, request: VerifyActivationInput) -> bool:
+        """Whether the submitted code (or link token) is the issued one.
+
+        A sealed code this worker cannot open is not a wrong code: the starter sealed it with a
+        key the worker lacks (a seal key rotation half done, or two configurations). Counted as
+        wrong, every code of every registration would fail quietly until they lock and are
+        undone; so it is a non-retryable error instead (a retry opens nothing), which fails the
+        update before the workflow counts an attempt. Nothing here can guess a code: only a
+        value the worker opens is ever compared.
+        """
         submission = request.submission
         if submission.sealed_code is not None:
             try:
                 secret = self._sealer.open(submission.sealed_code)
             except SealError:
-                return False  # a forged or foreign seal is simply a wrong code
+                variable = env_variable("seal_key")
+                activity.logger.warning(
+                    "a submitted code is sealed with a key this worker does not have: check that"
+                    " the starter and the worker share %s",
+                    variable,
+                )
+                raise ApplicationError(
+                    "the submitted code is sealed with a key the worker does not have: the"
+                    f" starter and the worker must share {variable} (the worker's keys must"
+                    " include the first key of the starter's); no attempt was counted",
+                    type=SEAL_MISMATCH,
+                    non_retryable=True,
+                ) from None
         else:
             secret = submission.code or ""
         return self._codes.matches(request.registration_id, request.issued, secret)

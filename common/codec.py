@@ -10,7 +10,6 @@ strands a registration that is still pending. The Temporal UI and CLI read the h
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from common.keys import KeyConfigError, dev_key_path, stored_dev_key
+from common.keys import KeyConfigError, dev_key_path, stored_dev_key, urlsafe_b64_key
 from common.settings import Settings
 
 ENCODING = b"binary/encrypted"
@@ -134,7 +133,7 @@ def _parse_pairs(entries: Iterable[str], source: str) -> dict[str, bytes]:
         if key_id in keys:
             raise KeyConfigError(f"{source}: key id {key_id!r} appears twice")
         try:
-            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), b"-_", validate=True)
+            key = urlsafe_b64_key(encoded)
         except ValueError as err:
             raise KeyConfigError(f"{source}: key {key_id!r} is not urlsafe base64") from err
         if len(key) != _KEY_BYTES:

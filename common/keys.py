@@ -22,6 +22,9 @@ from common.settings import Settings, WorkflowIdMode, env_variable
 
 log = logging.getLogger(__name__)
 
+HMAC_KEY_BYTES = 32
+"""The least an HMAC-SHA256 key may have: its output size (RFC 2104 section 3)."""
+
 
 class KeyConfigError(ValueError):
     """A configured key is malformed, or an unset one has no dev key; the message names the
@@ -121,16 +124,30 @@ def hmac_keys(configured: SecretStr | None, data_dir: Path, name: str) -> list[b
     rotated while digests made with the old one are still pending."""
     variable = env_variable(f"{name}_key")
     raw = _configured_or_dev(configured, data_dir, name)
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts:
+        raise KeyConfigError(f"{variable} is empty")
     keys = []
-    for part in raw.split(","):
+    for number, part in enumerate(parts, start=1):
+        # Messages never echo a part: it is key material.
         try:
-            key = base64.urlsafe_b64decode(part.strip().encode())
+            key = urlsafe_b64_key(part)
         except ValueError as err:
-            raise KeyConfigError(f"{variable}: not urlsafe base64") from err
-        if len(key) < 32:
-            raise KeyConfigError(f"{variable}: needs at least 32 bytes of key")
+            raise KeyConfigError(f"{variable}: key {number} is not urlsafe base64") from err
+        if len(key) < HMAC_KEY_BYTES:
+            raise KeyConfigError(f"{variable}: key {number} has fewer than {HMAC_KEY_BYTES} bytes")
         keys.append(key)
     return keys
+
+
+def urlsafe_b64_key(text: str) -> bytes:
+    """Key bytes from urlsafe base64, strictly, with or without its ``=`` padding.
+
+    ``base64.urlsafe_b64decode`` drops every character outside the alphabet, so a passphrase or
+    a key with stray characters would pass for a (different) key; ``validate=True`` refuses them.
+    Padding is restored first because keys are often written without it (``token_urlsafe``).
+    Raises ``ValueError`` (``binascii.Error``)."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), b"-_", validate=True)
 
 
 def hmac_key(configured: SecretStr | None, data_dir: Path, name: str) -> bytes:

@@ -25,14 +25,14 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.common import TypedSearchAttributes
-from temporalio.exceptions import TemporalError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, TemporalError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
-from activities.codes import CODE_DIGITS, LINK_TOKEN_BYTES
+from activities.codes import CODE_DIGITS, LINK_TOKEN_BYTES, SEAL_MISMATCH
 from activities.providers import check_email
 from common.identifiers import registration_id
-from common.keys import fernet_keys, hmac_key
+from common.keys import KeyConfigError, fernet_keys, hmac_key
 from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
 from common.settings import InvalidSettings, Settings, WorkflowIdMode, env_variable
@@ -124,6 +124,12 @@ class InvalidInput(ValueError):
 
 class UnknownRegistration(LookupError):
     """No registration exists for this email."""
+
+
+class SealKeyMismatch(KeyConfigError):
+    """The worker cannot open a code this client sealed: they do not share
+    ``REGISTRATION_SEAL_KEY`` (a rotation half done, or two configurations). A configuration
+    error, not a wrong code: the code costs no attempt, and every code would fail alike."""
 
 
 class Receipt(BaseModel):
@@ -219,6 +225,7 @@ class RegistrationClient:
     async def submit_code(self, email: str, code: str) -> ActivationReply:
         """Check a code (or link token); answers once the account is active. Input that can be
         neither is ``InvalidInput``: it never reaches the workflow, where it would cost an attempt.
+        A worker that cannot open the sealed code raises ``SealKeyMismatch`` (no attempt counted).
         """
         if not _SUBMITTABLE_CODE.fullmatch(code.strip()):
             raise InvalidInput(
@@ -229,7 +236,14 @@ class RegistrationClient:
             return await self._update(
                 email, RegistrationWorkflow.submit_activation_code, submission
             )
-        except WorkflowUpdateFailedError:
+        except WorkflowUpdateFailedError as err:
+            if _seal_mismatch(err):
+                variable = env_variable("seal_key")
+                raise SealKeyMismatch(
+                    f"{variable}: the worker cannot open the code this client sealed: the starter"
+                    f" and the worker must share {variable} (the worker's keys must include the"
+                    " first of this client's); the code was not counted"
+                ) from None
             return ActivationReply(outcome=await self._closed_outcome(email))
         except RPCError as err:
             if self._not_found(err):
@@ -436,6 +450,17 @@ class RegistrationClient:
 M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A")
 R = TypeVar("R")
+
+
+def _seal_mismatch(err: WorkflowUpdateFailedError) -> bool:
+    """Whether the update failed because the worker could not open the sealed code: the
+    ``SEAL_MISMATCH`` error of ``verify_activation``, inside the local activity's failure."""
+    cause: BaseException | None = err.cause
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type == SEAL_MISMATCH:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _names_search_attribute(err: RPCError) -> bool:

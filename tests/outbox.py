@@ -10,6 +10,9 @@ from email.utils import getaddresses
 from pathlib import Path
 
 CODE_LINE = re.compile(r"[0-9]{6}")
+LINK_TOKEN = re.compile(r"[?&]token=([A-Za-z0-9_-]+)")
+"""The token of an activation link (``REGISTRATION_ACTIVATION_LINK_BASE``): unpadded base64url,
+which the link's query carries unescaped."""
 
 
 def messages_to(outbox_dir: Path, to: str) -> list[EmailMessage]:
@@ -41,3 +44,14 @@ def latest_code(outbox_dir: Path, to: str) -> str:
     messages = messages_to(outbox_dir, to)
     assert messages, f"no mail to {to} in {outbox_dir}"
     return code_in(messages[-1])
+
+
+def latest_token(outbox_dir: Path, to: str) -> str:
+    """The link token in the newest message to ``to``."""
+    messages = messages_to(outbox_dir, to)
+    assert messages, f"no mail to {to} in {outbox_dir}"
+    body = messages[-1].get_body(preferencelist=("plain",))
+    assert body is not None, f"mail {messages[-1]['Subject']!r} has no text part"
+    found = LINK_TOKEN.search(body.get_content())
+    assert found, f"mail {messages[-1]['Subject']!r} has no activation link"
+    return found.group(1)

@@ -37,6 +37,7 @@ from tests.helpers import (
     wait_for_state,
     wrong_code,
 )
+from tests.outbox import latest_token
 from tests.stack import Remote, Stack, beside
 from workflows import visibility
 from workflows.models import (
@@ -52,6 +53,7 @@ from workflows.registration import RegistrationWorkflow
 
 EMAIL = "Riley.Recorded@Example.com"
 NAME_GIVEN = "Riley Recorded"
+LINK_BASE = "https://shop.example/activate"
 
 
 async def _pending(stack: Stack) -> str:
@@ -72,6 +74,18 @@ async def active_by_code(stack: Stack, env: WorkflowEnvironment) -> str:
     reply = await stack.registrations.submit_code(EMAIL, stack.code_for(EMAIL))
     assert reply.outcome is ActivationOutcome.ACTIVATED
     assert (await result_of(stack, workflow_id)).state is RegistrationState.ACTIVE
+    return workflow_id
+
+
+async def active_by_link(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Link mode (``REGISTRATION_ACTIVATION_LINK_BASE``): the mail carries a link token besides
+    the code, and the token, submitted as the backend behind the link does, activates."""
+    async for linked in beside(stack, "link", settings={"activation_link_base": LINK_BASE}):
+        workflow_id = await _pending(linked)
+        token = latest_token(linked.settings.outbox_path, EMAIL)
+        reply = await linked.registrations.submit_code(EMAIL, token)
+        assert reply.outcome is ActivationOutcome.ACTIVATED
+        assert (await result_of(linked, workflow_id)).state is RegistrationState.ACTIVE
     return workflow_id
 
 
@@ -378,6 +392,7 @@ SCENARIOS = {
     "active_by_code": Scenario(active_by_code, False),
     "active_after_resend": Scenario(active_after_resend, True),
     "active_after_bare_resend_update": Scenario(active_after_bare_resend_update, True),
+    "active_by_link": Scenario(active_by_link, False),
     "active_by_approval": Scenario(active_by_approval, False),
     "active_by_approval_with_resend": Scenario(active_by_approval_with_resend, False),
     "active_linked": Scenario(active_linked, False),

@@ -1,31 +1,36 @@
-"""No password, activation code or code-recoverable value in history, queries or logs.
+"""No password, activation code, link token or code-recoverable value in history, queries or logs.
 
 Runs with payload encryption off: what is checked is what the workflow itself writes, not what a
-codec hides. A leak here would be readable by anyone with access to the Temporal cluster.
+codec hides. A leak here would be readable by anyone with access to the Temporal cluster. A
+secret that appears only transformed (encoded, or appended to its digest) is not found by looking
+for it: so every digest in a history must also be exactly the keyed HMAC of a secret that was
+mailed, which nobody without the code key can reverse.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from common.keys import hmac_keys
 from tests.helpers import PASSWORD, wrong_code
 from tests.histories.record import HERE as HISTORIES
-from tests.outbox import messages_to
+from tests.outbox import CODE_LINE, LINK_TOKEN, messages_to
 from tests.scenarios import EMAIL, SCENARIOS
 from tests.stack import make_settings, on_queue_of, plain_client, running_stack
 
 
-def readable(history_json: str) -> str:
-    """The history with every payload's base64 ``data`` decoded, as a reader would see it."""
-    decoded = [history_json]
+def payload_texts(history_json: str) -> list[str]:
+    """Every payload's base64 ``data`` decoded, as a reader of the history would see it."""
+    decoded = []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -39,16 +44,56 @@ def readable(history_json: str) -> str:
                 walk(item)
 
     walk(json.loads(history_json))
-    return "\n".join(decoded)
+    return decoded
 
 
-def codes_mailed(outbox: Path) -> set[str]:
-    codes = set()
+def readable(history_json: str) -> str:
+    """The history with its payloads decoded."""
+    return "\n".join([history_json, *payload_texts(history_json)])
+
+
+def issued_activations(history_json: str) -> list[dict[str, Any]]:
+    """Every ``IssuedActivation`` in the history's payloads (the result of ``issue_activation``,
+    as an activity result or a local activity's marker), as recorded."""
+    found = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "code_digest" in node:
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for text in payload_texts(history_json):
+        try:
+            walk(json.loads(text))
+        except json.JSONDecodeError:
+            continue  # not JSON: holds no IssuedActivation
+    return found
+
+
+def mailed(outbox: Path) -> tuple[set[str], set[str]]:
+    """The codes (a line of 6 digits) and link tokens in the text of every mail to ``EMAIL``."""
+    codes: set[str] = set()
+    tokens: set[str] = set()
     for message in messages_to(outbox, EMAIL):
         body = message.get_body(preferencelist=("plain",))
         assert body is not None
-        codes.update(re.findall(r"^([0-9]{6})$", body.get_content(), flags=re.MULTILINE))
-    return codes
+        text = body.get_content()
+        codes.update(line for line in text.splitlines() if CODE_LINE.fullmatch(line))
+        tokens.update(LINK_TOKEN.findall(text))
+    return codes, tokens
+
+
+def keyed_hmac(key: bytes, registration_id: str, sequence: int, secret: str) -> str:
+    """The digest ``activities/codes.py`` must make: HMAC-SHA256 of the registration, the code's
+    sequence and the secret. Written out here rather than called, so that a digest that also
+    carries the secret (a reversible "hash") cannot pass for it."""
+    message = f"{registration_id}\x00{sequence}\x00{secret}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -59,8 +104,9 @@ async def test_history_query_and_logs_hold_no_secret(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Every terminal path, live: the password, every code mailed and the wrong codes typed
-    appear in no history, no status answer and no log line."""
+    """Every terminal path, live: the password, every code and link token mailed and the wrong
+    codes typed appear in no history, no status answer and no log line; every digest in the
+    history is the keyed HMAC of a code (or token) mailed for that registration and sequence."""
     scenario = SCENARIOS[name]
     env = time_env if scenario.time_skipping else dev_env
     caplog.set_level(logging.DEBUG)
@@ -71,16 +117,29 @@ async def test_history_query_and_logs_hold_no_secret(
         async for reader in on_queue_of(stack, workflow_id):
             status = await reader.registrations.status(EMAIL)
         history = await client.get_workflow_handle(workflow_id).fetch_history()
-        codes = codes_mailed(settings.outbox_path)
+        codes, tokens = mailed(settings.outbox_path)
 
-    text = readable(history.to_json())
+    history_json = history.to_json()
+    text = readable(history_json)
     assert "Riley" in text  # the check reads real, unencrypted payloads
     assert bool(codes) == scenario.mails_code, "the check covers the codes a scenario mails"
     wrong = {wrong_code(code, offset) for code in codes for offset in (1, 7)}  # as the scenarios
-    for secret in (PASSWORD, *codes, *wrong):
+    for secret in (PASSWORD, *codes, *tokens, *wrong):
         assert secret not in text, "a secret is in the workflow history"
         assert secret not in status.model_dump_json(), "a secret is in the status query"
         assert secret not in caplog.text, "a secret is in the logs"
+
+    (key,) = hmac_keys(settings.code_key, settings.data_dir, "code")
+    issued = issued_activations(history_json)
+    assert issued or "issue_activation" not in text, "the check reads every code's digests"
+    for activation in issued:
+        sequence = activation["sequence"]
+        made = {keyed_hmac(key, workflow_id, sequence, code) for code in codes}
+        assert activation["code_digest"] in made, "a code digest is not the HMAC of a code mailed"
+        token_digest = activation["token_digest"]
+        made = {keyed_hmac(key, workflow_id, sequence, token) for token in tokens}
+        assert token_digest is None or token_digest in made, "a token digest is not an HMAC"
+    assert bool(tokens) == any(a["token_digest"] for a in issued), "the check covers link tokens"
 
 
 @pytest.mark.parametrize(
