@@ -4,23 +4,18 @@ TLS."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import json_format
 from starlette.applications import Starlette
 from temporalio.api.common.v1 import Payloads
@@ -29,6 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from codec_server import app_from_settings, bound_server, create_app, main, server_url
 from common.codec import EncryptionCodec, encryption_keys
 from common.settings import InvalidSettings
+from tests.certificates import LoopbackCertificates, loopback_certificates, write_key
 from tests.stack import SESSION_KEYS, make_settings
 
 UI = "http://localhost:8233"
@@ -72,59 +68,24 @@ async def serve() -> AsyncIterator[Serve]:
 
 @dataclass(frozen=True)
 class Tls:
-    """Certificate and keys made at test time (the ``tls`` fixture)."""
+    """Certificates made at test time (the ``tls`` fixture), and a key that is not theirs."""
 
-    cert_file: Path
-    """A self-signed certificate for 127.0.0.1, which the test's client trusts."""
-    key_file: Path
+    certificates: LoopbackCertificates
     other_key_file: Path
-    """A key that does not belong to the certificate."""
 
     def settings(self) -> dict[str, Path]:
-        """The codec server's TLS settings for this certificate and its key."""
+        """The codec server's TLS settings for the certificate and its key."""
         return {
-            "codec_server_tls_cert_file": self.cert_file,
-            "codec_server_tls_key_file": self.key_file,
+            "codec_server_tls_cert_file": self.certificates.chain_file,
+            "codec_server_tls_key_file": self.certificates.key_file,
         }
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    """Made fresh in a temporary folder: no key material lives in the repository."""
     folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    other_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    tls = Tls(folder / "codec.pem", folder / "codec.key", folder / "other.key")
-    tls.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    for path, private_key in ((tls.key_file, key), (tls.other_key_file, other_key)):
-        path.write_bytes(
-            private_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return tls
+    other_key = write_key(folder / "other.key", ec.generate_private_key(ec.SECP256R1()))
+    return Tls(loopback_certificates(folder), other_key)
 
 
 def free_port() -> int:
@@ -358,7 +319,7 @@ async def test_with_a_certificate_the_server_speaks_https(tmp_path: Path, tls: T
     assert url == f"https://127.0.0.1:{settings.codec_server_port}"
     plain = json_format.Parse(plain_payloads_json(), Payloads())
     encrypted = await EncryptionCodec(*encryption_keys(settings)).encode(plain.payloads)
-    trusting = ssl.create_default_context(cafile=tls.cert_file)
+    trusting = ssl.create_default_context(cafile=tls.certificates.ca_file)
     async with (
         running(*bound_server(settings, embedded=True)),
         httpx.AsyncClient(base_url=url, verify=trusting) as client,
@@ -378,7 +339,7 @@ def test_a_key_that_is_not_the_certificates_is_named(tmp_path: Path, tls: Tls) -
     and the UI would find no codec server."""
     settings = make_settings(
         tmp_path,
-        codec_server_tls_cert_file=tls.cert_file,
+        codec_server_tls_cert_file=tls.certificates.chain_file,
         codec_server_tls_key_file=tls.other_key_file,
     )
     with pytest.raises(

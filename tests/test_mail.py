@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import re
 import socket
-import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -22,10 +19,6 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 from temporalio.testing import ActivityEnvironment
 
@@ -39,6 +32,7 @@ from activities.rendering import MailRenderer
 from activities.roles import MailMessage
 from bench.mailbox import newest_code
 from common.settings import Settings, SmtpSecurity
+from tests.certificates import LoopbackCertificates, loopback_certificates
 from tests.outbox import latest_code, messages_to
 
 SENDER = "Test shop <no-reply@shop.test>"
@@ -174,18 +168,21 @@ async def test_outbox_is_idempotent_per_key(tmp_path: Path) -> None:
     assert all(name.endswith(".eml") for name in names)  # no temp files left behind
 
 
+ANN_FIRST_CODE = IssueActivationInput(
+    registration_id="registration-ann@example.com",
+    sequence=1,
+    email="ann@example.com",
+    name="Ann",
+    expires_at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
+)
+
+
 async def test_a_rerun_of_issue_activation_mails_the_code_it_returns(tmp_path: Path) -> None:
     """A local activity run again after its workflow task was lost starts at attempt 1 again,
     with a new code: its mail must not be taken for the first run's (kept by the outbox)."""
     codes = ActivationCodes([b"k" * 32])
     mail = MailActivities(OutboxMail(tmp_path, SENDER), renderer, codes, None)
-    request = IssueActivationInput(
-        registration_id="registration-ann@example.com",
-        sequence=1,
-        email="ann@example.com",
-        name="Ann",
-        expires_at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
-    )
+    request = ANN_FIRST_CODE
     runs = ActivityEnvironment()  # the same activity info, attempt 1, both times
     first = await runs.run(mail.issue_activation, request)
     second = await runs.run(mail.issue_activation, request)
@@ -216,17 +213,10 @@ async def test_the_activation_mail_names_its_secrets_for_the_provider_to_redact(
     sent = Captured()
     codes = ActivationCodes([b"k" * 32])
     mail = MailActivities(sent, renderer, codes, "https://shop.test/activate")
-    request = IssueActivationInput(
-        registration_id="registration-ann@example.com",
-        sequence=1,
-        email="ann@example.com",
-        name="Ann",
-        expires_at=datetime(2030, 1, 2, 3, 4, tzinfo=UTC),
-    )
-    issued = await ActivityEnvironment().run(mail.issue_activation, request)
+    issued = await ActivityEnvironment().run(mail.issue_activation, ANN_FIRST_CODE)
     (message,) = sent.messages
     code, token = message.redact
-    assert codes.matches(request.registration_id, issued, code) and code in message.text
+    assert codes.matches(ANN_FIRST_CODE.registration_id, issued, code) and code in message.text
     assert f"token={token}" in message.text
 
 
@@ -526,103 +516,25 @@ async def test_smtp_wrong_password_is_retryable(
 # SMTP over TLS: a private CA made at test time, trusted through REGISTRATION_SMTP_CA_FILE
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca_file: Path
-    """The CA's certificate, as an operator would give it in REGISTRATION_SMTP_CA_FILE."""
-    server: ssl.SSLContext
-    """The loopback server's side: its key and the certificate the CA signed for 127.0.0.1."""
-
-
-def x509_name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 @pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    """Made fresh in a temporary folder: no key material lives in the repository. A CA and a
-    server certificate it signed (rather than one self-signed certificate), like a private
-    relay's, with the extensions that strict verification asks of both."""
-    folder = tmp_path_factory.mktemp("tls")
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(x509_name("Test relay CA"))
-        .issuer_name(x509_name("Test relay CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = folder / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    chain_file = folder / "server.pem"
-    chain_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file = folder / "server.key"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(chain_file, key_file)
-    return Certificates(ca_file, server)
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCertificates:
+    return loopback_certificates(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
-def smtps_server(certificates: Certificates) -> Iterator[tuple[Controller, Recorder]]:
+def smtps_server(certificates: LoopbackCertificates) -> Iterator[tuple[Controller, Recorder]]:
     """Implicit TLS from the first byte, as on port 465."""
-    yield from run_smtp_server(ssl_context=certificates.server)
+    yield from run_smtp_server(ssl_context=certificates.server_context())
 
 
 @pytest.fixture
-def starttls_server(certificates: Certificates) -> Iterator[tuple[Controller, Recorder]]:
+def starttls_server(certificates: LoopbackCertificates) -> Iterator[tuple[Controller, Recorder]]:
     """STARTTLS offered, and required before a mail, as on port 587."""
-    yield from run_smtp_server(tls_context=certificates.server, require_starttls=True)
+    yield from run_smtp_server(tls_context=certificates.server_context(), require_starttls=True)
 
 
 async def test_smtp_implicit_tls_delivers(
-    smtps_server: tuple[Controller, Recorder], certificates: Certificates
+    smtps_server: tuple[Controller, Recorder], certificates: LoopbackCertificates
 ) -> None:
     controller, recorder = smtps_server
     settings = Settings(
@@ -640,7 +552,7 @@ async def test_smtp_implicit_tls_delivers(
 
 
 async def test_smtp_starttls_delivers(
-    starttls_server: tuple[Controller, Recorder], certificates: Certificates
+    starttls_server: tuple[Controller, Recorder], certificates: LoopbackCertificates
 ) -> None:
     controller, recorder = starttls_server
     mail = smtp_mail(controller, security=SmtpSecurity.STARTTLS, ca_file=certificates.ca_file)
@@ -672,7 +584,7 @@ async def test_smtp_untrusted_certificate_is_a_clear_error(
 
 
 async def test_smtp_certificate_for_another_name_is_not_trusted(
-    smtps_server: tuple[Controller, Recorder], certificates: Certificates
+    smtps_server: tuple[Controller, Recorder], certificates: LoopbackCertificates
 ) -> None:
     """Hostname verification: the certificate chains to the trusted CA but names 127.0.0.1, not
     the localhost we asked for. Without the check, any certificate of that CA would pass for any
