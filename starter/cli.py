@@ -152,7 +152,8 @@ def read_customers(settings: Settings, file: Path) -> list[ImportedCustomer]:
     """Every row of an import file, all validated before any is imported: an unreadable file or
     a bad row (named by line and field) is a ``UsageError`` and the file is left unimported."""
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (spreadsheet exports write one) is not part of line 1.
+        lines = file.read_text(encoding="utf-8-sig").splitlines()
     except OSError as err:
         raise UsageError("unreadable_file", f"{file}: {err.strerror}", file=str(file)) from None
     except UnicodeDecodeError:

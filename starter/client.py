@@ -246,18 +246,28 @@ class RegistrationClient:
                 ) from None
             return ActivationReply(outcome=await self._closed_outcome(email))
         except RPCError as err:
-            if self._not_found(err):
-                return ActivationReply(outcome=await self._closed_outcome(email))
-            raise
+            if not self._not_found(err):
+                raise
+        # The run has closed (or never was): only an expiry is told, which a registration for an
+        # email with an account also ends with; anything else reads as an unknown email.
+        try:
+            outcome = await self._closed_outcome(email)
+        except UnknownRegistration:
+            outcome = ActivationOutcome.NOT_PENDING
+        if outcome is not ActivationOutcome.EXPIRED:
+            raise _nothing_pending(email)
+        return ActivationReply(outcome=outcome)
 
     async def resend(self, email: str, requested_by: str = "customer") -> ResendReply:
         try:
             return await self._update(
                 email, RegistrationWorkflow.request_resend, ResendRequest(requested_by=requested_by)
             )
-        except (WorkflowUpdateFailedError, RPCError) as err:
-            if isinstance(err, RPCError) and not self._not_found(err):
-                raise
+        except RPCError as err:
+            if self._not_found(err):
+                raise _nothing_pending(email) from None
+            raise
+        except WorkflowUpdateFailedError:
             status = await self.status(email)
             return ResendReply(outcome=ResendOutcome.NOT_PENDING, resends_left=status.resends_left)
 
@@ -279,8 +289,12 @@ class RegistrationClient:
         try:
             return await self._registered(email, query)
         except RPCError as err:
-            # The RPC's own timeout: "Timeout expired", with CANCELLED (or DEADLINE_EXCEEDED).
-            if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+            # The RPC's own timeout: "Timeout expired", with CANCELLED (or DEADLINE_EXCEEDED);
+            # or the server's own verdict once the task queue's worker has gone: "no poller seen
+            # for task queue recently, worker may be down" (FAILED_PRECONDITION).
+            if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED) or (
+                err.status is RPCStatusCode.FAILED_PRECONDITION and "no poller" in err.message
+            ):
                 raise self._no_worker() from None
             raise
 
@@ -450,6 +464,14 @@ class RegistrationClient:
 M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A")
 R = TypeVar("R")
+
+
+def _nothing_pending(email: str) -> UnknownRegistration:
+    """What ``submit_code`` and ``resend`` say when no run for ``email`` is open: the same for an
+    email never registered and for one whose registration ended (``submit_code`` still tells an
+    expiry). Told apart, anyone could learn without registering (which would mail the owner) that
+    an email signed up and activated, within the namespace's retention."""
+    return UnknownRegistration(f"no pending registration for {email}")
 
 
 def _seal_mismatch(err: WorkflowUpdateFailedError) -> bool:

@@ -350,6 +350,14 @@ async def test_an_import_row_with_an_unknown_key_is_refused(
     assert out["message"] == f"{file} line 2, Phone: Extra inputs are not permitted"
 
 
+def test_an_import_file_with_a_byte_order_mark_is_read(settings: Settings, tmp_path: Path) -> None:
+    """Spreadsheet exports often start with one; it is not part of the first row."""
+    file = tmp_path / "customers.jsonl"
+    file.write_text('\ufeff{"email": "nia@example.com", "name": "Nia"}\n', encoding="utf-8")
+    (row,) = cli.read_customers(settings, file)
+    assert (row.email, row.name) == ("nia@example.com", "Nia")
+
+
 async def test_a_name_is_shown_literally_in_the_summary_and_bidi_controls_are_refused(
     dev_env: WorkflowEnvironment, stack: Stack
 ) -> None:

@@ -28,7 +28,7 @@ from activities.roles import (
     Principal,
 )
 from starter.cli import import_customers
-from starter.client import RegistrationClient
+from starter.client import RegistrationClient, UnknownRegistration
 from tests.doubles import CountingCustomers, GatedCustomers, activation_held_at_gate
 from tests.helpers import (
     PASSWORD,
@@ -183,8 +183,8 @@ async def test_cancel_while_waiting_deletes_the_principal(stack: Stack) -> None:
     assert await identity(stack).find_principal("dave@example.com") is None
     status = await stack.registrations.status("dave@example.com")
     assert status.state is RegistrationState.CANCELLED
-    reply = await stack.registrations.submit_code("dave@example.com", "123456")
-    assert reply.outcome is ActivationOutcome.NOT_PENDING
+    with pytest.raises(UnknownRegistration, match="no pending registration for dave@"):
+        await stack.registrations.submit_code("dave@example.com", "123456")
 
 
 @pytest.fixture
@@ -215,8 +215,8 @@ async def test_a_code_submitted_again_during_activation_is_answered_like_the_fir
     async for reader in on_queue_of(stack, workflow_id):
         activation_mail = messages_to(stack.settings.outbox_path, SCENARIO_EMAIL)[0]
         code = code_in(activation_mail)
-        late = await reader.registrations.submit_code(SCENARIO_EMAIL, code)  # nothing checks it now
-        assert late.outcome is ActivationOutcome.NOT_PENDING
+        with pytest.raises(UnknownRegistration):  # its run closed: as for an unknown email
+            await reader.registrations.submit_code(SCENARIO_EMAIL, code)
         status = await reader.registrations.status(SCENARIO_EMAIL)
     assert status.state is RegistrationState.ACTIVE and status.attempts_left == 20
 
