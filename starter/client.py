@@ -261,7 +261,9 @@ class RegistrationClient:
     async def resend(self, email: str, requested_by: str = "customer") -> ResendReply:
         try:
             return await self._update(
-                email, RegistrationWorkflow.request_resend, ResendRequest(requested_by=requested_by)
+                email,
+                RegistrationWorkflow.request_resend,
+                _validated(ResendRequest, requested_by=requested_by),
             )
         except RPCError as err:
             if self._not_found(err):

@@ -114,6 +114,12 @@ async def test_an_invalid_email_is_named_by_every_command(
         assert error.value.field == "email"
 
 
+async def test_a_bad_resend_requester_names_the_field(stack: Stack) -> None:
+    with pytest.raises(InvalidInput) as error:
+        await stack.registrations.resend("kim@example.com", requested_by="")
+    assert error.value.field == "requested_by"
+
+
 async def test_unknown_email_is_a_clear_error(stack: Stack) -> None:
     with pytest.raises(UnknownRegistration, match=r"no registration for nobody@example\.com"):
         await stack.registrations.status("nobody@example.com")
