@@ -106,6 +106,7 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
         ).describe_providers,
         identity.find_principal,
         identity.create_principal,
+        identity.decoy_create,
         identity.activate_principal,
         identity.delete_principal,
         customers.link_or_create_customer,

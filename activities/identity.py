@@ -36,6 +36,17 @@ class IdentityActivities:
     @activity.defn
     async def create_principal(self, request: CreatePrincipalInput) -> Principal:
         """Opens the sealed password (the only place that does), checks the policy, creates."""
+        return await self._provider.create_principal(request.principal, self._password(request))
+
+    @activity.defn
+    async def decoy_create(self, request: CreatePrincipalInput) -> None:
+        """``create_principal`` for an email that already has an account: the same checks (and
+        errors), the provider's ``decoy_create`` instead of a create. Its owner's first mail then
+        goes out as late as a new email's code would."""
+        await self._provider.decoy_create(request.principal, self._password(request))
+
+    def _password(self, request: CreatePrincipalInput) -> str:
+        """The opened password, if the policy takes it."""
         new = request.principal
         try:
             password = self._sealer.open(request.sealed_password)
@@ -45,7 +56,7 @@ class IdentityActivities:
             self._policy.check(password, context=(new.email, new.name))
         except PasswordPolicyError as err:
             raise PasswordRejected(str(err)) from None
-        return await self._provider.create_principal(new, password)
+        return password
 
     @activity.defn
     async def activate_principal(self, request: ActivatePrincipalInput) -> Principal:

@@ -41,6 +41,12 @@ class ProviderProfile(_Model):
     """Identity and customers both run in this process, and this worker links or creates the
     customer and activates the principal in one local activity (``activities/activation.py``)
     instead of two. Registrations recorded before it existed take two (same versioning)."""
+    existing_account_in_equal_time: bool = False
+    """An email with an account spends what creating its principal would (``decoy_create``)
+    before its owner's first mail, and every registration's first resend throttle counts from
+    its start, not from its first mail: neither the time of the first mail nor
+    ``next_resend_at`` tells that the account exists (the create's Argon2id hash took 20 to 70
+    ms). Registrations recorded before it existed keep the old timing (same versioning)."""
 
     @property
     def activation_in_process(self) -> bool:

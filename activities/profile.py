@@ -23,6 +23,7 @@ class ProfileActivities:
             customer_in_one_step=True,
             existing_account_answers_as_pending=True,
             activation_in_one_step=identity.in_process and customers.in_process,
+            existing_account_in_equal_time=True,
         )
 
     @activity.defn

@@ -119,6 +119,12 @@ class IdentityProvider(Protocol):
         """Create an inactive principal; creating the same id again returns it unchanged."""
         ...
 
+    async def decoy_create(self, new: NewPrincipal, password: str) -> None:
+        """Spend what ``create_principal`` would, and create nothing. Called for an email that
+        already has an account, so that its first mail goes out no sooner than a new email's
+        (no account enumeration by timing)."""
+        ...
+
     async def activate_principal(
         self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
     ) -> Principal:

@@ -114,6 +114,9 @@ class RejectingIdentity:
     async def create_principal(self, new: NewPrincipal, password: str) -> Principal:
         return await self.inner.create_principal(new, password)
 
+    async def decoy_create(self, new: NewPrincipal, password: str) -> None:
+        await self.inner.decoy_create(new, password)
+
     async def activate_principal(
         self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
     ) -> Principal:

@@ -238,6 +238,18 @@ async def test_only_an_inactive_principal_of_a_registration_is_replaceable(
         assert found is not None and not found.active and not found.replaceable
 
 
+async def test_a_decoy_create_reads_the_new_id_and_changes_nothing(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """For an email with an account: the create's first request, and nothing written."""
+    new = new_principal()
+    sim.requests.clear()
+    await hantera.identity.decoy_create(new, PASSWORD)
+    calls = [(r.method, r.path, r.status) for r in sim.requests if r.path != "/oauth/token"]
+    assert calls == [("GET", f"/resources/iam/principals/{new.id}", 404)]
+    assert sim.principals == {} and sim.passwords == {}
+
+
 async def test_create_principal_again_returns_it(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:

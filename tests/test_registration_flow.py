@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.models import ProviderProfile
+from activities.providers import local
 from activities.providers.local import LocalIdentity
 from activities.roles import (
     NewCustomer,
@@ -139,6 +140,46 @@ async def test_an_email_with_an_account_answers_as_a_new_one_while_the_first_mai
     resend, code = new_email.replies
     assert resend.outcome is ResendOutcome.NOT_PENDING and resend.resends_left == 5
     assert code.outcome is ActivationOutcome.NOT_PENDING
+
+
+async def test_an_email_with_an_account_takes_as_long_and_is_throttled_from_the_start(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a new email's registration spends before its first mail (Argon2id, 20 ms and more),
+    an email with an account spends too, creating nothing; and both are told the same
+    ``next_resend_at``, counted from the start, not from a first mail that went out sooner."""
+    owner = NewPrincipal(
+        id="owner-2",
+        email="ursula@example.com",
+        email_canonical="ursula@example.com",
+        name="Ursula",
+    )
+    principal = await identity(stack).create_principal(owner, PASSWORD)
+    await identity(stack).activate_principal(principal.id, "customer-2", "CUST2", principal.version)
+    hashed: list[str] = []
+    real_hash = local._hash_password
+
+    def counted_hash(password: str) -> str:
+        hashed.append(password)
+        return real_hash(password)
+
+    monkeypatch.setattr(local, "_hash_password", counted_hash)
+
+    waits = []
+    for email, state in (
+        ("ulf@example.com", RegistrationState.PENDING),
+        ("ursula@example.com", RegistrationState.ALREADY_REGISTERED),
+    ):
+        await register(stack, email)
+        await wait_for_state(stack, email, state)
+        reply = await stack.registrations.resend(email)
+        assert reply.outcome is ResendOutcome.THROTTLED and reply.next_resend_at is not None
+        waits.append(reply.next_resend_at - (await stack.registrations.status(email)).started_at)
+
+    assert waits == [stack.settings.resend_interval] * 2
+    assert hashed == [PASSWORD, PASSWORD]  # the new principal's, then the decoy's
+    after = await identity(stack).find_principal("ursula@example.com")
+    assert after is not None and after.id == principal.id and after.active
 
 
 class ForeignPrincipals:

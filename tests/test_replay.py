@@ -14,7 +14,10 @@ workflow of ``a534383`` before later behaviour: a cancel before the first step e
 "starting" (``cancel-before-the-start``), a cancel while a failed run waited for a resend turned
 it into a cancellation (``cancel-after-the-end-ignored``), a resend in the workflow task of an
 approval mailed a code (``no-code-after-approval``), and failures whose reason named the error
-type twice and whose status named the customer the undo deleted."""
+type twice and whose status named the customer the undo deleted. ``v7/`` holds the paths that
+``ProviderProfile.existing_account_in_equal_time`` changed: an email with an account mailed its
+owner without first spending what a principal's create costs, and the first resend throttle
+counted from the first mail instead of the start."""
 
 from __future__ import annotations
 

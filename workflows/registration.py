@@ -231,6 +231,12 @@ class RegistrationWorkflow:
             self._end(RegistrationState.ALREADY_REGISTERED)
             return
         self._existing_account = True
+        if self._in_process.existing_account_in_equal_time:
+            await self._identity(
+                IdentityActivities.decoy_create,
+                self._new_principal(),
+                "as long as creating a principal (no account enumeration)",
+            )
         await self._issue_code()
         self._end(RegistrationState.ALREADY_REGISTERED)
         await self._activation_arrived()  # no code exists: only expiry or a lockout ends it
@@ -260,7 +266,10 @@ class RegistrationWorkflow:
                 ),
                 f"mail activation code #{sequence}",
             )
-        self._issued_at = workflow.now()
+        # The resend throttle counts from here: for the first code, from the start, the same
+        # moment whether or not the email has an account (its first mail goes out sooner).
+        from_start = sequence == 1 and self._in_process.existing_account_in_equal_time
+        self._issued_at = self._started_at if from_start else workflow.now()
         self._attempts_on_code = 0
 
     async def _activation_arrived(self) -> bool:

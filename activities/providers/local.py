@@ -294,6 +294,13 @@ class LocalIdentity:
         password_hash = await self.directory.hash(_hash_password, password)
         return await self.directory.run(_insert_principal, new, password_hash, _now())
 
+    async def decoy_create(self, new: NewPrincipal, password: str) -> None:
+        """A read as the create's (which would refuse this email: it has an account), and the
+        Argon2id hash (the cost that would tell such an email from a new one: 20 ms and more),
+        without the insert."""
+        await self.directory.run(_find_principal, new.email_canonical)
+        await self.directory.hash(_hash_password, password)
+
     async def activate_principal(
         self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
     ) -> Principal:
