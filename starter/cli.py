@@ -2,9 +2,11 @@
 
 Every command prints one JSON object on stdout, usage errors included. Exit codes:
   0  success
-  1  the action was rejected: wrong code, nothing pending, unknown email, invalid input; or the
-     Temporal server refused the call (the JSON says "temporal"), or the customers provider
-     refused an import ("provider", with the error's type)
+  1  the action was rejected: wrong code, nothing pending, unknown email, invalid input; a
+     registration whose state does not allow it ("not_pending", with the state: approve of one
+     that is not pending, cancel of one that has ended); or the Temporal server refused the call
+     (the JSON says "temporal"), or the customers provider refused an import ("provider", with
+     the error's type)
   2  usage error: bad arguments, an unreadable import file or an invalid row in it, invalid
      configuration (the JSON names the variable)
   3  the Temporal server cannot be reached, at the start (TEMPORAL_ADDRESS; the JSON names the
@@ -39,6 +41,7 @@ from common.temporal import connect_config
 from starter.client import (
     InvalidInput,
     Name,
+    NotPending,
     RegistrationClient,
     ServerUnreachable,
     UnknownRegistration,
@@ -52,6 +55,11 @@ from workflows.models import (
 )
 
 OK, REJECTED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
+REQUEST_ID_HELP = (
+    "a new, unguessable id of this request, e.g. a UUID (up to 200 characters, one line): run"
+    " again with the same id after a lost answer, and the first answer comes back instead of a"
+    " second attempt"
+)
 
 
 def activation_ttl(text: str) -> timedelta:
@@ -100,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     activate = commands.add_parser("activate", help="submit an activation code or link token")
     activate.add_argument("--email", required=True)
     activate.add_argument("--code", required=True)
+    activate.add_argument("--request-id", help=REQUEST_ID_HELP)
 
     approve = commands.add_parser("approve", help="staff: activate without a code")
     approve.add_argument("--email", required=True)
@@ -108,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
 
     resend = commands.add_parser("resend", help="mail a new code (the old one stops working)")
     resend.add_argument("--email", required=True)
+    resend.add_argument("--request-id", help=REQUEST_ID_HELP)
 
     status = commands.add_parser("status", help="show a registration's state")
     status.add_argument("--email", required=True)
@@ -246,13 +256,13 @@ async def run(
         )
         return OK, receipt
     if args.command == "activate":
-        reply = await client.submit_code(args.email, args.code)
+        reply = await client.submit_code(args.email, args.code, request_id=args.request_id)
         return (OK if reply.outcome is ActivationOutcome.ACTIVATED else REJECTED), reply
     if args.command == "approve":
         await client.approve(args.email, args.operator, args.reason)
         return OK, {"approved": True, "by": args.operator}
     if args.command == "resend":
-        resent = await client.resend(args.email)
+        resent = await client.resend(args.email, request_id=args.request_id)
         return (OK if resent.outcome is ResendOutcome.SENT else REJECTED), resent
     if args.command == "status":
         return OK, await client.status(args.email)
@@ -276,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, answer = REJECTED, {"error": "invalid_input", "field": err.field, "message": str(err)}
     except UnknownRegistration as err:
         code, answer = REJECTED, {"error": "unknown_registration", "message": str(err)}
+    except NotPending as err:
+        code, answer = REJECTED, {"error": "not_pending", "state": err.state, "message": str(err)}
     except UsageError as err:
         code, answer = USAGE, err.answer
     except (InvalidSettings, KeyConfigError, ConfigurationError) as err:

@@ -11,13 +11,15 @@ import asyncio
 import base64
 import re
 import unicodedata
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, StringConstraints, TypeAdapter, ValidationError
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -109,12 +111,32 @@ def _markdown_literal(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-class NoWorkerAnswered(TemporalError):
+RequestId = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_one_line)
+]
+"""A caller's id of one ``submit_code`` or ``resend`` call, used as its Temporal update id: its
+retries share it, and no other call of that registration may, since Temporal answers a repeated
+id with the first call's outcome, whatever the repeat carries (another code) or asks (a resend
+after a code). Not empty: the SDK would replace an empty id with a random one, and a retry would
+count again. One line: it shows in the workflow's history and in the Temporal UI."""
+_REQUEST_ID: TypeAdapter[str] = TypeAdapter(RequestId)
+
+
+class RegistrationError(Exception):
+    """The base of every exception the client raises by itself, so a backend can tell the
+    client's verdicts from anything else with one ``except``. Each subclass keeps the builtin or
+    library base it had before (``ValueError``, ``LookupError``, ``TemporalError``,
+    ``KeyConfigError``), so ``except`` clauses written for those still catch it. Errors of
+    Temporal itself (``RPCError``) and of the configuration (``InvalidSettings``,
+    ``ServerUnreachable``...) are raised as they are."""
+
+
+class NoWorkerAnswered(RegistrationError, TemporalError):
     """No worker took a query or an update within ``ANSWER_TIMEOUT``: none polls the task queue
     (the worker is not running, or runs on another task queue), or all are stuck."""
 
 
-class InvalidInput(ValueError):
+class InvalidInput(RegistrationError, ValueError):
     """Bad input, named by field; nothing was started."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -122,11 +144,24 @@ class InvalidInput(ValueError):
         self.field = field
 
 
-class UnknownRegistration(LookupError):
+class UnknownRegistration(RegistrationError, LookupError):
     """No registration exists for this email."""
 
 
-class SealKeyMismatch(KeyConfigError):
+class NotPending(RegistrationError):
+    """The registration exists, but its state does not allow the action: ``approve`` of one that
+    is not pending, ``cancel`` of one that is not running. Not ``InvalidInput``: the input was
+    fine, and the same call may have been right a moment earlier (a double click, two staff
+    members). ``state`` is the registration's state (a ``RegistrationState`` value), or, for a
+    run that Temporal itself ended (terminated, timed out) or that kept no state in its search
+    attributes, Temporal's status of the run (``terminated``, ``completed``...)."""
+
+    def __init__(self, state: str, message: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class SealKeyMismatch(RegistrationError, KeyConfigError):
     """The worker cannot open a code this client sealed: they do not share
     ``REGISTRATION_SEAL_KEY`` (a rotation half done, or two configurations). A configuration
     error, not a wrong code: the code costs no attempt, and every code would fail alike."""
@@ -222,19 +257,30 @@ class RegistrationClient:
             raise
         return Receipt(registration_id=workflow_id)
 
-    async def submit_code(self, email: str, code: str) -> ActivationReply:
+    async def submit_code(
+        self, email: str, code: str, *, request_id: str | None = None
+    ) -> ActivationReply:
         """Check a code (or link token); answers once the account is active. Input that can be
         neither is ``InvalidInput``: it never reaches the workflow, where it would cost an attempt.
         A worker that cannot open the sealed code raises ``SealKeyMismatch`` (no attempt counted).
+
+        ``request_id`` makes a retry safe: a backend that calls again after ``NoWorkerAnswered``,
+        a timeout or a lost connection, with the same ``request_id``, gets the first call's reply
+        instead of a second attempt counted against the code (see ``_update``). Use a new one
+        for every code the customer submits, and one nobody can guess (a UUID the backend makes,
+        not a value the customer picks): a repeated id is answered with the first reply whatever
+        code it carries, so a guessed id would tell whether someone else's code activated an
+        account. Without one, each call counts on its own.
         """
         if not _SUBMITTABLE_CODE.fullmatch(code.strip()):
             raise InvalidInput(
                 "code", f"not a {CODE_DIGITS}-digit code or an activation link token"
             )
+        update_id = _update_id(request_id)
         submission = CodeSubmission(sealed_code=self._sealer.seal(code.strip()))
         try:
             return await self._update(
-                email, RegistrationWorkflow.submit_activation_code, submission
+                email, RegistrationWorkflow.submit_activation_code, submission, update_id
             )
         except WorkflowUpdateFailedError as err:
             if _seal_mismatch(err):
@@ -258,12 +304,19 @@ class RegistrationClient:
             raise _nothing_pending(email)
         return ActivationReply(outcome=outcome)
 
-    async def resend(self, email: str, requested_by: str = "customer") -> ResendReply:
+    async def resend(
+        self, email: str, requested_by: str = "customer", *, request_id: str | None = None
+    ) -> ResendReply:
+        """Mail a new code (the old one stops working), within the throttle and the cap.
+
+        ``request_id``, as for ``submit_code``: a retry with the same one gets the first reply
+        (``sent``) instead of sending another code, or being told ``throttled`` about the code
+        its own first try sent."""
+        request = _validated(ResendRequest, requested_by=requested_by)
+        update_id = _update_id(request_id)
         try:
             return await self._update(
-                email,
-                RegistrationWorkflow.request_resend,
-                _validated(ResendRequest, requested_by=requested_by),
+                email, RegistrationWorkflow.request_resend, request, update_id
             )
         except RPCError as err:
             if self._not_found(err):
@@ -274,11 +327,12 @@ class RegistrationClient:
             return ResendReply(outcome=ResendOutcome.NOT_PENDING, resends_left=status.resends_left)
 
     async def approve(self, email: str, operator: str, reason: str) -> RegistrationStatus:
-        """Staff activation without a code. Raises ``InvalidInput`` unless it is pending."""
+        """Staff activation without a code. Raises ``NotPending`` unless it is pending."""
         approval = _validated(Approval, operator=operator, reason=reason)
         status = await self.status(email)
         if status.state is not RegistrationState.PENDING:
-            raise InvalidInput("email", f"registration is {status.state.value}, not pending")
+            state = status.state.value
+            raise NotPending(state, f"the registration of {email} is {state}, not pending")
         await self._handle_for(email).signal(RegistrationWorkflow.approve, approval)
         return status
 
@@ -301,11 +355,13 @@ class RegistrationClient:
             raise
 
     async def cancel(self, email: str, reason: str = "") -> None:
-        """Cancels a running registration; its compensations undo what it did."""
+        """Cancels a running registration; its compensations undo what it did. Raises
+        ``NotPending`` once it has ended."""
         handle = self._handle_for(email)
         description = await self._registered(email, handle.describe())
         if description.status is not WorkflowExecutionStatus.RUNNING:
-            raise InvalidInput("email", "registration is not running")
+            state = _ended_state(description)
+            raise NotPending(state, f"the registration of {email} is {state}, not running")
         await handle.cancel(reason=reason)
 
     # -- internals -------------------------------------------------------------------------------
@@ -332,15 +388,25 @@ class RegistrationClient:
             raise InvalidInput("password", str(err).removeprefix("password: ")) from None
         return registration
 
-    async def _update(self, email: str, update: UpdateMethodMultiParam[[Any, A], R], arg: A) -> R:
+    async def _update(
+        self, email: str, update: UpdateMethodMultiParam[[Any, A], R], arg: A, update_id: str
+    ) -> R:
         """An update, tried again when the workflow task that took it was rejected (e.g. a cancel
         arrived meanwhile): the workflow state was rolled back, so the retry is safe. A worker must
-        accept it within the answer timeout (``NoWorkerAnswered``); its result may take longer."""
+        accept it within the answer timeout (``NoWorkerAnswered``); its result may take longer.
+
+        Every try carries ``update_id``, and so does each of the SDK's own retries of one try.
+        The server keeps one update per id and run: a repeat of an id that is admitted, accepted
+        or completed is attached to that update and answered with its outcome (also once the run
+        has closed), and the workflow never sees it. Nothing is kept of an update that was
+        rejected, by the validator or with the workflow task that took it (the server clears its
+        update registry then; Temporal's docs/architecture/workflow-update.md), so a try after
+        FAILED_PRECONDITION runs it afresh under the same id."""
         for attempt in range(UPDATE_ATTEMPTS):
             try:
                 handle = await self._accepted(
                     self._handle_for(email).start_update(
-                        update, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+                        update, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
                     )
                 )
                 return await handle.result()
@@ -416,12 +482,17 @@ class RegistrationClient:
 
     def _missing_search_attributes(self, err: RPCError) -> InvalidSettings:
         """The namespace lacks the search attributes a registration starts with (a real cluster
-        where nobody created them): the server's message, and the commands that fix it."""
-        commands = "; ".join(visibility.create_commands(self._client.namespace))
+        where nobody created them): the server's message, and the commands that fix it. This is
+        the fallback for a key that may not list the namespace's attributes, which is the case
+        of some Temporal Cloud roles, where the operator API cannot create them either: so the
+        ``tcld`` form comes too, as ``visibility.NamespaceTrouble`` gives it."""
+        namespace = self._client.namespace
+        commands = visibility.create_commands(namespace)
+        commands.append(f"on Temporal Cloud: {visibility.cloud_command(namespace)}")
         variable = env_variable("search_attributes")
         return InvalidSettings(
-            f"{variable}: {err.message}. Create the search attributes ({commands}), or set"
-            f" {variable}=false to start registrations without them"
+            f"{variable}: {err.message}. Create the search attributes ({'; '.join(commands)}),"
+            f" or set {variable}=false to start registrations without them"
         )
 
     def _search_attributes(self, registration: RegistrationInput) -> TypedSearchAttributes | None:
@@ -474,6 +545,39 @@ def _nothing_pending(email: str) -> UnknownRegistration:
     expiry). Told apart, anyone could learn without registering (which would mail the owner) that
     an email signed up and activated, within the namespace's retention."""
     return UnknownRegistration(f"no pending registration for {email}")
+
+
+def _update_id(request_id: str | None) -> str:
+    """The update id of one ``submit_code`` or ``resend`` call: the caller's ``request_id``, so
+    that its retries of the call are one update, or a new one for a call without. Made here, not
+    by the SDK per ``start_update``, so that ``_update``'s own tries of the call share it."""
+    if request_id is None:
+        return str(uuid.uuid4())
+    try:
+        return _REQUEST_ID.validate_python(request_id)
+    except ValidationError as err:
+        raise InvalidInput("request_id", err.errors()[0]["msg"]) from None
+
+
+_ENDED_ON_ITS_OWN = frozenset(
+    {
+        WorkflowExecutionStatus.COMPLETED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.FAILED,
+    }
+)
+
+
+def _ended_state(description: WorkflowExecutionDescription) -> str:
+    """The state a registration's run that is no longer running ended in: the one it recorded in
+    its ``RegistrationStatus`` search attribute, when it ended on its own (completed, cancelled,
+    failed), else Temporal's status of the run: a terminated run never recorded its end, and one
+    without search attributes recorded nothing."""
+    status = description.status
+    recorded = description.typed_search_attributes.get(visibility.STATUS)
+    if status in _ENDED_ON_ITS_OWN and recorded in {state.value for state in RegistrationState}:
+        return str(recorded)
+    return status.name.lower() if status is not None else "unknown"
 
 
 def _seal_mismatch(err: WorkflowUpdateFailedError) -> bool:

@@ -217,7 +217,8 @@ async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> Non
     code, out = await cli(server, settings, *approve, "lee@example.com")
     assert code == 0 and out == {"approved": True, "by": "ops"}
     code, out = await cli(server, settings, *approve, "kim@example.com")
-    assert code == 1 and out["field"] == "email" and "not pending" in out["message"]
+    assert code == 1 and (out["error"], out["state"]) == ("not_pending", "active")
+    assert "not pending" in out["message"]
 
     await register(stack, "max@example.com")
     await wait_for_state(stack, "max@example.com", RegistrationState.PENDING)
@@ -225,7 +226,8 @@ async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> Non
     assert code == 0 and out == {"cancelled": True}
     await wait_for_state(stack, "max@example.com", RegistrationState.CANCELLED)
     code, out = await cli(server, settings, "cancel", "--email", "max@example.com")
-    assert code == 1 and out["field"] == "email" and "not running" in out["message"]
+    assert code == 1 and (out["error"], out["state"]) == ("not_pending", "cancelled")
+    assert "not running" in out["message"]
     code, out = await cli(server, settings, "cancel", "--email", "nobody@example.com")
     assert code == 1 and out["error"] == "unknown_registration"
 

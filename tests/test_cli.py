@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ from activities.errors import ProviderUnavailable
 from activities.providers import open_providers
 from common.settings import Settings
 from starter import cli
-from tests.helpers import PASSWORD
-from tests.stack import Stack, bare_namespace, run_create_commands
+from tests.helpers import PASSWORD, register, result_of, wait_for_state, wrong_code
+from tests.stack import Stack, bare_namespace, beside, run_create_commands
 from tests.test_bad_input import NO_SERVER, REPO, server_of
 from tests.test_bad_input import cli as run_cli
 from workflows import visibility
+from workflows.models import RegistrationState
 
 
 @pytest.fixture(autouse=True)
@@ -382,3 +384,57 @@ async def test_a_name_is_shown_literally_in_the_summary_and_bidi_controls_are_re
         server, settings, *register_args(new_email(), "Mehr\u200cdad"), stdin=password
     )  # a zero-width non-joiner, as Persian names have it
     assert code == cli.OK
+
+
+async def test_activate_and_resend_retried_with_a_request_id_answer_as_the_first_time(
+    dev_env: WorkflowEnvironment, stack: Stack
+) -> None:
+    """``--request-id``: a backend that ran the command and lost its answer (no worker answered
+    in time, the server went away) runs it again with the same id and hears the first answer;
+    the attempt or the resend counts once."""
+    server = server_of(dev_env)
+    async for quick in beside(stack, "quick", settings={"resend_interval": timedelta(0)}):
+        email = new_email()
+        await register(quick, email)
+        await wait_for_state(quick, email, RegistrationState.PENDING)
+        before = await quick.registrations.status(email)
+        activate = ("activate", "--email", email, "--code", wrong_code(quick.code_for(email)))
+        first = await run_cli(server, quick.settings, *activate, "--request-id", "try-1")
+        again = await run_cli(server, quick.settings, *activate, "--request-id", "try-1")
+        assert first == again and first[0] == cli.REJECTED
+        assert first[1] == {"outcome": "invalid_code", "attempts_left": 4}
+        assert (await quick.registrations.status(email)).attempts_left == before.attempts_left - 1
+        for _ in range(2):  # without one, each run counts
+            code, out = await run_cli(server, quick.settings, *activate)
+            assert code == cli.REJECTED and out["outcome"] == "invalid_code"
+        assert (await quick.registrations.status(email)).attempts_left == before.attempts_left - 3
+
+        resend = ("resend", "--email", email, "--request-id", "resend-1")
+        first = await run_cli(server, quick.settings, *resend)
+        again = await run_cli(server, quick.settings, *resend)
+        assert first == again and first[0] == cli.OK and first[1]["outcome"] == "sent"
+        assert (await quick.registrations.status(email)).resends_left == before.resends_left - 1
+        code, out = await run_cli(
+            server, quick.settings, "resend", "--email", email, "--request-id", "resend\n2"
+        )
+        assert code == cli.REJECTED and out["error"] == "invalid_input"
+        assert out["field"] == "request_id" and "line breaks" in out["message"]
+
+
+async def test_approve_and_cancel_of_an_ended_registration_answer_not_pending(
+    dev_env: WorkflowEnvironment, stack: Stack
+) -> None:
+    server, email = server_of(dev_env), new_email()
+    receipt = await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    await stack.registrations.approve(email, "support:kim", "identity checked by phone")
+    await result_of(stack, receipt.registration_id)  # the run has ended: active
+    approve = ("approve", "--email", email, "--operator", "ops", "--reason", "verified by phone")
+    approving, cancelling = await asyncio.gather(
+        run_cli(server, stack.settings, *approve),
+        run_cli(server, stack.settings, "cancel", "--email", email),
+    )
+    not_pending = {"error": "not_pending", "state": "active"}
+    message = f"the registration of {email} is active, not"
+    assert approving == (cli.REJECTED, {**not_pending, "message": f"{message} pending"})
+    assert cancelling == (cli.REJECTED, {**not_pending, "message": f"{message} running"})
