@@ -212,8 +212,10 @@ class RegistrationClient:
         metadata: Mapping[str, str] | None = None,
         activation_ttl: timedelta | None = None,
     ) -> Receipt:
-        """Validate, seal the password and start the workflow, or, if one is pending for this
-        email, ask it to resend the code (subject to the resend throttle)."""
+        """Validate, seal the password and start the workflow. If one is open for this email,
+        hand it this request (``register_again``): a pending one resends the code (subject to
+        the resend throttle); one that only waits for its undos starts this registration once
+        they are done."""
         registration = self._registration_input(
             email=email,
             name=name,
@@ -239,7 +241,7 @@ class RegistrationClient:
         except WorkflowAlreadyStartedError:
             try:
                 await self._handle(workflow_id).signal(
-                    RegistrationWorkflow.resend, ResendRequest(requested_by="repeated registration")
+                    RegistrationWorkflow.register_again, registration
                 )
             except RPCError as err:
                 if not self._not_found(err):

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -37,7 +37,7 @@ from tests.helpers import (
     wait_for_state,
     wrong_code,
 )
-from tests.outbox import latest_token
+from tests.outbox import latest_token, messages_to
 from tests.stack import Remote, Stack, beside
 from workflows import visibility
 from workflows.models import (
@@ -319,6 +319,34 @@ async def failed_then_cancelled_while_undoing(stack: Stack, env: WorkflowEnviron
     return receipt.registration_id
 
 
+async def failed_then_registered_again(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The activation fails for good and the principal's undo is held up at the provider; the
+    customer registers again meanwhile. Same receipt; that registration starts, with its own
+    data, once the undo is done, as the next run of the workflow (continue-as-new). The first run
+    is recorded; staff then cancel the second."""
+    held = HeldRejectingIdentity(identity(stack), rejections=0)
+    async for gated in beside(stack, "again", identity=held):
+        receipt = await register(gated, EMAIL, NAME_GIVEN)
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
+        assert reply.outcome is ActivationOutcome.FAILED
+        await asyncio.wait_for(held.reached.wait(), 10)
+        assert await register(gated, EMAIL, "Riley Again") == receipt
+        held.release.set()
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        assert held.deletes == 1
+        mails = messages_to(gated.settings.outbox_path, EMAIL)
+        assert [m["Subject"] == mails[0]["Subject"] for m in mails] == [True, True]
+        assert "Riley Again" in mails[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        principal = await identity(stack).find_principal(EMAIL.lower())
+        assert principal is not None and not principal.active  # the new registration's
+        await gated.registrations.cancel(EMAIL, "support: test over")
+        with pytest.raises(WorkflowFailureError):
+            await result_of(gated, receipt.registration_id)
+    assert await identity(stack).find_principal(EMAIL.lower()) is None
+    return receipt.registration_id
+
+
 async def cancelled_before_the_start(stack: Stack, env: WorkflowEnvironment) -> str:
     """Staff cancel a registration that no worker has picked up yet (workers down or behind):
     it still ends ``cancelled``, in the status and the search attribute alike."""
@@ -387,6 +415,16 @@ class Scenario(NamedTuple):
     """Runs every provider role as a remote one (``running_stack(remote=True)``)."""
     mails_code: bool = True
     """Mails at least one activation code (all but a registration cancelled before its start)."""
+    first_run: bool = False
+    """The path is the first run of the workflow ID's latest chain, which continued as new."""
+
+    async def history(self, client: Client, workflow_id: str) -> WorkflowHistory:
+        """The history of the run that took the path (``run`` returned ``workflow_id``)."""
+        handle = client.get_workflow_handle(workflow_id)
+        if self.first_run:
+            info = (await handle.describe()).raw_description.workflow_execution_info
+            handle = client.get_workflow_handle(workflow_id, run_id=info.first_run_id)
+        return await handle.fetch_history()
 
 
 SCENARIOS = {
@@ -410,6 +448,7 @@ SCENARIOS = {
     "failed_remote": Scenario(failed, False, remote=True),
     "failed_then_cancelled_while_answering": Scenario(failed_then_cancelled_while_answering, False),
     "failed_then_cancelled_while_undoing": Scenario(failed_then_cancelled_while_undoing, True),
+    "failed_then_registered_again": Scenario(failed_then_registered_again, False, first_run=True),
     "expired": Scenario(expired, True),
     "expired_remote": Scenario(expired, True, remote=True),
     "locked": Scenario(locked, True),

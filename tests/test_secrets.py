@@ -116,7 +116,7 @@ async def test_history_query_and_logs_hold_no_secret(
         workflow_id = await scenario.run(stack, env)
         async for reader in on_queue_of(stack, workflow_id):
             status = await reader.registrations.status(EMAIL)
-        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        history = await scenario.history(client, workflow_id)
         codes, tokens = mailed(settings.outbox_path)
 
     history_json = history.to_json()

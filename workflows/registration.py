@@ -86,6 +86,16 @@ ENDINGS = frozenset(RegistrationState) - {
     RegistrationState.PENDING,
     RegistrationState.ACTIVATING,
 }
+UNDOING = frozenset(
+    {
+        RegistrationState.EXPIRED,
+        RegistrationState.LOCKED,
+        RegistrationState.CANCELLED,
+        RegistrationState.FAILED,
+    }
+)
+"""Endings after which the run stays open only for its undos (hours, if a provider refuses one
+for now): a new registration for the email waits for them (``register_again``)."""
 
 
 @workflow.defn
@@ -121,6 +131,8 @@ class RegistrationWorkflow:
         """Codes submitted once the activation was under way (``_check_repeated_code``)."""
         self._approval: Approval | None = None
         self._locked_out = False
+        self._registered_again: RegistrationInput | None = None
+        """The newest ``register`` for this email that arrived while this run was undoing."""
 
     @workflow.run
     async def run(self, input: RegistrationInput) -> RegistrationResult:
@@ -133,14 +145,17 @@ class RegistrationWorkflow:
                     raise  # recorded before: the run ended cancelled, its status "starting"
                 await self._end_with_compensation(RegistrationState.CANCELLED, "cancelled")
                 await self._finish_handlers()
+                self._continue_if_registered_again()
                 raise
             reason = _describe(err)
             await self._end_with_compensation(RegistrationState.FAILED, reason)
             await self._finish_handlers()
+            self._continue_if_registered_again()
             raise ApplicationError(
                 f"registration failed: {reason}", type="RegistrationFailed", non_retryable=True
             ) from err
         await self._finish_handlers()
+        self._continue_if_registered_again()
         return result
 
     async def _finish_handlers(self) -> None:
@@ -154,6 +169,16 @@ class RegistrationWorkflow:
                 raise
             workflow.logger.info("cancel ignored: the registration is %s", self._state.value)
             await run_to_completion(workflow.wait_condition(workflow.all_handlers_finished))
+
+    def _continue_if_registered_again(self) -> None:
+        """The undos are done: a ``register`` that came in meanwhile starts now, as the next run
+        of this workflow ID (continue-as-new; its status query and search attributes take over
+        from this run's, whose outcome stays in its history)."""
+        if self._registered_again is not None:
+            workflow.logger.info("undos done: the registration requested meanwhile starts")
+            workflow.continue_as_new(
+                self._registered_again, search_attributes=self._visibility.next_run()
+            )
 
     async def _register(self) -> RegistrationResult:
         # Which providers run in-process (local activities) and which call out. Inside the
@@ -383,9 +408,26 @@ class RegistrationWorkflow:
 
     @workflow.signal
     async def resend(self, request: ResendRequest | None = None) -> None:
-        """Fire-and-forget form of ``request_resend`` (Temporal UI, or a repeated start)."""
+        """Fire-and-forget form of ``request_resend`` (Temporal UI)."""
+        await self._resend_quietly(request or ResendRequest())
+
+    @workflow.signal
+    async def register_again(self, again: RegistrationInput) -> None:
+        """``register`` for this email while this run is open (the starter's answer to "already
+        started"). While a code can be taken, or an email with an account is answered as if one
+        could, it is a resend, and this registration's data stays. Once this run's outcome is
+        decided and it only waits for its undos, a resend would be lost (nothing is pending, and
+        a refused undo is retried for hours): the request is kept, the newest one, and starts
+        when the undos are done (``_continue_if_registered_again``)."""
+        if self._state in UNDOING:
+            workflow.logger.info("registered again: starts once the undos are done")
+            self._registered_again = again
+            return
+        await self._resend_quietly(ResendRequest(requested_by="repeated registration"))
+
+    async def _resend_quietly(self, request: ResendRequest) -> None:
         try:
-            await self._resend(request or ResendRequest())
+            await self._resend(request)
         except FailureError as err:  # a signal must not fail the workflow; status tells
             workflow.logger.warning("resend failed: %s", _describe(err))
 

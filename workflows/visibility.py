@@ -147,6 +147,14 @@ class Visibility:
             updates.append(CUSTOMER_NUMBER.value_set(customer_number))
         self._upsert(*updates)
 
+    def next_run(self) -> TypedSearchAttributes | None:
+        """The attributes of this registration's next run (continue-as-new): this run's email,
+        ``starting`` again, and no customer number or expiry yet (by default the next run would
+        start with this one's final status). None where this run has none."""
+        if not self._enabled:
+            return None
+        return at_start("starting", workflow.info().typed_search_attributes.get(EMAIL))
+
     def _upsert(self, *updates: SearchAttributeUpdate[Any]) -> None:
         if self._enabled:
             workflow.upsert_search_attributes(list(updates))

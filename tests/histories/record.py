@@ -47,7 +47,7 @@ async def record(names: list[str]) -> None:
                 settings = make_settings(Path(folder), encryption=False)
                 async for stack in running_stack(client, settings, remote=scenario.remote):
                     workflow_id = await scenario.run(stack, env)
-                    history = await client.get_workflow_handle(workflow_id).fetch_history()
+                    history = await scenario.history(client, workflow_id)
             (HERE / f"{name}.json").write_text(history.to_json())
             print(f"recorded {name}: {len(history.events)} events")
 
