@@ -16,7 +16,7 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 from email.headerregistry import BaseHeader, HeaderRegistry
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.policy import Policy, default
 from email.utils import format_datetime, parseaddr
 
@@ -30,15 +30,22 @@ HEADER_CACHE_SIZE = 256
 
 
 class _FoldedOnce(BaseHeader):
-    """A header that folds itself once per policy: the cached headers (see ``_HeaderClasses``) are
-    written into every message, and RFC 5322 folding re-parses the value each time (about a third
-    of generating a mail). Header objects are immutable, so the folded text cannot go stale."""
+    """A header that folds itself once per line length, line separator and UTF-8 setting: the
+    cached headers (see ``_HeaderClasses``) are written into every message, and RFC 5322 folding
+    re-parses the value each time (about a third of generating a mail). Header objects are
+    immutable, so the folded text cannot go stale.
+
+    Keyed on those three settings, the only ones folding reads (``_refold_parse_tree`` and
+    ``MsgID.fold`` in ``email._header_value_parser``), not on the policy object: the generator
+    clones its policy for every part of a multipart message, so a memo per policy object missed
+    for every part's headers."""
 
     def fold(self, *, policy: Policy) -> str:
-        memo: dict[Policy, str] = self.__dict__.setdefault("_folded", {})
-        folded = memo.get(policy)
+        memo: dict[tuple[int | None, str, bool], str] = self.__dict__.setdefault("_folded", {})
+        key = (policy.max_line_length, policy.linesep, getattr(policy, "utf8", False))
+        folded = memo.get(key)
         if folded is None:
-            folded = memo[policy] = super().fold(policy=policy)
+            folded = memo[key] = super().fold(policy=policy)
         return folded
 
 
@@ -115,10 +122,24 @@ class MimeBuilder:
         email["Message-ID"] = self.message_id(message.idempotency_key)
         email["X-Category"] = message.category
         email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to no-reply
-        email.set_content(message.text, subtype="plain", charset="utf-8")
-        email.make_alternative(boundary=_boundary())
-        email.add_alternative(message.html, subtype="html", charset="utf-8")
+        # The container and its two parts are made as they end up, not by ``set_content`` then
+        # ``make_alternative`` and ``add_alternative``, which move and re-parse headers (and gave
+        # the HTML part a MIME-Version of its own).
+        email["MIME-Version"] = "1.0"
+        email["Content-Type"] = f'multipart/alternative; boundary="{_boundary()}"'
+        email.set_payload(
+            [
+                _part(message.text, "plain", email.policy),
+                _part(message.html, "html", email.policy),
+            ]
+        )
         return email
+
+
+def _part(body: str, subtype: str, policy: Policy) -> MIMEPart:
+    part = MIMEPart(policy=policy)
+    part.set_content(body, subtype=subtype, charset="utf-8")
+    return part
 
 
 def needs_smtputf8(email: EmailMessage) -> bool:
