@@ -4,9 +4,9 @@ Every command prints one JSON object on stdout, usage errors included. Exit code
   0  success
   1  the action was rejected: wrong code, nothing pending, unknown email, invalid input; a
      registration whose state does not allow it ("not_pending", with the state: approve of one
-     that is not pending, cancel of one that has ended); or the Temporal server refused the call
-     (the JSON says "temporal"), or the customers provider refused an import ("provider", with
-     the error's type)
+     that is not pending, cancel of one whose outcome is decided or whose run has ended); or the
+     Temporal server refused the call (the JSON says "temporal"), or the customers provider
+     refused an import ("provider", with the error's type)
   2  usage error: bad arguments, an unreadable import file or an invalid row in it, invalid
      configuration (the JSON names the variable)
   3  the Temporal server cannot be reached, at the start (TEMPORAL_ADDRESS; the JSON names the
@@ -58,7 +58,8 @@ OK, REJECTED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 REQUEST_ID_HELP = (
     "a new, unguessable id of this request, e.g. a UUID (up to 200 characters, one line): run"
     " again with the same id after a lost answer, and the first answer comes back instead of a"
-    " second attempt"
+    " second attempt (within the same registration: once a new one for the email has started,"
+    " the id runs in that one)"
 )
 
 

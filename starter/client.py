@@ -114,11 +114,12 @@ def _markdown_literal(text: str) -> str:
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=200), AfterValidator(_one_line)
 ]
-"""A caller's id of one ``submit_code`` or ``resend`` call, used as its Temporal update id: its
-retries share it, and no other call of that registration may, since Temporal answers a repeated
-id with the first call's outcome, whatever the repeat carries (another code) or asks (a resend
-after a code). Not empty: the SDK would replace an empty id with a random one, and a retry would
-count again. One line: it shows in the workflow's history and in the Temporal UI."""
+"""A caller's id of one ``submit_code`` or ``resend`` call, which its retries share. Its Temporal
+update id is this id behind the update's name (``_update_id``), so a code and a resend given the
+same id are two calls; two codes (or two resends) given one id are one, since Temporal answers a
+repeated id with the first call's outcome whatever the repeat carries (another code). Not empty:
+the SDK would replace an empty id with a random one, and a retry would count again. One line: it
+shows in the workflow's history and in the Temporal UI."""
 _REQUEST_ID: TypeAdapter[str] = TypeAdapter(RequestId)
 
 
@@ -150,11 +151,12 @@ class UnknownRegistration(RegistrationError, LookupError):
 
 class NotPending(RegistrationError):
     """The registration exists, but its state does not allow the action: ``approve`` of one that
-    is not pending, ``cancel`` of one that is not running. Not ``InvalidInput``: the input was
-    fine, and the same call may have been right a moment earlier (a double click, two staff
-    members). ``state`` is the registration's state (a ``RegistrationState`` value), or, for a
-    run that Temporal itself ended (terminated, timed out) or that kept no state in its search
-    attributes, Temporal's status of the run (``terminated``, ``completed``...)."""
+    is not pending, ``cancel`` of one whose outcome is decided or whose run has ended. Not
+    ``InvalidInput``: the input was fine, and the same call may have been right a moment earlier
+    (a double click, two staff members). ``state`` is the registration's state (a
+    ``RegistrationState`` value), or, for a run that Temporal itself ended (terminated, timed
+    out) or that kept no state in its search attributes, Temporal's status of the run
+    (``terminated``, ``completed``...)."""
 
     def __init__(self, state: str, message: str) -> None:
         super().__init__(message)
@@ -268,17 +270,20 @@ class RegistrationClient:
 
         ``request_id`` makes a retry safe: a backend that calls again after ``NoWorkerAnswered``,
         a timeout or a lost connection, with the same ``request_id``, gets the first call's reply
-        instead of a second attempt counted against the code (see ``_update``). Use a new one
-        for every code the customer submits, and one nobody can guess (a UUID the backend makes,
-        not a value the customer picks): a repeated id is answered with the first reply whatever
-        code it carries, so a guessed id would tell whether someone else's code activated an
-        account. Without one, each call counts on its own.
+        instead of a second attempt counted against the code (see ``_update``). That holds within
+        the registration's run, also once it has closed; once a new registration for the email
+        has started (a new ``register``, also one that continued the old run as new), a repeated
+        id is a new call in that registration. Use a new one for every code the customer
+        submits, and one nobody can guess (a UUID the backend makes, not a value the customer
+        picks): a repeated id is answered with the first reply whatever code it carries, so a
+        guessed id would tell whether someone else's code activated an account. The same id
+        given to a ``resend`` is another call. Without one, each call counts on its own.
         """
         if not _SUBMITTABLE_CODE.fullmatch(code.strip()):
             raise InvalidInput(
                 "code", f"not a {CODE_DIGITS}-digit code or an activation link token"
             )
-        update_id = _update_id(request_id)
+        update_id = _update_id(RegistrationWorkflow.submit_activation_code, request_id)
         submission = CodeSubmission(sealed_code=self._sealer.seal(code.strip()))
         try:
             return await self._update(
@@ -311,11 +316,11 @@ class RegistrationClient:
     ) -> ResendReply:
         """Mail a new code (the old one stops working), within the throttle and the cap.
 
-        ``request_id``, as for ``submit_code``: a retry with the same one gets the first reply
-        (``sent``) instead of sending another code, or being told ``throttled`` about the code
-        its own first try sent."""
+        ``request_id``, as for ``submit_code`` (within the same run): a retry with the same one
+        gets the first reply (``sent``) instead of sending another code, or being told
+        ``throttled`` about the code its own first try sent."""
         request = _validated(ResendRequest, requested_by=requested_by)
-        update_id = _update_id(request_id)
+        update_id = _update_id(RegistrationWorkflow.request_resend, request_id)
         try:
             return await self._update(
                 email, RegistrationWorkflow.request_resend, request, update_id
@@ -329,21 +334,96 @@ class RegistrationClient:
             return ResendReply(outcome=ResendOutcome.NOT_PENDING, resends_left=status.resends_left)
 
     async def approve(self, email: str, operator: str, reason: str) -> RegistrationStatus:
-        """Staff activation without a code. Raises ``NotPending`` unless it is pending."""
+        """Staff activation without a code. Raises ``NotPending`` unless it is pending.
+
+        The run is described before it is queried: a query of a run that Temporal terminated
+        replays it up to the termination, and says ``pending`` for one terminated while pending.
+        The query and the signal go to the run described, so that an approval never reaches a
+        later registration of the email; a run that closes in between (the signal fails as
+        "already completed") is ``NotPending`` with the state it ended in."""
         approval = _validated(Approval, operator=operator, reason=reason)
-        status = await self.status(email)
+        run, _ = await self._open_run(email, "not pending")
+        status = await self._status_of(email, run)
         if status.state is not RegistrationState.PENDING:
-            state = status.state.value
-            raise NotPending(state, f"the registration of {email} is {state}, not pending")
-        await self._handle_for(email).signal(RegistrationWorkflow.approve, approval)
+            raise _not_pending(email, status.state.value, "not pending")
+        try:
+            await run.signal(RegistrationWorkflow.approve, approval)
+        except RPCError as err:
+            if not self._closed(err):
+                raise
+            raise await self._ended_meanwhile(email, run, "not pending") from None
         return status
 
     async def status(self, email: str) -> RegistrationStatus:
         """The registration's state, by a query that a worker answers (``NoWorkerAnswered`` if
         none does within the answer timeout)."""
-        query = self._handle_for(email).query(
-            RegistrationWorkflow.status, rpc_timeout=self._answer_timeout
-        )
+        return await self._status_of(email, self._handle_for(email))
+
+    async def cancel(self, email: str, reason: str = "") -> None:
+        """Cancels a running registration; its compensations undo what it did. Raises
+        ``NotPending`` once it has ended, and also while its run is still open for an outcome
+        that is decided (``_DECIDED``: the welcome mail of an active one, the undos of the
+        others), which the workflow keeps: the cancel would change nothing, and reporting it done
+        would tell staff that something was undone (an outcome decided between this check and
+        the cancel's arrival still keeps it: the workflow ignores the cancel then). The state is
+        the one the run records in its search attribute; a registration started without search
+        attributes is asked by the status query (``NoWorkerAnswered`` if no worker answers).
+
+        The cancel goes to the run described, not to a registration that continues it as new.
+        Temporal accepts a cancel of a run that has closed, and does nothing with it: a run that
+        closed in between is told by its description afterwards (``_cancel_reached``), as
+        ``NotPending`` with the state it ended in."""
+        run, description = await self._open_run(email, "not running")
+        state = await self._running_state(email, run, description)
+        if state in _DECIDED:
+            message = (
+                f"the registration of {email} is already {state}: a cancel would change nothing"
+            )
+            raise NotPending(state.value, message)
+        try:
+            await run.cancel(reason=reason)
+        except RPCError as err:
+            if not self._closed(err):
+                raise
+            raise await self._ended_meanwhile(email, run, "not running") from None
+        after = await self._registered(email, run.describe())
+        if not _cancel_reached(after):
+            raise _not_pending(email, _ended_state(after), "not running")
+
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _open_run(
+        self, email: str, not_what: str
+    ) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
+        """The registration's current run, pinned by its run id, and its description; a run that
+        is no longer running is ``NotPending`` (``"..., {not_what}"``) with the state it ended in
+        (``_ended_state``). Asked of Temporal, not by a query, which a run that Temporal ended
+        answers as it was before the end."""
+        handle = self._handle_for(email)
+        description = await self._registered(email, handle.describe())
+        if description.status is not WorkflowExecutionStatus.RUNNING:
+            raise _not_pending(email, _ended_state(description), not_what)
+        run = self._client.get_workflow_handle(description.id, run_id=description.run_id)
+        return run, description
+
+    async def _running_state(
+        self,
+        email: str,
+        run: WorkflowHandle[Any, Any],
+        description: WorkflowExecutionDescription,
+    ) -> RegistrationState:
+        """A running registration's state: the one its ``RegistrationStatus`` search attribute
+        records (the workflow sets it with each state it reaches), which needs no worker: staff
+        may cancel a registration that no worker has picked up yet (it records ``starting``).
+        Else the status query (a registration started without search attributes)."""
+        recorded = description.typed_search_attributes.get(visibility.STATUS)
+        if recorded in _STATES:
+            return RegistrationState(recorded)
+        return (await self._status_of(email, run)).state
+
+    async def _status_of(self, email: str, handle: WorkflowHandle[Any, Any]) -> RegistrationStatus:
+        """The status query of ``handle``'s run; ``NoWorkerAnswered`` if no worker answers."""
+        query = handle.query(RegistrationWorkflow.status, rpc_timeout=self._answer_timeout)
         try:
             return await self._registered(email, query)
         except RPCError as err:
@@ -356,17 +436,12 @@ class RegistrationClient:
                 raise self._no_worker() from None
             raise
 
-    async def cancel(self, email: str, reason: str = "") -> None:
-        """Cancels a running registration; its compensations undo what it did. Raises
-        ``NotPending`` once it has ended."""
-        handle = self._handle_for(email)
-        description = await self._registered(email, handle.describe())
-        if description.status is not WorkflowExecutionStatus.RUNNING:
-            state = _ended_state(description)
-            raise NotPending(state, f"the registration of {email} is {state}, not running")
-        await handle.cancel(reason=reason)
-
-    # -- internals -------------------------------------------------------------------------------
+    async def _ended_meanwhile(
+        self, email: str, run: WorkflowHandle[Any, Any], not_what: str
+    ) -> NotPending:
+        """``NotPending`` for a run that closed after ``_open_run`` found it running."""
+        description = await self._registered(email, run.describe())
+        return _not_pending(email, _ended_state(description), not_what)
 
     def _registration_input(
         self, *, password: str, activation_ttl: timedelta | None, **fields: Any
@@ -398,12 +473,16 @@ class RegistrationClient:
         accept it within the answer timeout (``NoWorkerAnswered``); its result may take longer.
 
         Every try carries ``update_id``, and so does each of the SDK's own retries of one try.
-        The server keeps one update per id and run: a repeat of an id that is admitted, accepted
-        or completed is attached to that update and answered with its outcome (also once the run
-        has closed), and the workflow never sees it. Nothing is kept of an update that was
-        rejected, by the validator or with the workflow task that took it (the server clears its
-        update registry then; Temporal's docs/architecture/workflow-update.md), so a try after
-        FAILED_PRECONDITION runs it afresh under the same id."""
+        The server keeps one update per id and run, whichever update it names (hence the name in
+        the id, ``_update_id``): a repeat of an id that is admitted, accepted or completed in the
+        same run is attached to that update and answered with its outcome (also once that run has
+        closed), and the workflow never sees it. The id is addressed to the workflow ID, not to a
+        run: once a new registration for the email has started (a new ``register``, also one
+        that continued the run as new), a repeat reaches that one's run, which never saw the id,
+        and runs there afresh. Nothing is kept of an update that was rejected, by the validator
+        or with the workflow task that took it (the server clears its update registry then;
+        Temporal's docs/architecture/workflow-update.md), so a try after FAILED_PRECONDITION runs
+        it afresh under the same id."""
         for attempt in range(UPDATE_ATTEMPTS):
             try:
                 handle = await self._accepted(
@@ -445,6 +524,11 @@ class RegistrationClient:
         ``err`` says that the client's namespace does not exist."""
         if namespace_not_found(err):
             raise NamespaceNotFound(self._client) from None
+
+    def _closed(self, err: RPCError) -> bool:
+        """Whether a signal or cancel of a pinned run failed because the run has closed (NOT_FOUND,
+        "workflow execution already completed"), or is gone."""
+        return self._not_found(err) or "already completed" in err.message
 
     def _not_found(self, err: RPCError) -> bool:
         """Whether ``err`` says that the registration's workflow does not exist. Temporal says
@@ -549,16 +633,53 @@ def _nothing_pending(email: str) -> UnknownRegistration:
     return UnknownRegistration(f"no pending registration for {email}")
 
 
-def _update_id(request_id: str | None) -> str:
-    """The update id of one ``submit_code`` or ``resend`` call: the caller's ``request_id``, so
-    that its retries of the call are one update, or a new one for a call without. Made here, not
-    by the SDK per ``start_update``, so that ``_update``'s own tries of the call share it."""
+def _update_id(update: UpdateMethodMultiParam[Any, Any], request_id: str | None) -> str:
+    """The update id of one ``submit_code`` or ``resend`` call: the caller's ``request_id`` (or a
+    new one for a call without) behind the update's name, ``submit_activation_code:<id>``, so
+    that the retries of a call are one update. Temporal keeps one update per id and run,
+    whichever update it names: without the name, a resend given the id of a code would be
+    answered with the code's reply (which does not even decode as a resend's). Made here, not by
+    the SDK per ``start_update``, so that ``_update``'s own tries of the call share it."""
+    name = update._defn.name  # the update's name in Temporal, as the SDK's client takes it
     if request_id is None:
-        return str(uuid.uuid4())
+        return f"{name}:{uuid.uuid4()}"
     try:
-        return _REQUEST_ID.validate_python(request_id)
+        return f"{name}:{_REQUEST_ID.validate_python(request_id)}"
     except ValidationError as err:
         raise InvalidInput("request_id", err.errors()[0]["msg"]) from None
+
+
+def _not_pending(email: str, state: str, not_what: str) -> NotPending:
+    """``NotPending`` for ``state``: "the registration of <email> is <state>, <not_what>"."""
+    return NotPending(state, f"the registration of {email} is {state}, {not_what}")
+
+
+def _cancel_reached(description: WorkflowExecutionDescription) -> bool:
+    """Whether a cancel that Temporal accepted reached the run described after it: Temporal
+    records it on a running run (``cancel_requested``, kept once the run has ended), and accepts
+    one for a run that has closed without recording anything. A server that does not report
+    ``cancel_requested`` is taken at its word while the run is running or ended cancelled."""
+    requested = description.raw_description.workflow_extended_info.cancel_requested
+    return requested or description.status in (
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.CANCELED,
+    )
+
+
+_STATES = frozenset(state.value for state in RegistrationState)
+_DECIDED = frozenset(
+    {
+        RegistrationState.ACTIVE,
+        RegistrationState.EXPIRED,
+        RegistrationState.LOCKED,
+        RegistrationState.FAILED,
+        RegistrationState.CANCELLED,
+    }
+)
+"""Outcomes a cancel no longer changes while the run stays open for them (the welcome mail of an
+active registration, the undos of the others): the workflow keeps an outcome once decided.
+``already_registered`` is not among them: staff may cancel it, which ends its run Canceled in
+Temporal (its status stays ``already_registered``)."""
 
 
 _ENDED_ON_ITS_OWN = frozenset(
@@ -577,7 +698,7 @@ def _ended_state(description: WorkflowExecutionDescription) -> str:
     without search attributes recorded nothing."""
     status = description.status
     recorded = description.typed_search_attributes.get(visibility.STATUS)
-    if status in _ENDED_ON_ITS_OWN and recorded in {state.value for state in RegistrationState}:
+    if status in _ENDED_ON_ITS_OWN and recorded in _STATES:
         return str(recorded)
     return status.name.lower() if status is not None else "unknown"
 

@@ -305,7 +305,8 @@ async def failed_then_cancelled_while_undoing(stack: Stack, env: WorkflowEnviron
         reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
         assert reply.outcome is ActivationOutcome.FAILED
         await asyncio.wait_for(held.reached.wait(), 10)
-        await gated.registrations.cancel(EMAIL, reason="staff gave up waiting")
+        # From the Temporal UI: the client refuses to cancel a registration that has failed.
+        await gated.client.get_workflow_handle(receipt.registration_id).cancel()
         await asyncio.sleep(0.5)  # the cancel reaches the workflow while the undo runs
         held.release.set()  # ... which is then refused
         await env.sleep(timedelta(minutes=4))  # retries after 1 and 2 minutes
@@ -377,7 +378,8 @@ async def failed_then_cancelled_while_answering(stack: Stack, env: WorkflowEnvir
         await asyncio.wait_for(held.reached.wait(), 10)
         await gated.registrations.approve(EMAIL, "support:kim", "identity checked by phone")
         await wait_for_state(gated, EMAIL, RegistrationState.FAILED)
-        await gated.registrations.cancel(EMAIL, "support: gave up")
+        # From the Temporal UI: the client refuses to cancel a registration that has failed.
+        await gated.client.get_workflow_handle(receipt.registration_id).cancel()
         await asyncio.sleep(0.5)  # the cancel reaches the workflow while the resend runs
         held.release.set()
         assert (await resend).outcome is ResendOutcome.SENT

@@ -27,6 +27,7 @@ from activities.errors import ProviderUnavailable
 from activities.providers import open_providers
 from common.settings import Settings
 from starter import cli
+from tests.doubles import HeldMail
 from tests.helpers import PASSWORD, register, result_of, wait_for_state, wrong_code
 from tests.stack import Stack, bare_namespace, beside, run_create_commands
 from tests.test_bad_input import NO_SERVER, REPO, server_of
@@ -414,6 +415,15 @@ async def test_activate_and_resend_retried_with_a_request_id_answer_as_the_first
         again = await run_cli(server, quick.settings, *resend)
         assert first == again and first[0] == cli.OK and first[1]["outcome"] == "sent"
         assert (await quick.registrations.status(email)).resends_left == before.resends_left - 1
+        # The id of a code given to a resend (or the other way round) is a call of its own.
+        code, out = await run_cli(server, quick.settings, "resend", "--email", email,
+                                  "--request-id", "try-1")  # fmt: skip
+        assert code == cli.OK and out["outcome"] == "sent"
+        wrong = wrong_code(quick.code_for(email))
+        code, out = await run_cli(server, quick.settings, "activate", "--email", email,
+                                  "--code", wrong, "--request-id", "resend-1")  # fmt: skip
+        assert code == cli.REJECTED and out["outcome"] == "invalid_code"
+        assert (await quick.registrations.status(email)).attempts_left == before.attempts_left - 4
         code, out = await run_cli(
             server, quick.settings, "resend", "--email", email, "--request-id", "resend\n2"
         )
@@ -438,3 +448,45 @@ async def test_approve_and_cancel_of_an_ended_registration_answer_not_pending(
     message = f"the registration of {email} is active, not"
     assert approving == (cli.REJECTED, {**not_pending, "message": f"{message} pending"})
     assert cancelling == (cli.REJECTED, {**not_pending, "message": f"{message} running"})
+
+    # Terminated while pending: not the pending state a query replays, nor a raw Temporal error.
+    terminated = new_email()
+    receipt = await register(stack, terminated)
+    await wait_for_state(stack, terminated, RegistrationState.PENDING)
+    await dev_env.client.get_workflow_handle(receipt.registration_id).terminate("by hand")
+    approving, cancelling = await asyncio.gather(
+        run_cli(server, stack.settings, *approve[:2], terminated, *approve[3:]),
+        run_cli(server, stack.settings, "cancel", "--email", terminated),
+    )
+    not_pending = {"error": "not_pending", "state": "terminated"}
+    message = f"the registration of {terminated} is terminated, not"
+    assert approving == (cli.REJECTED, {**not_pending, "message": f"{message} pending"})
+    assert cancelling == (cli.REJECTED, {**not_pending, "message": f"{message} running"})
+
+
+async def test_cancel_of_an_active_registration_sending_its_welcome_answers_not_pending(
+    dev_env: WorkflowEnvironment, stack: Stack
+) -> None:
+    """Its run is still open, but the outcome is decided: the workflow would ignore the cancel,
+    so the CLI does not say ``{"cancelled": true}``."""
+    server, email = server_of(dev_env), new_email()
+    held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the welcome waits
+    async for welcoming in beside(stack, "welcome", mail=held):
+        receipt = await register(welcoming, email)
+        await wait_for_state(welcoming, email, RegistrationState.PENDING)
+        await welcoming.registrations.submit_code(email, welcoming.code_for(email))
+        await asyncio.wait_for(held.reached.wait(), 10)
+        code, out = await run_cli(server, welcoming.settings, "cancel", "--email", email)
+        held.release.set()
+        assert (await result_of(welcoming, receipt.registration_id)).state is (
+            RegistrationState.ACTIVE
+        )
+    assert (code, out) == (
+        cli.REJECTED,
+        {
+            "error": "not_pending",
+            "state": "active",
+            "message": f"the registration of {email} is already active: a cancel would change"
+            " nothing",
+        },
+    )

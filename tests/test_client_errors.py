@@ -3,6 +3,7 @@ does not allow the action, and the fallback message for a namespace without the 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import uuid
 from collections.abc import Awaitable
@@ -17,7 +18,7 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     RemoveSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import TemporalError
 from temporalio.testing import WorkflowEnvironment
 
@@ -34,11 +35,12 @@ from starter.client import (
     SealKeyMismatch,
     UnknownRegistration,
 )
-from tests.helpers import PASSWORD, register, result_of, wait_for_state
-from tests.stack import Stack, bare_namespace, run_create_commands
+from tests.doubles import HeldMail, HeldRejectingIdentity
+from tests.helpers import PASSWORD, identity, register, result_of, wait_for_state
+from tests.stack import Stack, bare_namespace, beside, run_create_commands
 from tests.test_bad_input import server_of
 from workflows import visibility
-from workflows.models import RegistrationState
+from workflows.models import ActivationOutcome, RegistrationState
 
 OLD_BASES: dict[type[Exception], type[Exception]] = {
     InvalidInput: ValueError,
@@ -116,7 +118,8 @@ async def test_approve_and_cancel_of_an_ended_registration_raise_not_pending(
     await registrations.approve(active, "support:kim", "identity checked by phone")
     await result_of(stack, receipts[active].registration_id)  # ended: active
     await registrations.cancel(cancelled, "support: asked by the customer")
-    await wait_for_state(stack, cancelled, RegistrationState.CANCELLED)
+    with pytest.raises(WorkflowFailureError):
+        await result_of(stack, receipts[cancelled].registration_id)  # ended: cancelled
     handle = stack.client.get_workflow_handle(receipts[terminated].registration_id)
     await handle.terminate("by hand")
 
@@ -129,10 +132,101 @@ async def test_approve_and_cancel_of_an_ended_registration_raise_not_pending(
             await registrations.cancel(email)
         assert cancelling.value.state == state
         assert str(cancelling.value) == f"the registration of {email} is {state}, not running"
-    # Terminated, its status attribute still says pending: Temporal's status of the run is told.
+    # Terminated, its status attribute still says pending, and a query replays it up to the
+    # termination and says pending too: Temporal's status of the run is told.
+    with pytest.raises(NotPending) as approving:
+        await registrations.approve(terminated, "support:kim", "identity checked by phone")
+    assert approving.value.state == "terminated"
+    assert str(approving.value) == f"the registration of {terminated} is terminated, not pending"
     with pytest.raises(NotPending) as cancelling:
         await registrations.cancel(terminated)
     assert cancelling.value.state == "terminated"
+
+
+@pytest.mark.parametrize("action", ["approve", "cancel"])
+async def test_a_run_that_closes_between_the_check_and_the_action_is_not_pending(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """The run is found running (and pending), then terminated before the signal or the cancel
+    reaches it: Temporal answers "workflow execution already completed", told as
+    ``NotPending`` with the state the run ended in, not as a raw ``RPCError``."""
+    registrations = stack.registrations
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    receipt = await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    handle = stack.client.get_workflow_handle(receipt.registration_id)
+    find_open_run = registrations._open_run
+
+    async def closing_after_the_check(*args: Any) -> Any:
+        found = await find_open_run(*args)
+        await handle.terminate("between the check and the action")
+        return found
+
+    monkeypatch.setattr(registrations, "_open_run", closing_after_the_check)
+    with pytest.raises(NotPending) as refused:
+        if action == "approve":
+            await registrations.approve(email, "support:kim", "identity checked by phone")
+        else:
+            await registrations.cancel(email)
+    assert refused.value.state == "terminated"
+    not_what = "not pending" if action == "approve" else "not running"
+    assert str(refused.value) == f"the registration of {email} is terminated, {not_what}"
+
+
+@pytest.mark.parametrize("search_attributes", [True, False], ids=["recorded", "queried"])
+async def test_cancel_of_a_decided_registration_whose_run_is_open_is_not_pending(
+    stack: Stack, search_attributes: bool
+) -> None:
+    """The outcome is decided, but the run is still open: ``active`` while the welcome mail is
+    held, ``cancelled`` while its undo is held. The workflow would ignore a cancel (an outcome,
+    once decided, stays), so it is not reported as done. ``already_registered`` stays
+    cancellable: it ends Canceled in Temporal, its status unchanged. The state is the one the
+    run recorded in its search attribute, or, for a registration started without search
+    attributes, the status query's."""
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    settings = {"search_attributes": search_attributes}
+
+    held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the welcome waits
+    async for welcoming in beside(stack, "welcome", settings=settings, mail=held):
+        registrations = welcoming.registrations
+        receipt = await register(welcoming, email)
+        await wait_for_state(welcoming, email, RegistrationState.PENDING)
+        reply = await registrations.submit_code(email, welcoming.code_for(email))
+        assert reply.outcome is ActivationOutcome.ACTIVATED
+        await asyncio.wait_for(held.reached.wait(), 10)
+        with pytest.raises(NotPending) as cancelling:
+            await registrations.cancel(email)
+        assert cancelling.value.state == "active"
+        assert str(cancelling.value) == (
+            f"the registration of {email} is already active: a cancel would change nothing"
+        )
+        held.release.set()
+        assert (await result_of(welcoming, receipt.registration_id)).state is (
+            RegistrationState.ACTIVE
+        )
+
+        second = await register(welcoming, email)  # the email has an account now
+        await wait_for_state(welcoming, email, RegistrationState.ALREADY_REGISTERED)
+        await registrations.cancel(email)
+        with pytest.raises(WorkflowFailureError):
+            await result_of(welcoming, second.registration_id)
+        status = await registrations.status(email)
+        assert status.state is RegistrationState.ALREADY_REGISTERED
+
+    other = f"{uuid.uuid4().hex[:12]}@example.com"
+    undoing = HeldRejectingIdentity(identity(stack), rejections=0)
+    async for held_undo in beside(stack, "undo", settings=settings, identity=undoing):
+        registrations = held_undo.registrations
+        receipt = await register(held_undo, other)
+        await wait_for_state(held_undo, other, RegistrationState.PENDING)
+        await registrations.cancel(other)
+        await asyncio.wait_for(undoing.reached.wait(), 10)
+        with pytest.raises(NotPending) as cancelling:
+            await registrations.cancel(other)
+        assert cancelling.value.state == "cancelled"
+        undoing.release.set()
+        with pytest.raises(WorkflowFailureError):
+            await result_of(held_undo, receipt.registration_id)
 
 
 async def test_a_start_refused_for_missing_search_attributes_names_both_ways_to_create_them(
