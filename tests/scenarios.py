@@ -348,6 +348,54 @@ async def failed_then_registered_again(stack: Stack, env: WorkflowEnvironment) -
     return receipt.registration_id
 
 
+async def cancelled_then_registered_again(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Staff cancel a pending registration; while its principal's undo is held up at the
+    provider, the customer registers again. That came after the cancel, so it is kept: it
+    starts once the undo is done, as the next run (continue-as-new). The first run is recorded;
+    staff then cancel the second."""
+    held = HeldRejectingIdentity(identity(stack), rejections=0)
+    async for gated in beside(stack, "recancel", identity=held):
+        receipt = await register(gated, EMAIL, NAME_GIVEN)
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        await gated.registrations.cancel(EMAIL, "customer asked by phone")
+        await asyncio.wait_for(held.reached.wait(), 10)
+        assert await register(gated, EMAIL, "Riley Again") == receipt
+        await asyncio.sleep(0.3)  # the signal reaches the run while the undo is held
+        held.release.set()
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        assert categories(gated, EMAIL) == [ACTIVATION, ACTIVATION]
+        await gated.registrations.cancel(EMAIL, "support: test over")
+        with pytest.raises(WorkflowFailureError):
+            await result_of(gated, receipt.registration_id)
+    assert await identity(stack).find_principal(EMAIL.lower()) is None
+    return receipt.registration_id
+
+
+async def active_then_registered_again(stack: Stack, env: WorkflowEnvironment) -> str:
+    """The email is registered again while its new account's welcome mail is still out: same
+    receipt, and once the welcome mail is sent the run continues as new into that registration,
+    which finds the account and tells its owner (as a ``register`` a moment later would). The
+    first run is recorded; staff then cancel the second."""
+    held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the welcome waits
+    async for gated in beside(stack, "welcome", mail=held):
+        receipt = await register(gated, EMAIL, NAME_GIVEN)
+        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
+        assert reply.outcome is ActivationOutcome.ACTIVATED
+        await asyncio.wait_for(held.reached.wait(), 10)
+        assert await register(gated, EMAIL, "Riley Again") == receipt
+        await asyncio.sleep(0.3)  # the signal reaches the run while the welcome mail is out
+        held.release.set()
+        await wait_for_state(gated, EMAIL, RegistrationState.ALREADY_REGISTERED)
+        assert categories(gated, EMAIL) == [ACTIVATION, WELCOME, "customer_already_registered"]
+        await gated.registrations.cancel(EMAIL, "support: test over")
+        with pytest.raises(WorkflowFailureError):
+            await result_of(gated, receipt.registration_id)
+    principal = await identity(stack).find_principal(EMAIL.lower())
+    assert principal is not None and principal.active
+    return receipt.registration_id
+
+
 async def cancelled_before_the_start(stack: Stack, env: WorkflowEnvironment) -> str:
     """Staff cancel a registration that no worker has picked up yet (workers down or behind):
     it still ends ``cancelled``, in the status and the search attribute alike."""
@@ -437,6 +485,7 @@ SCENARIOS = {
     "active_by_approval": Scenario(active_by_approval, False),
     "active_by_approval_with_resend": Scenario(active_by_approval_with_resend, False),
     "active_linked": Scenario(active_linked, False),
+    "active_then_registered_again": Scenario(active_then_registered_again, False, first_run=True),
     "active_remote": Scenario(active_by_code, False, remote=True),
     "already_registered": Scenario(already_registered, True),
     "already_registered_cancelled": Scenario(already_registered_cancelled, False),
@@ -446,6 +495,9 @@ SCENARIOS = {
     "cancelled_remote": Scenario(cancelled, False, remote=True),
     "cancelled_before_the_start": Scenario(cancelled_before_the_start, False, mails_code=False),
     "cancelled_during_activation": Scenario(cancelled_during_activation, False),
+    "cancelled_then_registered_again": Scenario(
+        cancelled_then_registered_again, False, first_run=True
+    ),
     "failed": Scenario(failed, False),
     "failed_remote": Scenario(failed, False, remote=True),
     "failed_then_cancelled_while_answering": Scenario(failed_then_cancelled_while_answering, False),

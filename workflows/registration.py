@@ -79,6 +79,7 @@ CHECK_REPEATED_CODES = "check-repeated-codes"
 FIRST_NOTICE_FIRST = "first-notice-first"
 CANCEL_BEFORE_THE_START = "cancel-before-the-start"
 NO_CODE_AFTER_APPROVAL = "no-code-after-approval"
+NO_CODE_AT_THE_END = "no-code-at-the-end"
 """``workflow.patched`` ids of behaviour added after registrations were recorded without it; each
 is asked only on the rare path it changes, so an ordinary registration records no marker."""
 ENDINGS = frozenset(RegistrationState) - {
@@ -86,16 +87,10 @@ ENDINGS = frozenset(RegistrationState) - {
     RegistrationState.PENDING,
     RegistrationState.ACTIVATING,
 }
-UNDOING = frozenset(
-    {
-        RegistrationState.EXPIRED,
-        RegistrationState.LOCKED,
-        RegistrationState.CANCELLED,
-        RegistrationState.FAILED,
-    }
-)
-"""Endings after which the run stays open only for its undos (hours, if a provider refuses one
-for now): a new registration for the email waits for them (``register_again``)."""
+FIRST_MAIL_GRACE = timedelta(seconds=10)
+"""The first resend throttle counts from the start, unless the first mail went out later than
+this, or than half the resend interval (a mail provider retrying): then from that mail, so two
+codes never go out back to back."""
 
 
 @workflow.defn
@@ -110,7 +105,6 @@ class RegistrationWorkflow:
         self._activated_at: datetime | None = None
         self._reason: str | None = None
         self._profile: ProviderProfile | None = None
-        self._saga = Saga()
         self._visibility = Visibility()
         self._new_principal_id = str(workflow.uuid4())
         self._new_customer_id = str(workflow.uuid4())
@@ -131,8 +125,10 @@ class RegistrationWorkflow:
         """Codes submitted once the activation was under way (``_check_repeated_code``)."""
         self._approval: Approval | None = None
         self._locked_out = False
+        self._saga = Saga(on_cancel=self._forget_registered_again)
         self._registered_again: RegistrationInput | None = None
-        """The newest ``register`` for this email that arrived while this run was undoing."""
+        """The newest ``register`` for this email that no code of this run answers; it starts
+        when this run ends (``register_again``)."""
 
     @workflow.run
     async def run(self, input: RegistrationInput) -> RegistrationResult:
@@ -141,6 +137,7 @@ class RegistrationWorkflow:
             result = await self._register()
         except (asyncio.CancelledError, FailureError) as err:
             if is_cancelled_exception(err):
+                self._forget_registered_again()
                 if self._profile is None and not workflow.patched(CANCEL_BEFORE_THE_START):
                     raise  # recorded before: the run ended cancelled, its status "starting"
                 await self._end_with_compensation(RegistrationState.CANCELLED, "cancelled")
@@ -168,17 +165,27 @@ class RegistrationWorkflow:
             if not workflow.patched(CANCEL_AFTER_THE_END):
                 raise
             workflow.logger.info("cancel ignored: the registration is %s", self._state.value)
+            self._forget_registered_again()
             await run_to_completion(workflow.wait_condition(workflow.all_handlers_finished))
 
     def _continue_if_registered_again(self) -> None:
-        """The undos are done: a ``register`` that came in meanwhile starts now, as the next run
-        of this workflow ID (continue-as-new; its status query and search attributes take over
-        from this run's, whose outcome stays in its history)."""
+        """This run is done (undos included): a ``register`` that no code of it answered starts
+        now, as the next run of this workflow ID (continue-as-new; its status query and search
+        attributes take over from this run's, whose outcome stays in its history). After an
+        activation, that next run finds the account and tells its owner, as any later
+        ``register`` would."""
         if self._registered_again is not None:
-            workflow.logger.info("undos done: the registration requested meanwhile starts")
+            workflow.logger.info("the registration requested meanwhile starts")
             workflow.continue_as_new(
                 self._registered_again, search_attributes=self._visibility.next_run()
             )
+
+    def _forget_registered_again(self) -> None:
+        """A cancel drops a ``register`` that came in before it: staff stopped this email's
+        registration. One that comes in after the cancel still starts."""
+        if self._registered_again is not None:
+            workflow.logger.info("cancelled: the registration requested before is dropped")
+            self._registered_again = None
 
     async def _register(self) -> RegistrationResult:
         # Which providers run in-process (local activities) and which call out. Inside the
@@ -225,6 +232,7 @@ class RegistrationWorkflow:
         # 3. The activation code, by mail.
         await self._issue_code()
         self._state = RegistrationState.PENDING
+        self._registered_again = None  # the code just mailed answers a register made meanwhile
         self._visibility.pending(self._expires_at)
 
         # 4. Wait for the code, an approval, expiry or a lockout.
@@ -263,6 +271,7 @@ class RegistrationWorkflow:
                 "as long as creating a principal (no account enumeration)",
             )
         await self._issue_code()
+        self._registered_again = None  # as for a new email: this notice answers it
         self._end(RegistrationState.ALREADY_REGISTERED)
         await self._activation_arrived()  # no code exists: only expiry or a lockout ends it
         self._existing_account = False
@@ -292,9 +301,15 @@ class RegistrationWorkflow:
                 f"mail activation code #{sequence}",
             )
         # The resend throttle counts from here: for the first code, from the start, the same
-        # moment whether or not the email has an account (its first mail goes out sooner).
-        from_start = sequence == 1 and self._in_process.existing_account_in_equal_time
-        self._issued_at = self._started_at if from_start else workflow.now()
+        # moment whether or not the email has an account (``FIRST_MAIL_GRACE``).
+        now = workflow.now()
+        grace = min(FIRST_MAIL_GRACE, self._policy.resend_interval / 2)
+        from_start = (
+            sequence == 1
+            and self._in_process.existing_account_in_equal_time
+            and now - self._started_at <= grace
+        )
+        self._issued_at = self._started_at if from_start else now
         self._attempts_on_code = 0
 
     async def _activation_arrived(self) -> bool:
@@ -414,16 +429,20 @@ class RegistrationWorkflow:
     @workflow.signal
     async def register_again(self, again: RegistrationInput) -> None:
         """``register`` for this email while this run is open (the starter's answer to "already
-        started"). While a code can be taken, or an email with an account is answered as if one
-        could, it is a resend, and this registration's data stays. Once this run's outcome is
-        decided and it only waits for its undos, a resend would be lost (nothing is pending, and
-        a refused undo is retried for hours): the request is kept, the newest one, and starts
-        when the undos are done (``_continue_if_registered_again``)."""
-        if self._state in UNDOING:
-            workflow.logger.info("registered again: starts once the undos are done")
-            self._registered_again = again
+        started"). While codes are taken (or an email with an account is answered as if they
+        were) it is a resend, and this registration's data stays. Otherwise a resend would be
+        lost: before the first mail, while the account is being activated or welcomed, after the
+        window, while undos run (a refused one is retried for hours). Then the request is kept,
+        the newest one: the first mail answers it if one is still to come, else it starts when
+        this run ends (``_continue_if_registered_again``)."""
+        if again.canonical_email != self._input.canonical_email:  # sent by hand, from the UI
+            workflow.logger.warning("register_again for another email ignored")
             return
-        await self._resend_quietly(ResendRequest(requested_by="repeated registration"))
+        if self._takes_resends:
+            await self._resend_quietly(ResendRequest(requested_by="repeated registration"))
+            return
+        workflow.logger.info("registered again: answered by the first mail or the next run")
+        self._registered_again = again
 
     async def _resend_quietly(self, request: ResendRequest) -> None:
         try:
@@ -442,6 +461,10 @@ class RegistrationWorkflow:
                 return self._resend_reply(ResendOutcome.NOT_PENDING)
             elif self._approval is not None and workflow.patched(NO_CODE_AFTER_APPROVAL):
                 # Approved in the same workflow task, before the run saw it: no new code.
+                return self._resend_reply(ResendOutcome.NOT_PENDING)
+            elif self._ended_unseen and workflow.patched(NO_CODE_AT_THE_END):
+                # Expired or locked in this workflow task (signals come before timers), before
+                # the run saw it: no code for a registration about to be undone.
                 return self._resend_reply(ResendOutcome.NOT_PENDING)
             if self._resends >= self._policy.max_resends:
                 return self._resend_reply(ResendOutcome.LIMIT_REACHED)
@@ -628,6 +651,18 @@ class RegistrationWorkflow:
         if self._existing_account:
             return self._issued is not None
         return self._state is RegistrationState.PENDING
+
+    @property
+    def _takes_resends(self) -> bool:
+        """Whether a resend would mail a code now: pending for the caller, no code accepted, the
+        wait not about to end (``_ended_unseen``)."""
+        return self._pending_for_caller and not self._activation_underway and not self._ended_unseen
+
+    @property
+    def _ended_unseen(self) -> bool:
+        """Locked out, or past the window, in this workflow task: the wait ends with it, but
+        handlers (signals first) may run before the run sees that."""
+        return self._locked_out or workflow.now() >= self._expires_at
 
     @property
     def _activation_underway(self) -> bool:

@@ -63,8 +63,11 @@ async def run_to_completion(action: Awaitable[T]) -> tuple[T, bool]:
 
 
 class Saga:
-    def __init__(self) -> None:
+    def __init__(self, on_cancel: Callable[[], None] = lambda: None) -> None:
+        """``on_cancel`` is told of a cancel that comes in while ``compensate`` runs, which goes
+        on regardless (the workflow's owner may want to know: a cancel has meaning beyond it)."""
         self._undos: list[Undo] = []
+        self._on_cancel = on_cancel
 
     async def step(self, action: Awaitable[T], undo: Callable[[T], Undo | None] | None = None) -> T:
         """Run one step; if it succeeds, remember how to undo it (``undo`` may decide, from the
@@ -93,7 +96,9 @@ class Saga:
             failed: list[Undo] = []
             for undo in pending:
                 try:
-                    await run_to_completion(undo())
+                    _, cancelled = await run_to_completion(undo())
+                    if cancelled:
+                        self._on_cancel()
                 except FailureError as err:
                     workflow.logger.warning("undo failed, tried again in %s: %s", pause, err)
                     failed.append(undo)
@@ -102,11 +107,16 @@ class Saga:
                     # as the cancel (its cause is the failure). The undos already run: go on.
                     if not workflow.patched(UNDO_THROUGH_CANCEL):  # recorded before: it ended
                         raise
+                    self._on_cancel()
                     workflow.logger.warning(
                         "undo failed, tried again in %s: %s", pause, err.__cause__ or "cancelled"
                     )
                     failed.append(undo)
             if not failed:
                 return
-            await run_to_completion(workflow.sleep(pause, summary="pause before retrying undos"))
+            _, cancelled = await run_to_completion(
+                workflow.sleep(pause, summary="pause before retrying undos")
+            )
+            if cancelled:
+                self._on_cancel()
             pending, pause = failed, min(pause * 2, UNDO_PAUSE_MAX)
