@@ -12,7 +12,7 @@ from activities.providers.local import LocalCustomers, LocalIdentity
 from starter.client import Receipt
 from tests.outbox import messages_to
 from tests.stack import Remote, Stack
-from workflows.models import RegistrationResult, RegistrationState
+from workflows.models import ActivationOutcome, RegistrationResult, RegistrationState
 
 PASSWORD = "correct horse battery staple"
 
@@ -22,6 +22,16 @@ NAME = "Alice Andersson"
 
 async def register(stack: Stack, email: str, name: str = NAME) -> Receipt:
     return await stack.registrations.register(email=email, name=name, password=PASSWORD)
+
+
+async def register_and_submit_code(
+    stack: Stack, email: str, name: str = NAME
+) -> tuple[Receipt, ActivationOutcome]:
+    """Register, wait for the code, submit it: the outcome says how the activation went."""
+    receipt = await register(stack, email, name)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    reply = await stack.registrations.submit_code(email, stack.code_for(email))
+    return receipt, reply.outcome
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:

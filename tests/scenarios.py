@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.rendering import ACTIVATION, WELCOME
 from activities.roles import NewCustomer
-from starter.client import RegistrationClient, UnknownRegistration
+from starter.client import Receipt, RegistrationClient, UnknownRegistration
 from tests.doubles import (
     GatedCustomers,
     HeldMail,
@@ -33,6 +33,7 @@ from tests.helpers import (
     customers,
     identity,
     register,
+    register_and_submit_code,
     result_of,
     wait_for_state,
     wrong_code,
@@ -300,10 +301,8 @@ async def failed_then_cancelled_while_undoing(stack: Stack, env: WorkflowEnviron
     cancel: the compensation still runs to completion, and the outcome stays ``failed``."""
     held = HeldRejectingIdentity(identity(stack), rejections=2)
     async for gated in beside(stack, "undo", identity=held):
-        receipt = await register(gated, EMAIL, NAME_GIVEN)
-        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
-        reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
-        assert reply.outcome is ActivationOutcome.FAILED
+        receipt, outcome = await register_and_submit_code(gated, EMAIL, NAME_GIVEN)
+        assert outcome is ActivationOutcome.FAILED
         await asyncio.wait_for(held.reached.wait(), 10)
         # From the Temporal UI: the client refuses to cancel a registration that has failed.
         await gated.client.get_workflow_handle(receipt.registration_id).cancel()
@@ -320,6 +319,24 @@ async def failed_then_cancelled_while_undoing(stack: Stack, env: WorkflowEnviron
     return receipt.registration_id
 
 
+async def registered_again_while_held(
+    gated: Stack, receipt: Receipt, release: asyncio.Event, then: RegistrationState
+) -> None:
+    """A second ``register`` (another name) while the first run is held at ``release``: the same
+    receipt; once released, the next run of the workflow ID reaches ``then``."""
+    assert await register(gated, EMAIL, "Riley Again") == receipt
+    await asyncio.sleep(0.3)  # the signal reaches the run while it is held
+    release.set()
+    await wait_for_state(gated, EMAIL, then)
+
+
+async def cancel_the_next_run(gated: Stack, receipt: Receipt) -> None:
+    """Staff cancel the run a scenario continued into (the recorded one is the first)."""
+    await gated.registrations.cancel(EMAIL, "support: test over")
+    with pytest.raises(WorkflowFailureError):
+        await result_of(gated, receipt.registration_id)
+
+
 async def failed_then_registered_again(stack: Stack, env: WorkflowEnvironment) -> str:
     """The activation fails for good and the principal's undo is held up at the provider; the
     customer registers again meanwhile. Same receipt; that registration starts, with its own
@@ -327,23 +344,17 @@ async def failed_then_registered_again(stack: Stack, env: WorkflowEnvironment) -
     is recorded; staff then cancel the second."""
     held = HeldRejectingIdentity(identity(stack), rejections=0)
     async for gated in beside(stack, "again", identity=held):
-        receipt = await register(gated, EMAIL, NAME_GIVEN)
-        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
-        reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
-        assert reply.outcome is ActivationOutcome.FAILED
+        receipt, outcome = await register_and_submit_code(gated, EMAIL, NAME_GIVEN)
+        assert outcome is ActivationOutcome.FAILED
         await asyncio.wait_for(held.reached.wait(), 10)
-        assert await register(gated, EMAIL, "Riley Again") == receipt
-        held.release.set()
-        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        await registered_again_while_held(gated, receipt, held.release, RegistrationState.PENDING)
         assert held.deletes == 1
         mails = messages_to(gated.settings.outbox_path, EMAIL)
         assert [m["Subject"] == mails[0]["Subject"] for m in mails] == [True, True]
         assert "Riley Again" in mails[-1].get_body(("plain",)).get_content()  # type: ignore[union-attr]
         principal = await identity(stack).find_principal(EMAIL.lower())
         assert principal is not None and not principal.active  # the new registration's
-        await gated.registrations.cancel(EMAIL, "support: test over")
-        with pytest.raises(WorkflowFailureError):
-            await result_of(gated, receipt.registration_id)
+        await cancel_the_next_run(gated, receipt)
     assert await identity(stack).find_principal(EMAIL.lower()) is None
     return receipt.registration_id
 
@@ -359,14 +370,9 @@ async def cancelled_then_registered_again(stack: Stack, env: WorkflowEnvironment
         await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
         await gated.registrations.cancel(EMAIL, "customer asked by phone")
         await asyncio.wait_for(held.reached.wait(), 10)
-        assert await register(gated, EMAIL, "Riley Again") == receipt
-        await asyncio.sleep(0.3)  # the signal reaches the run while the undo is held
-        held.release.set()
-        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
+        await registered_again_while_held(gated, receipt, held.release, RegistrationState.PENDING)
         assert categories(gated, EMAIL) == [ACTIVATION, ACTIVATION]
-        await gated.registrations.cancel(EMAIL, "support: test over")
-        with pytest.raises(WorkflowFailureError):
-            await result_of(gated, receipt.registration_id)
+        await cancel_the_next_run(gated, receipt)
     assert await identity(stack).find_principal(EMAIL.lower()) is None
     return receipt.registration_id
 
@@ -378,19 +384,14 @@ async def active_then_registered_again(stack: Stack, env: WorkflowEnvironment) -
     first run is recorded; staff then cancel the second."""
     held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the welcome waits
     async for gated in beside(stack, "welcome", mail=held):
-        receipt = await register(gated, EMAIL, NAME_GIVEN)
-        await wait_for_state(gated, EMAIL, RegistrationState.PENDING)
-        reply = await gated.registrations.submit_code(EMAIL, gated.code_for(EMAIL))
-        assert reply.outcome is ActivationOutcome.ACTIVATED
+        receipt, outcome = await register_and_submit_code(gated, EMAIL, NAME_GIVEN)
+        assert outcome is ActivationOutcome.ACTIVATED
         await asyncio.wait_for(held.reached.wait(), 10)
-        assert await register(gated, EMAIL, "Riley Again") == receipt
-        await asyncio.sleep(0.3)  # the signal reaches the run while the welcome mail is out
-        held.release.set()
-        await wait_for_state(gated, EMAIL, RegistrationState.ALREADY_REGISTERED)
+        await registered_again_while_held(
+            gated, receipt, held.release, RegistrationState.ALREADY_REGISTERED
+        )
         assert categories(gated, EMAIL) == [ACTIVATION, WELCOME, "customer_already_registered"]
-        await gated.registrations.cancel(EMAIL, "support: test over")
-        with pytest.raises(WorkflowFailureError):
-            await result_of(gated, receipt.registration_id)
+        await cancel_the_next_run(gated, receipt)
     principal = await identity(stack).find_principal(EMAIL.lower())
     assert principal is not None and principal.active
     return receipt.registration_id

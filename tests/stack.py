@@ -12,7 +12,7 @@ import dataclasses
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -62,16 +63,24 @@ async def start_time_skipping(converter: DataConverter) -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=test_server_path(), data_converter=converter
     )
+    await add_search_attributes(env, env.client.namespace)
+    return env
+
+
+async def add_search_attributes(
+    env: WorkflowEnvironment,
+    namespace: str,
+    keys: Iterable[SearchAttributeKey[Any]] = visibility.ALL,
+) -> None:
+    """Creates ``keys`` on ``namespace``, with the types the registration uses."""
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
-            namespace=env.client.namespace,
+            namespace=namespace,
             search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in visibility.ALL
+                key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in keys
             },
         )
     )
-    return env
 
 
 async def bare_namespace(env: WorkflowEnvironment) -> str:

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
-    AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
@@ -29,7 +27,13 @@ from common.settings import Settings
 from starter import cli
 from tests.doubles import HeldMail
 from tests.helpers import PASSWORD, register, result_of, wait_for_state, wrong_code
-from tests.stack import Stack, bare_namespace, beside, run_create_commands
+from tests.stack import (
+    Stack,
+    add_search_attributes,
+    bare_namespace,
+    beside,
+    run_create_commands,
+)
 from tests.test_bad_input import NO_SERVER, REPO, server_of
 from tests.test_bad_input import cli as run_cli
 from workflows import visibility
@@ -244,15 +248,7 @@ async def test_a_namespace_with_only_the_start_attributes_is_refused_before_the_
     """The start sets RegistrationStatus and RegistrationEmail only: with just those, it would
     succeed and the registration would stall at its first upsert of the others."""
     namespace = await bare_namespace(dev_env)
-    await dev_env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in (visibility.STATUS, visibility.EMAIL)
-            },
-        )
-    )
+    await add_search_attributes(dev_env, namespace, (visibility.STATUS, visibility.EMAIL))
     code, out = await run_cli(
         server_of(dev_env), settings, *register_args("kim@example.com"), stdin=f"{PASSWORD}\n",
         TEMPORAL_NAMESPACE=namespace,

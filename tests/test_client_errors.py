@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
-    AddSearchAttributesRequest,
     RemoveSearchAttributesRequest,
 )
 from temporalio.client import Client, WorkflowFailureError
@@ -37,7 +35,13 @@ from starter.client import (
 )
 from tests.doubles import HeldMail, HeldRejectingIdentity
 from tests.helpers import PASSWORD, identity, register, result_of, wait_for_state
-from tests.stack import Stack, bare_namespace, beside, run_create_commands
+from tests.stack import (
+    Stack,
+    add_search_attributes,
+    bare_namespace,
+    beside,
+    run_create_commands,
+)
 from tests.test_bad_input import server_of
 from workflows import visibility
 from workflows.models import ActivationOutcome, RegistrationState
@@ -237,15 +241,7 @@ async def test_a_start_refused_for_missing_search_attributes_names_both_ways_to_
     list them skipped the check, as on Temporal Cloud). The message names the Temporal CLI
     commands, which work pasted as they are, and the ``tcld`` command of Temporal Cloud."""
     namespace = await bare_namespace(dev_env)
-    await dev_env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in visibility.ALL
-            },
-        )
-    )
+    await add_search_attributes(dev_env, namespace)
     on_namespace = await Client.connect(
         server_of(dev_env), namespace=namespace, data_converter=data_converter(settings)
     )

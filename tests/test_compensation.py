@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.settings import Settings
 from tests.doubles import RejectingIdentity
-from tests.helpers import customers, identity, register, result_of, wait_for_state
+from tests.helpers import customers, identity, register_and_submit_code, result_of
 from tests.scenarios import failed_then_cancelled_while_undoing
 from tests.stack import beside, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
@@ -25,10 +25,8 @@ async def test_a_rejected_undo_neither_stops_the_others_nor_is_given_up(
     async for plain in running_stack(time_env.client, settings):
         rejecting = RejectingIdentity(identity(plain), rejections=2)
         async for stack in beside(plain, "r", identity=rejecting):
-            receipt = await register(stack, EMAIL)
-            await wait_for_state(stack, EMAIL, RegistrationState.PENDING)
-            reply = await stack.registrations.submit_code(EMAIL, stack.code_for(EMAIL))
-            assert reply.outcome is ActivationOutcome.FAILED
+            receipt, outcome = await register_and_submit_code(stack, EMAIL)
+            assert outcome is ActivationOutcome.FAILED
             # The customer was created, then deleted although the principal's undo (which
             # runs first) was refused; the principal goes once the provider accepts, after
             # pauses of 1 and 2 minutes.

@@ -15,7 +15,15 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from common.keys import fernet_keys
 from common.sealing import Sealer
 from tests.doubles import HeldMail, HeldRejectingIdentity
-from tests.helpers import PASSWORD, categories, identity, register, result_of, wait_for_state
+from tests.helpers import (
+    PASSWORD,
+    categories,
+    identity,
+    register,
+    register_and_submit_code,
+    result_of,
+    wait_for_state,
+)
 from tests.stack import Stack, beside
 from workflows.models import (
     ActivationOutcome,
@@ -59,10 +67,8 @@ async def test_a_cancel_drops_a_register_that_came_before_it(stack: Stack) -> No
     email = "ros@example.com"
     held = HeldRejectingIdentity(identity(stack), rejections=0)
     async for gated in beside(stack, "dropped", identity=held):
-        receipt = await register(gated, email)
-        await wait_for_state(gated, email, RegistrationState.PENDING)
-        reply = await gated.registrations.submit_code(email, gated.code_for(email))
-        assert reply.outcome is ActivationOutcome.FAILED
+        receipt, outcome = await register_and_submit_code(gated, email)
+        assert outcome is ActivationOutcome.FAILED
         await asyncio.wait_for(held.reached.wait(), 10)
         assert await register(gated, email, "Ros Again") == receipt
         await gated.client.get_workflow_handle(receipt.registration_id).cancel()
@@ -84,10 +90,8 @@ async def test_a_register_for_another_email_is_ignored(stack: Stack) -> None:
     foreign = RegistrationInput(email=other, name="Other", sealed_password=sealer.seal(PASSWORD))
     held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the welcome waits
     async for running in beside(stack, "foreign", mail=held):
-        receipt = await register(running, email)
-        await wait_for_state(running, email, RegistrationState.PENDING)
-        reply = await running.registrations.submit_code(email, running.code_for(email))
-        assert reply.outcome is ActivationOutcome.ACTIVATED
+        receipt, outcome = await register_and_submit_code(running, email)
+        assert outcome is ActivationOutcome.ACTIVATED
         await asyncio.wait_for(held.reached.wait(), 10)
         handle = running.client.get_workflow_handle(receipt.registration_id)
         await handle.signal(RegistrationWorkflow.register_again, foreign)
