@@ -23,12 +23,14 @@ from tests.helpers import (
     register_and_submit_code,
     result_of,
     wait_for_state,
+    wrong_code,
 )
 from tests.stack import Stack, beside
 from workflows.models import (
     ActivationOutcome,
     RegistrationInput,
     RegistrationState,
+    ResendOutcome,
     ResendRequest,
 )
 from workflows.registration import RegistrationWorkflow
@@ -135,3 +137,51 @@ async def test_a_call_that_meets_the_expiry_mails_no_code_for_it(stack: Stack) -
     assert (await handle.describe()).run_id != first_run.run_id
     assert categories(stack, resent) == ["customer_activation"]  # no code after the window
     assert categories(stack, again) == ["customer_activation"] * 2  # one per registration
+
+
+async def test_a_register_that_waits_out_a_lockout_is_kept(stack: Stack) -> None:
+    """A ``register`` waits for the code lock behind a resend (its mail held) and a wrong code
+    that locks the registration: by its turn nothing is pending, so it is kept and starts once
+    the locked registration is undone, instead of being lost to a resend that mails nothing."""
+    email = "rune@example.com"
+    held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the resend waits
+    one_try = {"max_attempts_total": 1, "resend_interval": timedelta(0)}
+    async for gated in beside(stack, "lock", settings=one_try, mail=held):
+        receipt = await register(gated, email)
+        await wait_for_state(gated, email, RegistrationState.PENDING)
+        wrong = wrong_code(gated.code_for(email))
+        resend = asyncio.create_task(gated.registrations.resend(email))
+        await asyncio.wait_for(held.reached.wait(), 10)
+        code = asyncio.create_task(gated.registrations.submit_code(email, wrong))
+        await asyncio.sleep(0.3)  # the code waits for the lock, then the register behind it
+        assert await register(gated, email, "Rune Again") == receipt
+        await asyncio.sleep(0.3)
+        held.release.set()
+        assert (await resend).outcome is ResendOutcome.SENT
+        assert (await code).outcome is ActivationOutcome.TOO_MANY_ATTEMPTS
+        await wait_for_state(gated, email, RegistrationState.PENDING)  # the next registration
+        assert await runs_of(stack, receipt.registration_id) == [
+            WorkflowExecutionStatus.CONTINUED_AS_NEW,
+            WorkflowExecutionStatus.RUNNING,
+        ]
+        await gated.registrations.cancel(email)
+
+
+async def test_a_cancel_during_the_welcome_mail_drops_a_register_before_it(stack: Stack) -> None:
+    """The account stays active (a cancel after the activation changes nothing), but a
+    ``register`` that came before the cancel does not start afterwards."""
+    email = "rhea@example.com"
+    held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the welcome waits
+    async for running in beside(stack, "welcomed", mail=held):
+        receipt, outcome = await register_and_submit_code(running, email)
+        assert outcome is ActivationOutcome.ACTIVATED
+        await asyncio.wait_for(held.reached.wait(), 10)
+        assert await register(running, email, "Rhea Again") == receipt
+        await running.client.get_workflow_handle(receipt.registration_id).cancel()
+        await asyncio.sleep(0.3)  # both reach the run while the welcome mail is out
+        held.release.set()
+        async with asyncio.timeout(30):  # a second run would keep the result waiting
+            result = await result_of(running, receipt.registration_id)
+        assert result.state is RegistrationState.ACTIVE
+    assert await runs_of(stack, receipt.registration_id) == [WorkflowExecutionStatus.COMPLETED]
+    assert categories(stack, email) == ["customer_activation", "customer_welcome"]

@@ -125,10 +125,12 @@ class RegistrationWorkflow:
         """Codes submitted once the activation was under way (``_check_repeated_code``)."""
         self._approval: Approval | None = None
         self._locked_out = False
-        self._saga = Saga(on_cancel=self._forget_registered_again)
+        self._saga = Saga(on_cancel=self._cancel_seen)
         self._registered_again: RegistrationInput | None = None
         """The newest ``register`` for this email that no code of this run answers; it starts
         when this run ends (``register_again``)."""
+        self._cancels = 0
+        """Cancels seen so far (``_cancel_seen``): a ``register`` from before one is dropped."""
 
     @workflow.run
     async def run(self, input: RegistrationInput) -> RegistrationResult:
@@ -137,7 +139,7 @@ class RegistrationWorkflow:
             result = await self._register()
         except (asyncio.CancelledError, FailureError) as err:
             if is_cancelled_exception(err):
-                self._forget_registered_again()
+                self._cancel_seen()
                 if self._profile is None and not workflow.patched(CANCEL_BEFORE_THE_START):
                     raise  # recorded before: the run ended cancelled, its status "starting"
                 await self._end_with_compensation(RegistrationState.CANCELLED, "cancelled")
@@ -165,7 +167,7 @@ class RegistrationWorkflow:
             if not workflow.patched(CANCEL_AFTER_THE_END):
                 raise
             workflow.logger.info("cancel ignored: the registration is %s", self._state.value)
-            self._forget_registered_again()
+            self._cancel_seen()
             await run_to_completion(workflow.wait_condition(workflow.all_handlers_finished))
 
     def _continue_if_registered_again(self) -> None:
@@ -180,9 +182,10 @@ class RegistrationWorkflow:
                 self._registered_again, search_attributes=self._visibility.next_run()
             )
 
-    def _forget_registered_again(self) -> None:
+    def _cancel_seen(self) -> None:
         """A cancel drops a ``register`` that came in before it: staff stopped this email's
         registration. One that comes in after the cancel still starts."""
+        self._cancels += 1
         if self._registered_again is not None:
             workflow.logger.info("cancelled: the registration requested before is dropped")
             self._registered_again = None
@@ -438,17 +441,27 @@ class RegistrationWorkflow:
         if again.canonical_email != self._input.canonical_email:  # sent by hand, from the UI
             workflow.logger.warning("register_again for another email ignored")
             return
+        cancels = self._cancels
         if self._takes_resends:
-            await self._resend_quietly(ResendRequest(requested_by="repeated registration"))
+            reply = await self._resend_quietly(ResendRequest(requested_by="repeated registration"))
+            if reply is None or reply.outcome is not ResendOutcome.NOT_PENDING:
+                return
+            # The run moved on while this waited for the code lock (a lockout, the expiry, an
+            # accepted code or approval): nothing was mailed, so the request is kept after all.
+        if self._cancels != cancels:
+            workflow.logger.info("cancelled: the registration requested before is dropped")
             return
         workflow.logger.info("registered again: answered by the first mail or the next run")
         self._registered_again = again
 
-    async def _resend_quietly(self, request: ResendRequest) -> None:
+    async def _resend_quietly(self, request: ResendRequest) -> ResendReply | None:
+        """``_resend`` for a signal, which must not fail the workflow: None if it failed (the
+        log and the status tell)."""
         try:
-            await self._resend(request)
-        except FailureError as err:  # a signal must not fail the workflow; status tells
+            return await self._resend(request)
+        except FailureError as err:
             workflow.logger.warning("resend failed: %s", _describe(err))
+            return None
 
     async def _resend(self, request: ResendRequest) -> ResendReply:
         async with self._code_lock:
@@ -574,10 +587,14 @@ class RegistrationWorkflow:
                 "mail: welcome",
                 deadline=WELCOME_DEADLINE,
             )
-        except FailureError as err:
-            workflow.logger.warning("welcome mail not sent: %s", _describe(err))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, FailureError) as err:
+            # A cancel reaches a remote step as its failure (an activity error caused by the
+            # cancellation), a local one as asyncio's own.
+            if not is_cancelled_exception(err):
+                workflow.logger.warning("welcome mail not sent: %s", _describe(err))
+                return
             workflow.logger.info("cancel after activation ignored: the account stays active")
+            self._cancel_seen()
 
     # -- Endings -----------------------------------------------------------------------------------
 
