@@ -26,7 +26,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -114,8 +114,9 @@ def _now() -> str:
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
+def _transaction(conn: sqlite3.Connection, *, commit: bool = True) -> Iterator[None]:
+    """A write transaction that takes the write lock up front (no upgrade deadlocks); with
+    ``commit=False`` rolled back at the end (a rehearsal: ``_rolled_back_insert``)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -123,7 +124,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    conn.execute("COMMIT" if commit else "ROLLBACK")
 
 
 def _password_bytes(password: str) -> bytes:
@@ -379,15 +380,10 @@ def _existing_principal(conn: sqlite3.Connection, new: NewPrincipal) -> Principa
 
 
 def _rolled_back_insert(conn: sqlite3.Connection, new: NewPrincipal) -> None:
-    """``_insert_principal``'s transaction, write lock and reads included, without the row."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("SELECT * FROM principals WHERE id = ?", (new.id,)).fetchone()
-        conn.execute(
-            "SELECT id FROM principals WHERE email_canonical = ?", (new.email_canonical,)
-        ).fetchone()
-    finally:
-        conn.execute("ROLLBACK")
+    """``_insert_principal``'s transaction, write lock and check included, without the row (the
+    check refuses the email: it has an account)."""
+    with _transaction(conn, commit=False), suppress(Conflict):
+        _existing_principal(conn, new)
 
 
 def _insert_principal(
