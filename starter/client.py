@@ -386,7 +386,10 @@ class RegistrationClient:
             if not self._closed(err):
                 raise
             raise await self._ended_meanwhile(email, run, "not running") from None
-        after = await self._registered(email, run.describe())
+        try:
+            after = await run.describe()
+        except RPCError:
+            return  # accepted; only the check that it reached a running run failed
         if not _cancel_reached(after):
             raise _not_pending(email, _ended_state(after), "not running")
 
@@ -687,6 +690,9 @@ _ENDED_ON_ITS_OWN = frozenset(
         WorkflowExecutionStatus.COMPLETED,
         WorkflowExecutionStatus.CANCELED,
         WorkflowExecutionStatus.FAILED,
+        # Into a registration requested meanwhile (``register_again``): this run's outcome is
+        # the one it recorded before that.
+        WorkflowExecutionStatus.CONTINUED_AS_NEW,
     }
 )
 
@@ -694,8 +700,9 @@ _ENDED_ON_ITS_OWN = frozenset(
 def _ended_state(description: WorkflowExecutionDescription) -> str:
     """The state a registration's run that is no longer running ended in: the one it recorded in
     its ``RegistrationStatus`` search attribute, when it ended on its own (completed, cancelled,
-    failed), else Temporal's status of the run: a terminated run never recorded its end, and one
-    without search attributes recorded nothing."""
+    failed, or continued as new into a registration requested meanwhile), else Temporal's status
+    of the run: a terminated run never recorded its end, and one without search attributes
+    recorded nothing."""
     status = description.status
     recorded = description.typed_search_attributes.get(visibility.STATUS)
     if status in _ENDED_ON_ITS_OWN and recorded in _STATES:
