@@ -14,6 +14,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from common.keys import fernet_keys
 from common.sealing import Sealer
+from starter.client import Receipt
 from tests.doubles import HeldMail, HeldRejectingIdentity
 from tests.helpers import (
     PASSWORD,
@@ -34,6 +35,17 @@ from workflows.models import (
     ResendRequest,
 )
 from workflows.registration import RegistrationWorkflow
+
+
+async def register_again_then_cancel(
+    stack: Stack, receipt: Receipt, email: str, release: asyncio.Event
+) -> None:
+    """While the run is held at ``release``: a second ``register`` (same receipt), then a cancel
+    from the Temporal UI; then the run goes on."""
+    assert await register(stack, email, "Again") == receipt
+    await stack.client.get_workflow_handle(receipt.registration_id).cancel()
+    await asyncio.sleep(0.3)  # both reach the run while it is held
+    release.set()
 
 
 async def runs_of(stack: Stack, registration_id: str) -> list[WorkflowExecutionStatus | None]:
@@ -72,10 +84,7 @@ async def test_a_cancel_drops_a_register_that_came_before_it(stack: Stack) -> No
         receipt, outcome = await register_and_submit_code(gated, email)
         assert outcome is ActivationOutcome.FAILED
         await asyncio.wait_for(held.reached.wait(), 10)
-        assert await register(gated, email, "Ros Again") == receipt
-        await gated.client.get_workflow_handle(receipt.registration_id).cancel()
-        await asyncio.sleep(0.3)  # the cancel reaches the run while the undo is held
-        held.release.set()
+        await register_again_then_cancel(gated, receipt, email, held.release)
         with pytest.raises(WorkflowFailureError):
             async with asyncio.timeout(30):  # a second run would keep the result waiting
                 await result_of(gated, receipt.registration_id)
@@ -176,10 +185,7 @@ async def test_a_cancel_during_the_welcome_mail_drops_a_register_before_it(stack
         receipt, outcome = await register_and_submit_code(running, email)
         assert outcome is ActivationOutcome.ACTIVATED
         await asyncio.wait_for(held.reached.wait(), 10)
-        assert await register(running, email, "Rhea Again") == receipt
-        await running.client.get_workflow_handle(receipt.registration_id).cancel()
-        await asyncio.sleep(0.3)  # both reach the run while the welcome mail is out
-        held.release.set()
+        await register_again_then_cancel(running, receipt, email, held.release)
         async with asyncio.timeout(30):  # a second run would keep the result waiting
             result = await result_of(running, receipt.registration_id)
         assert result.state is RegistrationState.ACTIVE
