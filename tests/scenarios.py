@@ -326,8 +326,10 @@ async def registered_again_while_held(
     receipt; once released, the next run of the workflow ID reaches ``then``."""
     assert await register(gated, EMAIL, "Riley Again") == receipt
     await asyncio.sleep(0.3)  # the signal reaches the run while it is held
+    assert (await gated.registrations.status(EMAIL)).registered_again  # staff can see it
     release.set()
     await wait_for_state(gated, EMAIL, then)
+    assert not (await gated.registrations.status(EMAIL)).registered_again  # the new run's
 
 
 async def cancel_the_next_run(gated: Stack, receipt: Receipt) -> None:

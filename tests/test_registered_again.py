@@ -62,8 +62,10 @@ async def test_a_register_before_the_first_mail_is_answered_by_that_mail(stack: 
         await asyncio.wait_for(held.reached.wait(), 10)
         assert await register(running, email, "Rae Again") == receipt
         await asyncio.sleep(0.3)  # the signal reaches the run while its first mail is out
+        assert (await running.registrations.status(email)).registered_again
         held.release.set()
         await wait_for_state(running, email, RegistrationState.PENDING)
+        assert not (await running.registrations.status(email)).registered_again  # answered
         reply = await running.registrations.submit_code(email, running.code_for(email))
         assert reply.outcome is ActivationOutcome.ACTIVATED
         held.release.set()  # the welcome mail

@@ -213,6 +213,9 @@ class RegistrationStatus(_Model):
     reason: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     """The caller's ``RegistrationInput.metadata`` (e.g. where the sign-up came from)."""
+    registered_again: bool = False
+    """A ``register`` for this email came in that no code of this registration answers: it
+    starts as a new registration when this one's run ends (its undos, its welcome mail)."""
 
 
 class RegistrationResult(_Model):

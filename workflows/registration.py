@@ -644,6 +644,7 @@ class RegistrationWorkflow:
             approval_reason=self._approval.reason if self._approval else None,
             reason=self._reason,
             metadata=self._input.metadata,
+            registered_again=self._registered_again is not None,
         )
 
     # -- Helpers -----------------------------------------------------------------------------------
