@@ -16,6 +16,7 @@ run the undos (``workflows/saga.py``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -198,7 +199,7 @@ class RegistrationWorkflow:
             ProfileActivities.describe_providers,
             start_to_close_timeout=LOCAL_STEP_TIMEOUT,
             schedule_to_close_timeout=LOCAL_STEP_DEADLINE,
-            retry_policy=RETRY,
+            retry_policy=local_retry(LOCAL_STEP_DEADLINE),
             summary="which providers run in-process",
         )
 
@@ -403,7 +404,7 @@ class RegistrationWorkflow:
             ),
             start_to_close_timeout=LOCAL_STEP_TIMEOUT,
             schedule_to_close_timeout=LOCAL_STEP_DEADLINE,
-            retry_policy=RETRY,
+            retry_policy=local_retry(LOCAL_STEP_DEADLINE),
             summary="verify activation code",
         )
 
@@ -804,12 +805,13 @@ def _step(
     """In-process providers run as local activities (no server round trip); remote ones as
     regular activities with their own retries and timeouts."""
     if in_process:
+        local_deadline = None if undo else (deadline or LOCAL_STEP_DEADLINE)
         return workflow.execute_local_activity_method(
             fn,
             arg,
             start_to_close_timeout=LOCAL_STEP_TIMEOUT,
-            schedule_to_close_timeout=None if undo else (deadline or LOCAL_STEP_DEADLINE),
-            retry_policy=RETRY,
+            schedule_to_close_timeout=local_deadline,
+            retry_policy=local_retry(local_deadline) if local_deadline else RETRY,
             summary=summary,
         )
     return workflow.execute_activity_method(
@@ -820,6 +822,22 @@ def _step(
         retry_policy=RETRY,
         summary=summary,
     )
+
+
+def local_retry(deadline: timedelta) -> RetryPolicy:
+    """``RETRY`` for a local step, capped at the attempts that start within ``deadline``.
+
+    sdk-core (temporalio 1.35.0) does not end a local activity at its schedule-to-close once its
+    retries wait on workflow timers (backoffs of a minute and more): measured on the dev
+    server, an in-process mail step that kept failing was still being retried after 7 minutes
+    with its 5-minute deadline, and the registration stayed at ``starting``. The attempt cap
+    ends it in time; the deadline stays, for a core that enforces it."""
+    attempts, waited, backoff = 1, timedelta(0), RETRY.initial_interval
+    while waited + backoff <= deadline:
+        waited += backoff
+        attempts += 1
+        backoff = min(backoff * RETRY.backoff_coefficient, RETRY.maximum_interval or backoff)
+    return dataclasses.replace(RETRY, maximum_attempts=attempts)
 
 
 def _describe(err: BaseException) -> str:
