@@ -22,9 +22,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+with workflow.unsafe.imports_passed_through():
+    from workflows.registration import local_retry
+
 STEP_TIMEOUT = timedelta(seconds=10)
 STEP_DEADLINE = timedelta(minutes=5)
 WELCOME_DEADLINE = timedelta(minutes=10)
@@ -160,6 +161,6 @@ async def _step(fn: Any, arg: Any, summary: str, deadline: timedelta = STEP_DEAD
         args=[] if arg is None else [arg],
         start_to_close_timeout=STEP_TIMEOUT,
         schedule_to_close_timeout=deadline,
-        retry_policy=RETRY,
+        retry_policy=local_retry(deadline),
         summary=summary,
     )
