@@ -16,8 +16,14 @@ from pydantic import SecretStr
 from temporalio.api.operatorservice.v1 import (
     RemoveSearchAttributesRequest,
 )
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.exceptions import TemporalError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from common.converter import data_converter
@@ -34,7 +40,14 @@ from starter.client import (
     UnknownRegistration,
 )
 from tests.doubles import HeldMail, HeldRejectingIdentity
-from tests.helpers import PASSWORD, identity, register, result_of, wait_for_state
+from tests.helpers import (
+    PASSWORD,
+    eventually,
+    identity,
+    register,
+    result_of,
+    wait_for_state,
+)
 from tests.stack import (
     Stack,
     add_search_attributes,
@@ -175,6 +188,90 @@ async def test_a_run_that_closes_between_the_check_and_the_action_is_not_pending
     assert refused.value.state == "terminated"
     not_what = "not pending" if action == "approve" else "not running"
     assert str(refused.value) == f"the registration of {email} is terminated, {not_what}"
+
+
+def continued_after_the_check(stack: Stack, email: str, held: HeldMail) -> Any:
+    """``_open_run`` of ``stack``'s client, after which the run found is approved, gets a
+    ``register`` for its email during its held welcome mail, and continues as new into it."""
+    find_open_run = stack.registrations._open_run
+
+    async def open_run(*args: Any) -> Any:
+        run, description = await find_open_run(*args)
+        await run.signal("approve", {"operator": "support:kim", "reason": "by phone"})
+        await asyncio.wait_for(held.reached.wait(), 10)
+        await register(stack, email)  # kept until the run ends
+        held.release.set()
+
+        async def closed() -> bool:
+            return (await run.describe()).status is not WorkflowExecutionStatus.RUNNING
+
+        await eventually(closed, "the run continuing as new")
+        return run, description
+
+    return open_run
+
+
+async def test_a_cancel_never_reaches_the_registration_a_run_continued_into(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is found pending; before the cancel arrives it is approved, a ``register`` for the
+    same email comes in during its welcome mail, and the run continues as new into that
+    registration. The cancel was meant for the run found: it is ``NotPending`` with the state
+    that run ended in, and the new registration is left running, not cancelled."""
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    held = HeldMail(stack.providers.mail, let_through=1)  # the code goes out, the welcome waits
+    async for welcoming in beside(stack, "continued", mail=held):
+        registrations = welcoming.registrations
+        receipt = await register(welcoming, email)
+        await wait_for_state(welcoming, email, RegistrationState.PENDING)
+        first = await welcoming.client.get_workflow_handle(receipt.registration_id).describe()
+        opening = continued_after_the_check(welcoming, email, held)
+        monkeypatch.setattr(registrations, "_open_run", opening)
+        with pytest.raises(NotPending) as cancelling:
+            await registrations.cancel(email)
+        assert cancelling.value.state == "active"
+        assert str(cancelling.value) == f"the registration of {email} is active, not running"
+        monkeypatch.undo()
+
+        ended = welcoming.client.get_workflow_handle(first.id, run_id=first.run_id)
+        assert (await ended.describe()).status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+        # The next registration: the email has an account now.
+        await wait_for_state(welcoming, email, RegistrationState.ALREADY_REGISTERED)
+        latest = await welcoming.client.get_workflow_handle(first.id).describe()
+        assert latest.run_id != first.run_id
+        assert latest.status is WorkflowExecutionStatus.RUNNING
+        assert not latest.raw_description.workflow_extended_info.cancel_requested
+        await registrations.cancel(email)  # so that the worker stops with nothing open
+
+
+async def test_a_cancel_whose_check_afterwards_fails_is_reported_done(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temporal accepted the cancel, and only the description that checks whether it reached a
+    running run failed: the cancel went out, so ``cancel`` returns, and the run is undone."""
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    registrations = stack.registrations
+    receipt = await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    find_open_run = registrations._open_run
+
+    class CheckFails:
+        def __init__(self, run: WorkflowHandle[Any, Any]) -> None:
+            self.cancel = run.cancel
+
+        async def describe(self) -> None:
+            raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
+
+    async def check_fails(*args: Any) -> Any:
+        run, description = await find_open_run(*args)
+        return CheckFails(run), description
+
+    monkeypatch.setattr(registrations, "_open_run", check_fails)
+    assert await registrations.cancel(email) is None
+    with pytest.raises(WorkflowFailureError):
+        await result_of(stack, receipt.registration_id)
+    monkeypatch.undo()
+    assert (await registrations.status(email)).state is RegistrationState.CANCELLED
 
 
 @pytest.mark.parametrize("search_attributes", [True, False], ids=["recorded", "queried"])
