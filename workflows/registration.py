@@ -115,6 +115,9 @@ class RegistrationWorkflow:
         self._existing_account = False
         """The email has an active account: calls are answered as if a code were pending."""
         # Activation bookkeeping; handlers take the lock so checks and resends never interleave.
+        # A resend holds it through its mail: a code typed from the new mail before the workflow
+        # has that code's digest would be checked against the old one and cost an attempt. The
+        # price: while a slow mail provider retries, a check of the old code waits for it.
         self._code_lock = asyncio.Lock()
         self._issued: IssuedActivation | None = None
         self._issued_at: datetime | None = None
