@@ -9,8 +9,9 @@ This is the development mail provider, so a write is not fsynced: a crash of the
 lose a mail (``write`` has handed it to the kernel before the activity returns), a power cut can
 lose the newest ones, which is what the ``resend`` signal is for. Without the fsync a write is a
 handful of page-cache system calls (~35 us, measured), cheaper than handing it to a thread and
-back, so the whole send (MIME included, ~0.4 ms of Python, which would hold the GIL on any thread)
-runs on the event loop. The SMTP provider is the one for real deployments.
+back, so the whole send (the message included: ~0.05 ms of Python with ``MimeBuilder.as_bytes``,
+which would hold the GIL on any thread) runs on the event loop. The SMTP provider is the one for
+real deployments.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import contextlib
 import logging
 import os
 import tempfile
-from email.policy import SMTP, SMTPUTF8
 from pathlib import Path
 
 from activities.errors import ConfigurationError, ProviderUnavailable
-from activities.providers.mime import MimeBuilder, key_digest, needs_smtputf8
+from activities.providers.mime import MimeBuilder, key_digest
 from activities.roles import MailMessage
 from common.settings import env_variable
 
@@ -67,8 +67,7 @@ class OutboxMail:
             self.outbox_dir.mkdir(parents=True, exist_ok=True)
             if target.exists():
                 return target
-            email = self._mime.build(message)
-            data = email.as_bytes(policy=SMTPUTF8 if needs_smtputf8(email) else SMTP)
+            data, _ = self._mime.as_bytes(message)
             fd, temp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as file:
