@@ -347,7 +347,7 @@ def test_fast_mime_writes_the_bytes_of_the_email_package(
     builder = MimeBuilder(SENDER)
     plain = 0
     for message in messages(shop):
-        assert builder._layout(message.subject, message.category) is not None
+        assert mime._layout(SENDER, message.subject, message.category) is not None
         plain += bool(mime._PLAIN_ADDRESS.fullmatch(mime._ascii_domain(message.to)))
         email = builder.build(message)
         utf8 = mime.needs_smtputf8(email)
@@ -367,12 +367,21 @@ def test_fast_mime_bodies_decode_to_what_was_rendered() -> None:
         assert lines == [[line.rstrip() for line in body.splitlines()] for body in rendered]
 
 
+def test_a_layout_is_made_once_per_template_for_every_builder() -> None:
+    """The benchmark's outbox makes a provider, and so a builder, per recipient's folder."""
+    mime._layout.cache_clear()
+    for number in range(3):
+        MimeBuilder(SENDER).as_bytes(activation(key=f"reg-{number}/activation/1"))
+    info = mime._layout.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+
+
 def test_a_subject_holding_a_stand_in_takes_the_email_package() -> None:
     """The layout cannot tell the stand-in in the subject from the one it stands for: there is
     none, and each message is built and generated in full."""
     builder = MimeBuilder(SENDER)
     message = activation().model_copy(update={"subject": f"Code {mime._STAND_INS[mime._Field.TO]}"})
-    assert builder._layout(message.subject, message.category) is None
+    assert mime._layout(SENDER, message.subject, message.category) is None
     data, utf8 = builder.as_bytes(message)
     assert not utf8 and BytesParser(policy=default).parsebytes(data)["Subject"] == message.subject
 

@@ -34,7 +34,7 @@ from activities.errors import ConfigurationError, InvalidRequest
 from activities.roles import MailMessage
 
 LAYOUT_CACHE_SIZE = 16
-"""Layouts kept (``MimeBuilder.as_bytes``): one per subject and category of a sender's mails."""
+"""Layouts kept (``MimeBuilder.as_bytes``): one per sender, subject and category."""
 
 HEADER_CACHE_SIZE = 256
 """Parsed headers kept (LRU): the repeated ones stay, the per-message ones (To, Date, ID) cycle."""
@@ -147,7 +147,7 @@ class MimeBuilder:
         ``tests/test_mail.py`` compares the two byte for byte. Any other recipient (non-ASCII,
         long, quoted) takes ``build``."""
         to = _ascii_domain_or_invalid(message)
-        layout = self._layout(message.subject, message.category)
+        layout = _layout(self.mail_from, message.subject, message.category)
         if layout is None or not _PLAIN_ADDRESS.fullmatch(to):
             email = self.build(message)
             utf8 = needs_smtputf8(email)
@@ -189,28 +189,31 @@ class MimeBuilder:
         )
         return email
 
-    @functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)  # noqa: B019 (a few templates per sender)
-    def _layout(self, subject: str, category: str) -> _Layout | None:
-        """The template's message as ``build`` generates it, with stand-ins for the per-message
-        values; None if the stand-ins do not come out as themselves, each as often as expected
-        (a subject that contains one), and then every message of the template takes ``build``.
-        A subject that ``build`` refuses (``InvalidRequest``) is refused here the same way."""
-        stand_in = MailMessage(
-            to=_STAND_INS[_Field.TO],
-            subject=subject,
-            text=_STAND_INS[_Field.TEXT],
-            html=_STAND_INS[_Field.HTML],
-            category=category,
-            idempotency_key="",
-        )
-        email = self._email(
-            stand_in,
-            stand_in.to,
-            date=_STAND_INS[_Field.DATE],
-            message_id=_STAND_INS[_Field.MESSAGE_ID],
-            boundary=_STAND_INS[_Field.BOUNDARY],
-        )
-        return _Layout.cut(email.as_bytes(policy=SMTP).decode("utf-8"))
+
+@functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)
+def _layout(mail_from: str, subject: str, category: str) -> _Layout | None:
+    """The template's message as ``MimeBuilder.build`` generates it, with stand-ins for the
+    per-message values; None if the stand-ins do not come out as themselves, each as often as
+    expected (a subject that contains one), and then every message of the template takes
+    ``build``. A subject that ``build`` refuses (``InvalidRequest``) is refused here the same way.
+    Kept by value, not per builder: a provider may make a builder per message (the benchmark's
+    outbox makes one per recipient's folder)."""
+    stand_in = MailMessage(
+        to=_STAND_INS[_Field.TO],
+        subject=subject,
+        text=_STAND_INS[_Field.TEXT],
+        html=_STAND_INS[_Field.HTML],
+        category=category,
+        idempotency_key="",
+    )
+    email = MimeBuilder(mail_from)._email(
+        stand_in,
+        stand_in.to,
+        date=_STAND_INS[_Field.DATE],
+        message_id=_STAND_INS[_Field.MESSAGE_ID],
+        boundary=_STAND_INS[_Field.BOUNDARY],
+    )
+    return _Layout.cut(email.as_bytes(policy=SMTP).decode("utf-8"))
 
 
 def _part(body: str, subtype: str, policy: Policy) -> MIMEPart:
