@@ -281,7 +281,7 @@ async def run(args: argparse.Namespace) -> Report:
     # invocation's first run, which ran fastest, is in no pair, and each kind leads a pair as often
     # as the other (give or take one). In the order before (baseline, registration, no-argon2id,
     # then the pairs), the first pair had the lowest ratio in 8 of 9 invocations
-    # (docs/benchmarks.md, "Ninth pass").
+    # (docs/benchmarks.md, "Eighth pass").
     pairs = [first_pair, *(list(pair) for pair in extra_pairs)]
     plan = [
         REGISTRATION,
