@@ -336,18 +336,28 @@ def messages(shop: str) -> Iterator[MailMessage]:
         yield shop_renderer.already_registered(to, key)
 
 
+SENDERS = [
+    SENDER,
+    # A domain long enough that the package folds the Message-ID header onto a line of its own.
+    "Shop <no-reply@notifications.mail.example-shop.co.uk>",
+    '" <no-reply@shop.test>',  # an unbalanced quote: the domain parsed is "shop.test>"
+    "Bücher & Söhne <no-reply@shop.test>",
+]
+
+
+@pytest.mark.parametrize("sender", SENDERS)
 @pytest.mark.parametrize("shop", SHOPS)
 def test_fast_mime_writes_the_bytes_of_the_email_package(
-    shop: str, monkeypatch: pytest.MonkeyPatch
+    shop: str, sender: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same date and boundary, same bytes: for plain recipients from the layout (it exists for
     each template, so the fast way is the one compared), for others from ``build``."""
     monkeypatch.setattr(mime, "format_datetime", lambda moment: "Wed, 02 Jan 2030 03:04:05 +0000")
     monkeypatch.setattr(mime, "_boundary", lambda: f"=={'9f' * 16}==")
-    builder = MimeBuilder(SENDER)
+    builder = MimeBuilder(sender)
     plain = 0
     for message in messages(shop):
-        assert mime._layout(SENDER, message.subject, message.category) is not None
+        assert mime._layout(sender, message.subject, message.category) is not None
         plain += bool(mime._PLAIN_ADDRESS.fullmatch(mime._ascii_domain(message.to)))
         email = builder.build(message)
         utf8 = mime.needs_smtputf8(email)
@@ -387,8 +397,17 @@ def test_a_subject_holding_a_stand_in_takes_the_email_package() -> None:
 
 
 def test_fast_mime_refuses_header_injection_as_build_does() -> None:
+    """Also a line break at the end of a value, which the package lets through and which would
+    end the header block early."""
     builder = MimeBuilder(SENDER)
-    for update in ({"to": "ann@example.com\r\nBcc: eve@example.com"}, {"subject": "Hi\r\nBcc: x"}):
+    updates: list[dict[str, str]] = [
+        {"to": "ann@example.com\r\nBcc: eve@example.com"},
+        {"subject": "Hi\r\nBcc: x"},
+        {"to": "ann@example.com\n"},
+        {"subject": "Hi\r"},
+        {"category": "customer_activation\n"},
+    ]
+    for update in updates:
         message = activation().model_copy(update=update)
         with pytest.raises(InvalidRequest):
             builder.build(message)
@@ -1069,3 +1088,13 @@ def test_smtp_username_without_password_is_a_configuration_error() -> None:
 def test_sender_without_address_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="REGISTRATION_MAIL_FROM"):
         OutboxMail(tmp_path, "Our shop")
+
+
+@pytest.mark.parametrize("sender", ["Shop <no-reply@bücher.example>", "Shop <no@sh\udcffop.test>"])
+def test_a_sender_domain_that_is_not_ascii_is_a_configuration_error(
+    tmp_path: Path, sender: str
+) -> None:
+    """It goes into every Message-ID. Found at the first mail, it failed every send: the second is
+    an environment variable that was not valid UTF-8."""
+    with pytest.raises(ConfigurationError, match="ASCII \\(IDNA\\) form"):
+        OutboxMail(tmp_path, sender)

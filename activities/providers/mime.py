@@ -112,11 +112,19 @@ class MimeBuilder:
             raise ConfigurationError(
                 f"REGISTRATION_MAIL_FROM={mail_from!r} has no address such as no-reply@shop.example"
             )
+        if not domain.isascii():  # it goes into every Message-ID, which must be ASCII
+            raise ConfigurationError(
+                f"REGISTRATION_MAIL_FROM={mail_from!r}: write the domain in its ASCII (IDNA) form,"
+                " such as xn--bcher-kva.example for bücher.example"
+            )
         self.mail_from = mail_from
         self._domain = domain
 
     def message_id(self, idempotency_key: str) -> str:
-        return f"<{key_digest(idempotency_key)}@{self._domain}>"
+        return self.message_id_of_digest(key_digest(idempotency_key))
+
+    def message_id_of_digest(self, digest: str) -> str:
+        return f"<{digest}@{self._domain}>"
 
     def build(self, message: MailMessage) -> EmailMessage:
         """The message to deliver; ``InvalidRequest`` if a header value would break the header.
@@ -142,20 +150,22 @@ class MimeBuilder:
         benchmark's no-op shape. So the package generates each template's message once, with
         stand-ins where the per-message values go (``_Layout``), and a message is that layout
         with its values put in. Those values need no encoding (the recipient must be a plain
-        address; date, Message-ID and boundary are ASCII made here), except the bodies, which
-        are quoted-printable exactly as ``build`` encodes them (``_quoted_printable``).
+        address; the date, the Message-ID's digest and the boundary are ASCII made here, of
+        fixed length), except the bodies, which are quoted-printable exactly as ``build``
+        encodes them (``_quoted_printable``).
         ``tests/test_mail.py`` compares the two byte for byte. Any other recipient (non-ASCII,
         long, quoted) takes ``build``."""
         to = _ascii_domain_or_invalid(message)
-        layout = _layout(self.mail_from, message.subject, message.category)
-        if layout is None or not _PLAIN_ADDRESS.fullmatch(to):
+        plain = _PLAIN_ADDRESS.fullmatch(to)
+        layout = _layout(self.mail_from, message.subject, message.category) if plain else None
+        if layout is None:
             email = self.build(message)
             utf8 = needs_smtputf8(email)
             return email.as_bytes(policy=SMTPUTF8 if utf8 else SMTP), utf8
         values = {
             _Field.TO: to,
             _Field.DATE: format_datetime(datetime.now(UTC)),
-            _Field.MESSAGE_ID: self.message_id(message.idempotency_key),
+            _Field.MESSAGE_ID: key_digest(message.idempotency_key),
             _Field.BOUNDARY: _boundary(),
             _Field.TEXT: _quoted_printable(message.text),
             _Field.HTML: _quoted_printable(message.html),
@@ -165,12 +175,18 @@ class MimeBuilder:
     def _email(
         self, message: MailMessage, to: str, *, date: str, message_id: str, boundary: str
     ) -> EmailMessage:
+        # The package refuses a line break inside a value, not at its end, which would end the
+        # header block early (the rest of the message read as its body).
+        if any("\r" in value or "\n" in value for value in (to, message.subject, message.category)):
+            raise InvalidRequest(
+                f"cannot build the {message.category!r} mail: a header value holds a line break"
+            )
         try:
             email = EmailMessage(policy=POLICY if to.isascii() else UTF8_POLICY)
             email["From"] = self.mail_from
             email["To"] = to
             email["Subject"] = message.subject
-        except ValueError as err:  # CR/LF in a value (header injection), a bad address: final
+        except ValueError as err:  # a bad address, a value the package refuses: final
             raise InvalidRequest(f"cannot build the {message.category} mail: {err}") from None
         email["Date"] = date
         email["Message-ID"] = message_id
@@ -206,14 +222,15 @@ def _layout(mail_from: str, subject: str, category: str) -> _Layout | None:
         category=category,
         idempotency_key="",
     )
-    email = MimeBuilder(mail_from)._email(
+    builder = MimeBuilder(mail_from)
+    email = builder._email(
         stand_in,
         stand_in.to,
         date=_STAND_INS[_Field.DATE],
-        message_id=_STAND_INS[_Field.MESSAGE_ID],
+        message_id=builder.message_id_of_digest(_STAND_INS[_Field.MESSAGE_ID]),
         boundary=_STAND_INS[_Field.BOUNDARY],
     )
-    return _Layout.cut(email.as_bytes(policy=SMTP).decode("utf-8"))
+    return _Layout.cut(email.as_bytes(policy=SMTP).decode("ascii"))
 
 
 def _part(body: str, subtype: str, policy: Policy) -> MIMEPart:
@@ -248,7 +265,7 @@ class _Field(enum.Enum):
 _STAND_INS = {
     _Field.TO: "stand-in-to@stand-in.invalid",
     _Field.DATE: "Sat, 01 Jan 2000 00:00:00 +0000",
-    _Field.MESSAGE_ID: f"<{'c' * 32}@stand-in.invalid>",
+    _Field.MESSAGE_ID: "c" * 32,  # the digest only: the package may fold the sender's domain
     _Field.BOUNDARY: f"=={'b' * 32}==",
     _Field.TEXT: "standintextbody",
     _Field.HTML: "standinhtmlbody",
