@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -37,7 +38,7 @@ from activities.errors import ConfigurationError
 from activities.identity import IdentityActivities
 from activities.mail import MailActivities
 from activities.profile import ProfileActivities
-from activities.providers import Providers, open_providers
+from activities.providers import Providers, check_email, open_providers, provider_prefixes
 from activities.rendering import MailRenderer
 from codec_server import bound_server, server_url
 from common.converter import data_converter
@@ -91,14 +92,19 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
     sealer = Sealer(fernet_keys(settings.seal_key, settings.data_dir))
     codes = ActivationCodes(hmac_keys(settings.code_key, settings.data_dir, "code"))
     identity = IdentityActivities(
-        providers.identity, sealer, PasswordPolicy.from_settings(settings)
+        providers.identity,
+        sealer,
+        PasswordPolicy.from_settings(settings),
+        check_email=functools.partial(check_email, settings),
     )
     customers = CustomerActivities(providers.customers)
+    code_issuer = providers.code_issuer()
     mail = MailActivities(
         providers.mail,
         MailRenderer(shop_name=settings.shop_name, password_reset_url=settings.password_reset_url),
         codes,
         settings.activation_link_base,
+        code_issuer,
     )
     return [
         ProfileActivities(
@@ -108,18 +114,16 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
         identity.create_principal,
         identity.decoy_create,
         identity.activate_principal,
-        identity.delete_principal,
+        identity.undo_principal,
         customers.link_or_create_customer,
-        customers.find_customer,
-        customers.create_customer,
-        customers.delete_customer,
+        customers.undo_customer,
         ActivationActivities(
             identity, customers, providers.one_step_activation()
         ).link_customer_and_activate,
         mail.issue_activation,
         mail.send_welcome,
         mail.send_already_registered,
-        CodeActivities(codes, sealer).verify_activation,
+        CodeActivities(codes, sealer, code_issuer).verify_activation,
     ]
 
 
@@ -337,7 +341,7 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(load_settings(), args.dev))
+        asyncio.run(serve(load_settings(provider_prefixes()), args.dev))
     except (ConfigurationError, KeyConfigError, InvalidSettings, PortInUse) as err:
         # Misconfiguration stops the worker at start-up, naming the variable, without a traceback.
         log.error("configuration error: %s", err)

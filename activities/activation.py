@@ -10,8 +10,8 @@ separate activities (``CustomerActivities``, ``IdentityActivities``), so both pa
 a retry repeats both calls, and both are idempotent on the ids the workflow chose; a failed
 activation leaves the customer this registration created to the workflow's compensation, whose
 undo is registered up front by that id (in-process providers create under the workflow's id, as
-the local one does). Remote providers keep one regular activity per call, each
-with its own retries and timeout.
+the local one does). Remote providers keep one regular activity per call, each with its own
+retries and timeout.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from temporalio import activity
 
 from activities.customers import CustomerActivities
 from activities.identity import IdentityActivities
-from activities.models import ActivatePrincipalInput, LinkAndActivateInput, LinkedActivation
-from activities.roles import OneStepActivation
+from activities.models import LinkAndActivateInput, LinkedActivation
+from activities.roles import OneStepActivation, customer_part
 
 
 class ActivationActivities:
@@ -37,17 +37,18 @@ class ActivationActivities:
 
     @activity.defn
     async def link_customer_and_activate(self, request: LinkAndActivateInput) -> LinkedActivation:
+        """The customer linked or created, then the login active with the link; a one-record
+        provider's login brings its own customer part (``IdentityCapabilities.one_record``)."""
         if self._one_step is not None:
             link, principal = await self._one_step.link_customer_and_activate(
-                request.principal_id, request.customer
+                request.principal.principal_id, request.customer
             )
             return LinkedActivation(link=link, principal=principal)
+        if request.one_record:
+            principal = await self._identity.activate_principal(request.principal)
+            return LinkedActivation(link=customer_part(principal), principal=principal)
         link = await self._customers.link_or_create_customer(request.customer)
         principal = await self._identity.activate_principal(
-            ActivatePrincipalInput(
-                principal_id=request.principal_id,
-                customer_id=link.customer.id,
-                customer_number=link.customer.number,
-            )
+            request.principal.model_copy(update={"customer": link.customer})
         )
         return LinkedActivation(link=link, principal=principal)

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.models import IssuedActivation, VerifyActivationInput
+from activities.roles import CodeIssuer
 from common.sealing import Sealer, SealError
 from common.settings import env_variable
 
@@ -66,13 +67,18 @@ def _digest(key: bytes, registration_id: str, sequence: int, secret: str) -> str
 class CodeActivities:
     """The check runs as a local activity: pure CPU, no server round trip needed."""
 
-    def __init__(self, codes: ActivationCodes, sealer: Sealer) -> None:
+    def __init__(
+        self, codes: ActivationCodes, sealer: Sealer, code_issuer: CodeIssuer | None = None
+    ) -> None:
         self._codes = codes
         self._sealer = sealer
+        self._code_issuer = code_issuer
+        """The identity provider, where it has the last word on codes (``CodeOwner.PROVIDER``)."""
 
     @activity.defn
     async def verify_activation(self, request: VerifyActivationInput) -> bool:
-        """Whether the submitted code (or link token) is the issued one.
+        """Whether the submitted code (or link token) is the issued one, and, where the identity
+        provider has the last word on codes, whether it accepts it too.
 
         A sealed code this worker cannot open is not a wrong code: the starter sealed it with a
         key the worker lacks (a seal key rotation half done, or two configurations). Counted as
@@ -101,4 +107,8 @@ class CodeActivities:
                 ) from None
         else:
             secret = submission.code or ""
-        return self._codes.matches(request.registration_id, request.issued, secret)
+        if not self._codes.matches(request.registration_id, request.issued, secret):
+            return False  # our limits first: a wrong code never reaches the provider
+        if request.principal_id is None or self._code_issuer is None:
+            return True
+        return await self._code_issuer.confirm_code(request.principal_id, secret.strip())

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.models import CustomerRef, EmailLookup
-from activities.roles import Customer, CustomerLink, CustomerProvider, NewCustomer
+from activities.models import CustomerRef
+from activities.roles import CustomerLink, CustomerProvider, NewCustomer
 
 
 class CustomerActivities:
@@ -20,18 +20,6 @@ class CustomerActivities:
         return await self._provider.link_or_create_customer(new)
 
     @activity.defn
-    async def delete_customer(self, ref: CustomerRef) -> bool:
-        """Compensation: idempotent, a customer that is already gone counts as deleted."""
-        return await self._provider.delete_customer(ref.customer_id)
-
-    # Registrations started before ``ProviderProfile.customer_in_one_step`` take the two steps
-    # below; keep them registered while such registrations can still be pending.
-
-    @activity.defn
-    async def find_customer(self, lookup: EmailLookup) -> Customer | None:
-        return await self._provider.find_customer(lookup.email_canonical)
-
-    @activity.defn
-    async def create_customer(self, new: NewCustomer) -> Customer:
-        """Idempotent on ``new.id`` (chosen by the workflow), so a retry creates nothing twice."""
-        return await self._provider.create_customer(new)
+    async def undo_customer(self, ref: CustomerRef) -> bool:
+        """Compensation: idempotent, a customer that is already gone counts as undone."""
+        return await self._provider.undo_customer(ref.customer_id)

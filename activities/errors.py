@@ -59,6 +59,11 @@ class ConcurrentModification(Conflict):
     """The record changed since it was read (etag/version mismatch, HTTP 412)."""
 
 
+class TooManyAttempts(ProviderError):
+    """The provider's own brute-force protection refused a code check (HTTP 429 on a code):
+    the caller is told too many attempts; retrying would only prolong the lock."""
+
+
 class ProviderUnavailable(ProviderError):
     """Transient: rate limited, 5xx or a transport error. Retried with backoff."""
 

@@ -1,6 +1,9 @@
-"""Identity-role activities: the login principal's life from inactive to active (or deleted)."""
+"""Identity-role activities: the login principal's life from inactive (or nothing, for a login
+created at activation) to active, or undone."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from temporalio import activity
 
@@ -24,13 +27,26 @@ ACTIVATION_READS = 3
 
 
 class IdentityActivities:
-    def __init__(self, provider: IdentityProvider, sealer: Sealer, policy: PasswordPolicy) -> None:
+    def __init__(
+        self,
+        provider: IdentityProvider,
+        sealer: Sealer,
+        policy: PasswordPolicy,
+        check_email: Callable[[str], None],
+    ) -> None:
         self._provider = provider
         self._sealer = sealer
         self._policy = policy
+        self._check_email = check_email
 
     @activity.defn
     async def find_principal(self, lookup: EmailLookup) -> Principal | None:
+        """The registration's first step, so an address a configured provider cannot work with
+        (``ProviderSpec.email_rule``) fails it here, before anything is created or mailed."""
+        try:
+            self._check_email(lookup.email_canonical)
+        except ValueError as err:
+            raise InvalidRequest(f"email: {err}") from None
         return await self._provider.find_principal(lookup.email_canonical)
 
     @activity.defn
@@ -60,21 +76,28 @@ class IdentityActivities:
 
     @activity.defn
     async def activate_principal(self, request: ActivatePrincipalInput) -> Principal:
-        """Read-modify-write under the principal's version: a concurrent change is re-read and
-        kept (never overwritten); one that keeps changing ends as ``ConcurrentModification``."""
+        """The login goes active with its customer link: created now, for a provider whose
+        logins exist only once the email is proven (``request.login``), else activated."""
+        customer = request.customer
+        if request.login is not None:
+            new = request.login.principal.model_copy(update={"link": customer})
+            return await self._provider.create_principal(new, self._password(request.login))
+        customer_id = customer.id if customer else None
+        # Read-modify-write under the principal's version: a concurrent change is re-read and
+        # kept (never overwritten); one that keeps changing ends as ``ConcurrentModification``.
         for _ in range(ACTIVATION_READS):
             principal = activation_target(
                 await self._provider.get_principal(request.principal_id),
                 request.principal_id,
-                request.customer_id,
+                customer_id,
             )
             if principal.active:
                 return principal  # a retry of an activation that already went through
             try:
                 return await self._provider.activate_principal(
                     request.principal_id,
-                    request.customer_id,
-                    request.customer_number,
+                    customer_id,
+                    customer.number if customer else None,
                     expected_version=principal.version,
                 )
             except ConcurrentModification:
@@ -84,6 +107,6 @@ class IdentityActivities:
         )
 
     @activity.defn
-    async def delete_principal(self, ref: PrincipalRef) -> bool:
-        """Compensation: idempotent, a principal that is already gone counts as deleted."""
-        return await self._provider.delete_principal(ref.principal_id)
+    async def undo_principal(self, ref: PrincipalRef) -> bool:
+        """Compensation: idempotent, a principal that is already gone counts as undone."""
+        return await self._provider.undo_principal(ref.principal_id)

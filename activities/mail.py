@@ -10,7 +10,7 @@ from temporalio import activity
 from activities.codes import ActivationCodes
 from activities.models import IssueActivationInput, IssuedActivation, NoticeInput
 from activities.rendering import MailRenderer
-from activities.roles import MailProvider
+from activities.roles import CodeIssuer, MailProvider
 
 
 def _idempotency_key(purpose: str) -> str:
@@ -26,25 +26,37 @@ class MailActivities:
         renderer: MailRenderer,
         codes: ActivationCodes,
         link_base: str | None,
+        code_issuer: CodeIssuer | None = None,
     ) -> None:
         self._mail = mail
         self._renderer = renderer
         self._codes = codes
         self._link_base = link_base
+        self._code_issuer = code_issuer
+        """The identity provider, where it makes the codes (``CodeOwner.PROVIDER``)."""
 
     @activity.defn
     async def issue_activation(self, request: IssueActivationInput) -> IssuedActivation:
         """Makes a fresh code (and link token), mails it and returns only their HMACs.
 
-        Every run makes a new code, so every run sends its own mail: the idempotency key names
+        The code is ours (a CSPRNG), or the identity provider's where it makes them; either way
+        the workflow keeps only its keyed HMAC. Every run makes a new code, so every run sends
+        its own mail: the idempotency key names
         the code (a random nonce), not the attempt. The attempt number would not do: a local
         activity that runs again because its workflow task was lost (worker killed after the
         mail went out) starts again at attempt 1, and the outbox would keep the first mail while
         the workflow stored the digest of a code nobody received. The newest mail always
         carries the code that the returned digest belongs to.
         """
-        code = self._codes.new_code()
-        token = self._codes.new_link_token() if self._link_base else None
+        code = (
+            await self._code_issuer.new_code(request.principal_id)
+            if self._code_issuer is not None
+            else self._codes.new_code()
+        )
+        # A link token stands in for our code only: a provider that checks its own codes needs
+        # the code itself, so its mails carry no link.
+        ours = self._code_issuer is None
+        token = self._codes.new_link_token() if self._link_base and ours else None
         link = (
             f"{self._link_base}?{urlencode({'email': request.email, 'token': token})}"
             if token

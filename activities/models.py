@@ -10,7 +10,14 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.roles import CustomerLink, NewCustomer, NewPrincipal, Principal
+from activities.roles import (
+    Customer,
+    CustomerLink,
+    IdentityCapabilities,
+    NewCustomer,
+    NewPrincipal,
+    Principal,
+)
 from workflows.models import CodeSubmission
 
 
@@ -21,37 +28,20 @@ class _Model(BaseModel):
 
 
 class ProviderProfile(_Model):
-    """Which roles run in this process (local activities) and which call out (regular ones)."""
+    """What the workflow follows: which roles run in this process (local activities) or call out
+    (regular ones), and the identity provider's shape. Asked once per registration and recorded
+    in its history, so a replay, or a worker restarted with other providers, keeps both."""
 
     identity_in_process: bool
     customers_in_process: bool
     mail_in_process: bool
-    customer_in_one_step: bool = False
-    """The worker links or creates the customer with one activity, and does not upsert the
-    ``activating`` status when the activation runs in-process (nobody could see it: it reached
-    the server in the same workflow task as the final status). Recorded in history with the rest
-    of the profile: registrations recorded before it existed lack the field and replay the old
-    two-step path, without a patch marker (and the search-attribute upsert a patch costs)."""
-    existing_account_answers_as_pending: bool = False
-    """For an email that has an active account, the workflow mails its owner and then answers
-    code submissions and resends as a pending registration would, until the activation window
-    ends: not only the first answer but every later one is the same as for a new email.
-    Registrations recorded before it existed end at once (same versioning as above)."""
-    activation_in_one_step: bool = False
-    """Identity and customers both run in this process, and this worker links or creates the
-    customer and activates the principal in one local activity (``activities/activation.py``)
-    instead of two. Registrations recorded before it existed take two (same versioning)."""
-    existing_account_in_equal_time: bool = False
-    """An email with an account spends what creating its principal would (``decoy_create``)
-    before its owner's first mail, and every registration's first resend throttle counts from
-    its start, not from its first mail: neither the time of the first mail nor
-    ``next_resend_at`` tells that the account exists (the create's Argon2id hash took 20 to 70
-    ms). Registrations recorded before it existed keep the old timing (same versioning)."""
+    identity: IdentityCapabilities = IdentityCapabilities()
 
     @property
     def activation_in_process(self) -> bool:
         """Whether the activation's steps (customer, then principal) all run as local activities,
-        i.e. within one workflow task, whose commands the server receives together."""
+        i.e. within one workflow task, whose commands the server receives together: then they
+        run as one activity (``activities/activation.py``), and nobody could see ``activating``."""
         return self.identity_in_process and self.customers_in_process
 
 
@@ -70,16 +60,22 @@ class PrincipalRef(_Model):
 
 class ActivatePrincipalInput(_Model):
     principal_id: str
-    customer_id: str
-    customer_number: str
+    customer: Customer | None = None
+    """The customer to link; ``None`` for a one-record provider (it links its own part)."""
+    login: CreatePrincipalInput | None = None
+    """For a provider whose logins are created only once the email is proven
+    (``LoginCreated.ACTIVATION``): the login to create, active."""
 
 
 class LinkAndActivateInput(_Model):
     """Step 5 in one activity (``activities/activation.py``): the customer to link or create,
     and the principal to activate with the link."""
 
-    principal_id: str
     customer: NewCustomer
+    principal: ActivatePrincipalInput
+    """Its ``customer`` is left out: it is the one just linked or created."""
+    one_record: bool = False
+    """The identity provider's login is the customer record: no customers-role call."""
 
 
 class LinkedActivation(_Model):
@@ -93,6 +89,8 @@ class CustomerRef(_Model):
 
 class IssueActivationInput(_Model):
     registration_id: str
+    principal_id: str
+    """The login the code is for: a provider that makes its own codes makes it for this login."""
     sequence: int
     """1 for the first code, +1 per resend; part of the HMAC and of the mail's idempotency key."""
     email: str
@@ -118,6 +116,9 @@ class VerifyActivationInput(_Model):
     registration_id: str
     issued: IssuedActivation
     submission: CodeSubmission
+    principal_id: str | None = None
+    """Set when the identity provider has the last word on the code (``CodeOwner.PROVIDER``):
+    a code that meets our digest is then confirmed there."""
 
 
 class NoticeInput(_Model):

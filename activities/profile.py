@@ -1,7 +1,8 @@
-"""Tells the workflow, once per registration, which provider roles are in-process.
+"""Tells the workflow, once per registration, how to run its providers: which roles are
+in-process, and the identity provider's shape.
 
 The answer is recorded in history, so a replay (or a worker restarted with other providers)
-keeps the choice between local and regular activities that the registration started with.
+keeps the choices the registration started with.
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ class ProfileActivities:
             identity_in_process=identity.in_process,
             customers_in_process=customers.in_process,
             mail_in_process=mail.in_process,
-            customer_in_one_step=True,
-            existing_account_answers_as_pending=True,
-            activation_in_one_step=identity.in_process and customers.in_process,
-            existing_account_in_equal_time=True,
+            identity=identity.capabilities,
         )
 
     @activity.defn

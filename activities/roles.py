@@ -4,21 +4,66 @@ A provider implements one role (identity, customers or mail); the worker picks o
 the settings (``activities/providers/__init__.py``), so new vendors plug in without touching the
 workflow. ``in_process`` tells the workflow whether a role's calls are millisecond-fast local work
 (run as local activities, saving server round trips) or remote calls (regular activities).
+
+Vendors differ in shape; an identity provider declares its shape in ``IdentityCapabilities``
+and the workflow follows the declaration, never a vendor's name.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.errors import Conflict, NotFound
+from activities.errors import Conflict, InvalidRequest, NotFound
 
 
 class _Record(BaseModel):
     """Validation errors name the field but never echo its value (personal data from a provider)."""
 
     model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+
+class LoginCreated(StrEnum):
+    """When the login exists at the provider."""
+
+    SIGNUP = "signup"
+    """Created inactive at sign-up, activated once the email is proven."""
+    ACTIVATION = "activation"
+    """Created (active) only once the email is proven: for a provider that has no inactive login
+    or cannot delete one. Until then the password stays sealed in the workflow."""
+
+
+class LoginUndo(StrEnum):
+    """What a compensation does to a login this registration created."""
+
+    DELETE = "delete"
+    DEACTIVATE = "deactivate"
+    """The provider has no delete: the login is made unusable and left for its own clean-up."""
+
+
+class CodeOwner(StrEnum):
+    """Who makes the activation code and has the last word on it."""
+
+    OURS = "ours"
+    """A CSPRNG code of ours, checked against its keyed HMAC (``activities/codes.py``)."""
+    PROVIDER = "provider"
+    """The provider generates the code (we mail it) and verifies it at activation; our HMAC
+    check and limits still run in front of it (``CodeIssuer``)."""
+
+
+class IdentityCapabilities(_Record):
+    """An identity provider's shape. Recorded in each registration's history (with the
+    ``ProviderProfile``), so a running registration keeps the shape it started with."""
+
+    login_created: LoginCreated = LoginCreated.SIGNUP
+    one_record: bool = False
+    """The login and the customer are one record at the provider: it creates the customer part
+    with the login and returns its id and number on activation; no customers-role call is made,
+    and the customers provider must be the same provider."""
+    login_undo: LoginUndo = LoginUndo.DELETE
+    code: CodeOwner = CodeOwner.OURS
 
 
 class Principal(_Record):
@@ -31,22 +76,26 @@ class Principal(_Record):
     version: str
     """Opaque concurrency token (etag or row version) for guarded updates."""
     customer_id: str | None = None
-    replaceable: bool = True
+    customer_number: str | None = None
+    """Set by a one-record provider (``IdentityCapabilities.one_record``): the customer part."""
+    linked_existing_customer: bool = False
+    """A one-record provider bound the login to a customer record that existed before (an
+    imported customer): compensation must not remove that record."""
+    replaceable: bool = False
     """Read when not ``active``: inactive the way a registration leaves it (created, never
     activated), so a new registration of the email may replace it. ``False`` for an inactive
     principal that something else owns (created by staff or another flow), which a stranger's
-    registration must not delete. True by default: what every inactive principal was taken for
-    before the field existed, so recorded histories replay unchanged."""
+    registration must not delete."""
 
 
 def activation_target(
-    principal: Principal | None, principal_id: str, customer_id: str
+    principal: Principal | None, principal_id: str, customer_id: str | None
 ) -> Principal:
     """The principal to activate for ``customer_id``; if it is already active, that activation
     went through before (a retry). ``NotFound`` or ``Conflict`` if it cannot be activated."""
     if principal is None:
         raise NotFound(f"principal {principal_id} no longer exists")
-    if principal.active and principal.customer_id != customer_id:
+    if principal.active and customer_id is not None and principal.customer_id != customer_id:
         raise Conflict(f"principal {principal_id} was activated for another customer")
     return principal
 
@@ -60,6 +109,12 @@ class NewPrincipal(_Record):
     phone: str | None = None
     locale: str | None = None
     tenant: str | None = None
+    customer: NewCustomer | None = None
+    """The customer part, for a one-record provider (``IdentityCapabilities.one_record``); the
+    workflow always sets it."""
+    link: Customer | None = None
+    """For a login created at activation (``LoginCreated.ACTIVATION``) beside a separate
+    customer record: the customer to link it to."""
 
 
 class Customer(_Record):
@@ -93,6 +148,19 @@ class CustomerLink(_Record):
     created: bool
 
 
+def customer_part(principal: Principal) -> CustomerLink:
+    """The customer of a one-record provider's activated login (``IdentityCapabilities``)."""
+    if principal.customer_id is None or principal.customer_number is None:
+        raise InvalidRequest(f"principal {principal.id}: activated without its customer part")
+    customer = Customer(
+        id=principal.customer_id,
+        number=principal.customer_number,
+        email=principal.email,
+        name=principal.name,
+    )
+    return CustomerLink(customer=customer, created=not principal.linked_existing_customer)
+
+
 class MailMessage(_Record):
     """A rendered message. ``idempotency_key`` makes a retried send deliver it once."""
 
@@ -108,15 +176,22 @@ class MailMessage(_Record):
     reply quotes the request must not carry them into an error, which lands in history."""
 
 
+NewPrincipal.model_rebuild()
+
+
 class IdentityProvider(Protocol):
     in_process: bool
+    capabilities: IdentityCapabilities
 
     async def find_principal(self, email_canonical: str) -> Principal | None: ...
 
     async def get_principal(self, principal_id: str) -> Principal | None: ...
 
     async def create_principal(self, new: NewPrincipal, password: str) -> Principal:
-        """Create an inactive principal; creating the same id again returns it unchanged."""
+        """Create the login; creating the same id again returns it unchanged. At sign-up
+        (``LoginCreated.SIGNUP``) inactive; at activation (``LoginCreated.ACTIVATION``) active
+        and linked to ``new.link``, or, for a one-record provider, to the customer part it
+        creates (or an existing record for the email it binds to)."""
         ...
 
     async def decoy_create(self, new: NewPrincipal, password: str) -> None:
@@ -126,27 +201,41 @@ class IdentityProvider(Protocol):
         ...
 
     async def activate_principal(
-        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+        self,
+        principal_id: str,
+        customer_id: str | None,
+        customer_number: str | None,
+        expected_version: str,
     ) -> Principal:
-        """Activate and link to the customer, only if ``expected_version`` is still current
-        (else ``ConcurrentModification``); ``NotFound`` if the principal is gone."""
+        """Activate and link to the customer (``None`` for a one-record provider, which links
+        its own customer part), only if ``expected_version`` is still current (else
+        ``ConcurrentModification``); ``NotFound`` if the principal is gone."""
         ...
 
-    async def delete_principal(self, principal_id: str) -> bool:
-        """Delete; ``False`` if it was already gone (idempotent)."""
+    async def undo_principal(self, principal_id: str) -> bool:
+        """Compensation: delete, or deactivate (``IdentityCapabilities.login_undo``) a login this
+        registration created; ``False`` if it was already gone (idempotent)."""
         ...
 
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class CodeIssuer(Protocol):
+    """The identity provider's own activation codes (``CodeOwner.PROVIDER``)."""
+
+    async def new_code(self, principal_id: str) -> str:
+        """A new code for the login; the provider's earlier code stops working."""
+        ...
+
+    async def confirm_code(self, principal_id: str, code: str) -> bool:
+        """Whether the provider accepts ``code`` (for most, accepting it also verifies the
+        address); ``TooManyAttempts`` if the provider's own brute-force limit was hit."""
+        ...
+
+
 class CustomerProvider(Protocol):
     in_process: bool
-
-    async def find_customer(self, email_canonical: str) -> Customer | None: ...
-
-    async def create_customer(self, new: NewCustomer) -> Customer:
-        """Create with a generated customer number; creating the same id again returns it."""
-        ...
 
     async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
         """The customer with ``new``'s email (``created=False``), else a new one from ``new``.
@@ -156,8 +245,9 @@ class CustomerProvider(Protocol):
         """
         ...
 
-    async def delete_customer(self, customer_id: str) -> bool:
-        """Delete; ``False`` if it was already gone (idempotent)."""
+    async def undo_customer(self, customer_id: str) -> bool:
+        """Compensation: delete (or, where the provider has no delete, deactivate) a customer
+        this registration created; ``False`` if it was already gone (idempotent)."""
         ...
 
     async def aclose(self) -> None: ...

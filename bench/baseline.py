@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.registration import local_retry
+    from workflows.steps import local_retry
 
 STEP_TIMEOUT = timedelta(seconds=10)
 STEP_DEADLINE = timedelta(minutes=5)

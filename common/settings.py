@@ -328,10 +328,16 @@ def listening_socket(host: str, port: int, field: str) -> socket.socket:
         raise PortInUse(f"{env_variable(field)}: cannot listen: {err.strerror}") from None
 
 
-def load_settings() -> Settings:
+def load_settings(provider_prefixes: tuple[str, ...] | None = None) -> Settings:
     """The settings of a process's start-up. Invalid values raise ``InvalidSettings`` naming their
     variables: pydantic names only the field (``activation_ttl``), not what to fix. So does a
-    ``REGISTRATION_*`` variable that names no setting (``unknown_variables``)."""
+    ``REGISTRATION_*`` variable that names no setting (``unknown_variables``).
+
+    Providers read and check their own ``REGISTRATION_<PROVIDER>_*`` settings: the worker, which
+    knows every provider, passes their ``provider_prefixes`` to be left to them. A process that
+    does not know the providers (the client, the codec server) passes ``None``: it then leaves
+    alone every ``REGISTRATION_<GROUP>_*`` variable of a group that no setting of its own has,
+    and the worker reports the typos among them."""
     try:
         settings = Settings()
     except ValidationError as err:
@@ -340,10 +346,27 @@ def load_settings() -> Settings:
         ]
         raise InvalidSettings("; ".join(problems)) from None
     known = {env_variable(field) for field in Settings.model_fields}
-    unknown = unknown_variables(env_variable(""), known, skip=(env_variable("hantera_"),))
+    if provider_prefixes is None:
+        groups = {field.split("_")[0] for field in Settings.model_fields if "_" in field}
+        skip = _other_groups(groups)
+    else:
+        skip = provider_prefixes
+    unknown = unknown_variables(env_variable(""), known, skip=skip)
     if unknown:
         raise InvalidSettings(unknown_message(unknown, known))
     return settings
+
+
+def _other_groups(groups: set[str]) -> tuple[str, ...]:
+    """The ``REGISTRATION_<GROUP>_`` prefixes in the environment whose group no setting has."""
+    prefix = env_variable("")
+    names = {name.upper() for name in [*os.environ, *dotenv_values(ENV_FILE)]}
+    found = {
+        name[len(prefix) :].split("_")[0]
+        for name in names
+        if name.startswith(prefix) and name[len(prefix) :].count("_") >= 1
+    }
+    return tuple(f"{prefix}{group}_" for group in sorted(found) if group.lower() not in groups)
 
 
 KUBERNETES_SERVICE_LINK = re.compile(
@@ -360,7 +383,7 @@ def unknown_variables(prefix: str, known: set[str], skip: tuple[str, ...] = ()) 
     settings would ignore them without a word, so a typo (``REGISTRATION_DATADIR``) or a renamed
     setting (``REGISTRATION_SMTP_STARTTLS``, now ``REGISTRATION_SMTP_SECURITY``) would leave a
     default in force that its operator thinks changed. ``skip`` holds the prefixes of settings
-    read elsewhere (``REGISTRATION_HANTERA_*``: the Hantera provider checks its own); Kubernetes
+    read elsewhere (``REGISTRATION_<PROVIDER>_*``: each provider checks its own); Kubernetes
     service links (``KUBERNETES_SERVICE_LINK``) are left alone."""
     names = {name.upper() for name in [*os.environ, *dotenv_values(ENV_FILE)]}
     return sorted(

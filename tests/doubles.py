@@ -69,9 +69,9 @@ class CountingCustomers:
         self.calls.append("link_or_create_customer")
         return await self.inner.link_or_create_customer(new)
 
-    async def delete_customer(self, customer_id: str) -> bool:
-        self.calls.append("delete_customer")
-        return await self.inner.delete_customer(customer_id)
+    async def undo_customer(self, customer_id: str) -> bool:
+        self.calls.append("undo_customer")
+        return await self.inner.undo_customer(customer_id)
 
     async def aclose(self) -> None:
         pass
@@ -102,6 +102,7 @@ class RejectingIdentity:
     def __init__(self, inner: LocalIdentity, rejections: int) -> None:
         self.inner = inner
         self.in_process = inner.in_process
+        self.capabilities = inner.capabilities
         self.rejections = rejections
         self.deletes = 0
 
@@ -118,15 +119,19 @@ class RejectingIdentity:
         await self.inner.decoy_create(new, password)
 
     async def activate_principal(
-        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+        self,
+        principal_id: str,
+        customer_id: str | None,
+        customer_number: str | None,
+        expected_version: str,
     ) -> Principal:
         raise NotFound(f"principal {principal_id} does not exist")
 
-    async def delete_principal(self, principal_id: str) -> bool:
+    async def undo_principal(self, principal_id: str) -> bool:
         self.deletes += 1
         if self.deletes <= self.rejections:
             raise InvalidRequest("the provider refuses the delete for now")
-        return await self.inner.delete_principal(principal_id)
+        return await self.inner.undo_principal(principal_id)
 
     async def aclose(self) -> None:
         pass
@@ -142,11 +147,11 @@ class HeldRejectingIdentity(RejectingIdentity):
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def delete_principal(self, principal_id: str) -> bool:
+    async def undo_principal(self, principal_id: str) -> bool:
         if self.deletes == 0:
             self.reached.set()
             await self.release.wait()
-        return await super().delete_principal(principal_id)
+        return await super().undo_principal(principal_id)
 
 
 async def activation_held_at_gate(

@@ -127,7 +127,7 @@ async def active_by_approval(stack: Stack, env: WorkflowEnvironment) -> str:
 
 async def active_linked(stack: Stack, env: WorkflowEnvironment) -> str:
     """An imported customer record is linked, not duplicated."""
-    await stack.providers.customers.create_customer(
+    await customers(stack).create_customer(
         NewCustomer(
             id="imported-1",
             email=EMAIL,
@@ -187,7 +187,7 @@ async def failed(stack: Stack, env: WorkflowEnvironment) -> str:
     workflow_id = await _pending(stack)
     principal = await identity(stack).find_principal(EMAIL.lower())
     assert principal is not None
-    await identity(stack).delete_principal(principal.id)
+    await identity(stack).undo_principal(principal.id)
     reply = await stack.registrations.submit_code(EMAIL, stack.code_for(EMAIL))
     assert reply.outcome is ActivationOutcome.FAILED
     with pytest.raises(WorkflowFailureError):

@@ -14,6 +14,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import open_providers
+from activities.providers.local import LocalCustomers
 from common.settings import Settings
 from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
 from tests.helpers import (
@@ -283,6 +284,7 @@ async def test_cli_import_with_a_bad_row_names_it_and_imports_nothing(
     assert code == 2 and out["error"] == "invalid_row"
     assert (out["file"], out["line"], out["field"]) == (str(file), 2, field)
     async with open_providers(settings) as providers:
+        assert isinstance(providers.customers, LocalCustomers)
         assert await providers.customers.find_customer("quinn@example.com") is None
 
 

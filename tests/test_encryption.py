@@ -35,7 +35,11 @@ class NamingIdentity(RejectingIdentity):
     """Activation fails for good with an error that names the customer."""
 
     async def activate_principal(
-        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+        self,
+        principal_id: str,
+        customer_id: str | None,
+        customer_number: str | None,
+        expected_version: str,
     ) -> Principal:
         raise NotFound(f"no principal {principal_id} for {NAME}")
 

@@ -170,7 +170,7 @@ async def test_all_roles_share_one_client_closed_with_the_providers(
         assert not providers.customers.in_process
         assert not providers.mail.in_process
         await providers.identity.find_principal("nobody@example.com")
-        await providers.customers.find_customer("nobody@example.com")
+        await providers.customers.link_or_create_customer(new_customer())
         await providers.mail.send(mail())
         client = providers.identity._client  # type: ignore[attr-defined]
         assert providers.customers._client is client  # type: ignore[attr-defined]
@@ -555,8 +555,8 @@ async def test_delete_principal_is_idempotent(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
     created = await hantera.identity.create_principal(new_principal(), PASSWORD)
-    assert await hantera.identity.delete_principal(created.id) is True
-    assert await hantera.identity.delete_principal(created.id) is False
+    assert await hantera.identity.undo_principal(created.id) is True
+    assert await hantera.identity.undo_principal(created.id) is False
     assert sim.principals == {}
     assert await hantera.identity.get_principal(created.id) is None
 
@@ -691,8 +691,8 @@ async def test_unknown_asset_type_is_invalid_request(sim: HanteraSimulator) -> N
 
 async def test_delete_customer_is_idempotent(hantera: HanteraClient, sim: HanteraSimulator) -> None:
     customer = await hantera.customers.create_customer(new_customer())
-    assert await hantera.customers.delete_customer(customer.id) is True
-    assert await hantera.customers.delete_customer(customer.id) is False
+    assert await hantera.customers.undo_customer(customer.id) is True
+    assert await hantera.customers.undo_customer(customer.id) is False
     assert sim.assets == {}
 
 
@@ -706,8 +706,8 @@ async def test_delete_by_the_registrations_own_id_finds_the_asset_hantera_named(
     created = await hantera.customers.create_customer(new)
     assert created.id != new.id
 
-    assert await hantera.customers.delete_customer(new.id) is True
-    assert await hantera.customers.delete_customer(new.id) is False
+    assert await hantera.customers.undo_customer(new.id) is True
+    assert await hantera.customers.undo_customer(new.id) is False
     assert list(sim.assets) == [imported.id]
 
 

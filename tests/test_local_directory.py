@@ -211,7 +211,7 @@ async def test_stale_activation_of_inactive_principal_changes_nothing(
 async def test_activate_deleted_principal_is_not_found(directory: LocalDirectory) -> None:
     identity = directory.identity
     await identity.create_principal(new_principal(1), PASSWORD)
-    assert await identity.delete_principal("p-1") is True
+    assert await identity.undo_principal("p-1") is True
     with pytest.raises(NotFound):
         await identity.activate_principal("p-1", "c-1", "CUST100001", "1")
     with pytest.raises(NotFound):
@@ -221,8 +221,8 @@ async def test_activate_deleted_principal_is_not_found(directory: LocalDirectory
 async def test_delete_principal_is_idempotent(directory: LocalDirectory) -> None:
     identity = directory.identity
     await identity.create_principal(new_principal(1), PASSWORD)
-    assert await identity.delete_principal("p-1") is True
-    assert await identity.delete_principal("p-1") is False
+    assert await identity.undo_principal("p-1") is True
+    assert await identity.undo_principal("p-1") is False
     assert await identity.get_principal("p-1") is None
     assert await identity.find_principal("user1@example.com") is None
     # The email is free again.
@@ -432,8 +432,8 @@ async def test_a_failed_activation_leaves_no_customer(directory: LocalDirectory)
 async def test_delete_customer_is_idempotent(directory: LocalDirectory) -> None:
     customers = directory.customers
     await customers.create_customer(new_customer(1))
-    assert await customers.delete_customer("c-1") is True
-    assert await customers.delete_customer("c-1") is False
+    assert await customers.undo_customer("c-1") is True
+    assert await customers.undo_customer("c-1") is False
     assert await customers.find_customer("user1@example.com") is None
     # Numbers are never reused, even after a delete.
     assert (await customers.create_customer(new_customer(2))).number == "CUST100002"

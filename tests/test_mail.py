@@ -172,6 +172,7 @@ async def test_outbox_is_idempotent_per_key(tmp_path: Path) -> None:
 
 ANN_FIRST_CODE = IssueActivationInput(
     registration_id="registration-ann@example.com",
+    principal_id="principal-ann",
     sequence=1,
     email="ann@example.com",
     name="Ann",

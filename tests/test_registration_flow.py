@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import json
 import re
 import sqlite3
@@ -14,13 +13,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.models import ProviderProfile
 from activities.providers import local
 from activities.providers.local import LocalIdentity
 from activities.roles import (
@@ -29,7 +25,7 @@ from activities.roles import (
     Principal,
 )
 from starter.cli import import_customers
-from starter.client import RegistrationClient, UnknownRegistration
+from starter.client import UnknownRegistration
 from tests.doubles import CountingCustomers, GatedCustomers, activation_held_at_gate
 from tests.helpers import (
     PASSWORD,
@@ -49,14 +45,12 @@ from tests.scenarios import (
     cancelled_during_activation,
 )
 from tests.stack import Stack, beside, make_settings, on_queue_of, running_stack
-from worker import SANDBOX, registration_activities
 from workflows.models import (
     ActivationOutcome,
     ActivationReply,
     RegistrationState,
     ResendOutcome,
 )
-from workflows.registration import RegistrationWorkflow
 
 
 async def test_happy_path_creates_customer_and_activates_principal(stack: Stack) -> None:
@@ -270,7 +264,7 @@ async def test_failure_after_customer_creation_deletes_that_customer(
     # Somebody removes the principal while the customer is being created.
     principal = await identity(stack).find_principal("frank@example.com")
     assert principal is not None
-    await identity(stack).delete_principal(principal.id)
+    await identity(stack).undo_principal(principal.id)
     gate.release.set()
 
     reply = await submit
@@ -296,7 +290,7 @@ async def test_failure_never_deletes_a_linked_customer(stack: Stack) -> None:
     await wait_for_state(stack, "ola@example.com", RegistrationState.PENDING)
     principal = await identity(stack).find_principal("ola@example.com")
     assert principal is not None
-    await identity(stack).delete_principal(principal.id)
+    await identity(stack).undo_principal(principal.id)
 
     reply = await stack.registrations.submit_code(
         "ola@example.com", stack.code_for("ola@example.com")
@@ -359,72 +353,6 @@ async def test_link_mode_mails_a_long_token_that_activates(dev_env: Any, tmp_pat
         assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) * 8 >= 128
         reply = await linked.registrations.submit_code("lena+shop@example.com", token)
         assert reply.outcome is ActivationOutcome.ACTIVATED
-
-
-OLDER_PROFILES = {
-    # Before ``customer_in_one_step``: find the customer, then create it, then activate.
-    "two-step-customer": (
-        ProviderProfile(identity_in_process=True, customers_in_process=True, mail_in_process=True),
-        ["find_customer", "create_customer"],
-        ["find_customer", "create_customer", "activate_principal"],
-    ),
-    # Before ``activation_in_one_step``: link or create, then activate, two local activities.
-    "two-step-activation": (
-        ProviderProfile(
-            identity_in_process=True,
-            customers_in_process=True,
-            mail_in_process=True,
-            customer_in_one_step=True,
-            existing_account_answers_as_pending=True,
-        ),
-        ["link_or_create_customer"],
-        ["link_or_create_customer", "activate_principal"],
-    ),
-}
-
-
-@pytest.mark.parametrize("older", sorted(OLDER_PROFILES))
-async def test_registration_started_by_an_older_worker_finishes_on_this_one(
-    dev_env: Any, stack: Stack, older: str
-) -> None:
-    """Rolling upgrade: the registration recorded an older worker's profile, so this worker takes
-    that worker's path for step 5 live, and the registration still ends active."""
-    profile, customer_calls, step_5 = OLDER_PROFILES[older]
-
-    @activity.defn(name="describe_providers")
-    async def profile_of_an_older_worker() -> ProviderProfile:
-        return profile
-
-    counting = CountingCustomers(customers(stack))
-    providers = dataclasses.replace(stack.providers, customers=counting)
-    settings = stack.settings.model_copy(update={"task_queue": stack.settings.task_queue + "-o"})
-    current = registration_activities(providers, settings)
-    older_worker = Worker(
-        dev_env.client,
-        task_queue=settings.task_queue,
-        workflows=[RegistrationWorkflow],
-        activities=[profile_of_an_older_worker]
-        + [fn for fn in current if fn.__name__ != "describe_providers"],
-        workflow_runner=SANDBOX,
-    )
-    email = f"olga.{older}@example.com"
-    async with older_worker:
-        upgraded = Stack(
-            dev_env.client, settings, providers, RegistrationClient(dev_env.client, settings)
-        )
-        receipt = await register(upgraded, email)
-        await wait_for_state(upgraded, email, RegistrationState.PENDING)
-    async for running in running_stack(dev_env.client, settings, providers):
-        reply = await running.registrations.submit_code(email, running.code_for(email))
-        assert reply.outcome is ActivationOutcome.ACTIVATED
-        result = await result_of(running, receipt.registration_id)
-        ran = await local_activities(running, receipt.registration_id)
-    assert result.state is RegistrationState.ACTIVE and result.customer_number == "CUST100001"
-    assert counting.calls == customer_calls
-    assert ran[ran.index("verify_activation") + 1 : -1] == step_5
-    principal = await identity(stack).find_principal(email)
-    assert principal is not None and principal.active
-    assert principal.customer_id == result.customer_id
 
 
 async def test_current_registration_links_and_activates_in_one_step(stack: Stack) -> None:

@@ -8,12 +8,8 @@ from datetime import timedelta
 import pytest
 from temporalio.common import RetryPolicy
 
-from workflows.registration import (
-    LOCAL_STEP_DEADLINE,
-    RETRY,
-    WELCOME_DEADLINE,
-    local_retry,
-)
+from workflows.registration import WELCOME_DEADLINE
+from workflows.steps import LOCAL_STEP_DEADLINE, RETRY, local_retry
 
 
 def waited_before(policy: RetryPolicy, attempt: int) -> timedelta:

@@ -17,11 +17,7 @@ Cancellation is the subtle part, twice over:
   up front with ``add`` (a delete of an id that was never created is a no-op): they cover that
   case too, and they can never touch a record this workflow did not create.
 
-Order: undos run newest first, except that the two up-front undos are registered when the
-principal is created, so the principal's runs before the customer's although the customer came
-later. That is deliberate and harmless: until the activation succeeds (after which nothing is
-undone) neither record refers to the other, so either may go first, and changing the order would
-change every compensating history's commands.
+Order: undos run newest first, like the steps they undo in reverse.
 """
 
 from __future__ import annotations
@@ -38,9 +34,6 @@ T = TypeVar("T")
 
 Undo = Callable[[], Awaitable[object]]
 
-UNDO_THROUGH_CANCEL = "undo-through-cancel"
-"""``workflow.patched`` id: compensations recorded before it stopped at an undo that failed after
-a cancel came in (asked only then, so other histories carry no marker)."""
 UNDO_PAUSE_FIRST = timedelta(minutes=1)
 UNDO_PAUSE_MAX = timedelta(hours=1)
 
@@ -105,8 +98,6 @@ class Saga:
                 except asyncio.CancelledError as err:
                     # The undo failed after a cancel came in, which ``run_to_completion`` reports
                     # as the cancel (its cause is the failure). The undos already run: go on.
-                    if not workflow.patched(UNDO_THROUGH_CANCEL):  # recorded before: it ended
-                        raise
                     self._on_cancel()
                     workflow.logger.warning(
                         "undo failed, tried again in %s: %s", pause, err.__cause__ or "cancelled"

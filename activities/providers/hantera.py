@@ -66,9 +66,11 @@ from activities.errors import (
     ProviderUnavailable,
     scrub,
 )
+from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     Customer,
     CustomerLink,
+    IdentityCapabilities,
     MailMessage,
     NewCustomer,
     NewPrincipal,
@@ -458,6 +460,9 @@ class HanteraIdentity:
     """``IdentityProvider`` on IAM principals. Their email is the canonical address (the login)."""
 
     in_process = False
+    capabilities = IdentityCapabilities()
+    """Principal and customer asset apart; the principal created inactive and deleted by
+    compensation; our own codes."""
 
     def __init__(self, client: HanteraClient) -> None:
         self._client = client
@@ -552,7 +557,11 @@ class HanteraIdentity:
         await self.get_principal(new.id)
 
     async def activate_principal(
-        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+        self,
+        principal_id: str,
+        customer_id: str | None,
+        customer_number: str | None,
+        expected_version: str,
     ) -> Principal:
         """PUT the whole principal back, activated and linked, guarded by ``expected_version``.
 
@@ -587,7 +596,7 @@ class HanteraIdentity:
                 ) from None
             return activated
 
-    async def delete_principal(self, principal_id: str) -> bool:
+    async def undo_principal(self, principal_id: str) -> bool:
         response = await self._client.call("DELETE", _path(PRINCIPALS, principal_id), allow=(404,))
         return response.status_code != 404
 
@@ -742,7 +751,7 @@ class HanteraCustomers:
             )
         return customer
 
-    async def delete_customer(self, customer_id: str) -> bool:
+    async def undo_customer(self, customer_id: str) -> bool:
         """Delete the asset; ``False`` if there was none.
 
         ``customer_id`` may also be the id a registration chose for the customer it creates
@@ -915,3 +924,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _email_rule(email_canonical: str) -> None:
+    """Customers are found by a graph filter on the email: an address that cannot be quoted in
+    one is refused before the registration creates anything."""
+    try:
+        filter_literal(email_canonical)
+    except InvalidRequest:
+        raise ValueError(
+            "cannot be used with the hantera provider (quote, backslash or control character)"
+        ) from None
+
+
+def _client(resources: Resources) -> HanteraClient:
+    """One client (connection pool, token cache) for every role that uses Hantera."""
+    return resources.shared("hantera", HanteraClient.from_env)
+
+
+SPEC = ProviderSpec(
+    name="hantera",
+    identity=lambda resources: _client(resources).identity,
+    customers=lambda resources: _client(resources).customers,
+    mail=lambda resources: _client(resources).mail,
+    capabilities=HanteraIdentity.capabilities,
+    env_prefix=ENV_PREFIX,
+    email_rule=_email_rule,
+    listable_leftovers=True,
+)

@@ -34,10 +34,18 @@ from typing import Concatenate, ParamSpec, TypeVar
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from activities.errors import ConcurrentModification, ConfigurationError, Conflict, NotFound
+from activities.errors import (
+    ConcurrentModification,
+    ConfigurationError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+)
+from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     Customer,
     CustomerLink,
+    IdentityCapabilities,
     NewCustomer,
     NewPrincipal,
     Principal,
@@ -270,6 +278,9 @@ class LocalIdentity:
     """``IdentityProvider`` on the ``principals`` table."""
 
     in_process = True
+    capabilities = IdentityCapabilities()
+    """Separate login and customer records, the login created inactive at sign-up and deleted
+    by compensation, our own codes."""
 
     def __init__(self, directory: LocalDirectory) -> None:
         self.directory = directory
@@ -305,13 +316,19 @@ class LocalIdentity:
         await self.directory.run(_rolled_back_insert, new)
 
     async def activate_principal(
-        self, principal_id: str, customer_id: str, customer_number: str, expected_version: str
+        self,
+        principal_id: str,
+        customer_id: str | None,
+        customer_number: str | None,
+        expected_version: str,
     ) -> Principal:
+        if customer_id is None or customer_number is None:  # separate records: always linked
+            raise InvalidRequest(f"principal {principal_id}: activation without a customer")
         return await self.directory.run(
             _activate_principal, principal_id, customer_id, customer_number, expected_version
         )
 
-    async def delete_principal(self, principal_id: str) -> bool:
+    async def undo_principal(self, principal_id: str) -> bool:
         return await self.directory.run(_delete, "principals", principal_id)
 
     async def verify_password(self, principal_id: str, password: str) -> bool:
@@ -345,7 +362,7 @@ class LocalCustomers:
         """Lookup and create in one transaction (see ``CustomerProvider``)."""
         return await self.directory.run(_link_or_insert_customer, new, _now())
 
-    async def delete_customer(self, customer_id: str) -> bool:
+    async def undo_customer(self, customer_id: str) -> bool:
         return await self.directory.run(_delete, "customers", customer_id)
 
 
@@ -546,3 +563,18 @@ def _in_own_transaction(
 
 _activate_principal = _in_own_transaction(_activate_in)
 _link_or_insert_customer = _in_own_transaction(_link_or_insert_in)
+
+
+def _directory(resources: Resources) -> LocalDirectory:
+    """One SQLite file for both roles (``Resources.shared``)."""
+    path = resources.settings.database_path
+    return resources.shared("local", lambda: LocalDirectory(path))
+
+
+SPEC = ProviderSpec(
+    name="local",
+    identity=lambda resources: _directory(resources).identity,
+    customers=lambda resources: _directory(resources).customers,
+    capabilities=LocalIdentity.capabilities,
+    listable_leftovers=True,
+)

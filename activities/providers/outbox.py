@@ -24,6 +24,7 @@ from pathlib import Path
 
 from activities.errors import ConfigurationError, ProviderUnavailable
 from activities.providers.mime import MimeBuilder, key_digest
+from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import MailMessage
 from common.settings import env_variable
 
@@ -80,3 +81,13 @@ class OutboxMail:
         except OSError as err:
             raise ProviderUnavailable(f"cannot write to outbox {self.outbox_dir}: {err}") from None
         return target
+
+
+def _outbox(resources: Resources) -> OutboxMail:
+    settings = resources.settings
+    outbox = OutboxMail(settings.outbox_path, settings.mail_from)
+    outbox.check_writable()
+    return outbox
+
+
+SPEC = ProviderSpec(name="outbox", mail=_outbox)

@@ -80,6 +80,7 @@ from activities.errors import (
     scrub,
 )
 from activities.providers.mime import MimeBuilder, needs_smtputf8
+from activities.providers.spec import ProviderSpec
 from activities.roles import MailMessage
 from common.settings import Settings, SmtpSecurity, env_variable
 
@@ -401,3 +402,6 @@ def _drop_outcome(sending: asyncio.Future[None]) -> None:
 
 def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+
+
+SPEC = ProviderSpec(name="smtp", mail=lambda resources: SmtpMail.from_settings(resources.settings))

@@ -1,10 +1,8 @@
 """Records ``tests/histories/*.json``: ``python -m tests.histories.record [NAME ...]``.
 
-Without names it records the scenarios that have no file yet (a new terminal path) and leaves
-the others alone: the committed files are what proves that the workflow still replays the
-histories of running registrations, and overwriting them would prove nothing. Named scenarios
-are re-recorded: only on purpose, after moving their current files into a ``vN/`` folder, since a
-workflow change must keep the old files replaying (or use ``workflow.patched``).
+It records the scenarios that have no file yet (a new terminal path) and leaves the others
+alone: the committed files are what proves that the workflow still replays the histories of
+running registrations, and overwriting them would prove nothing (``docs/changing-the-workflow.md``).
 
 Each scenario of ``tests/scenarios.py`` runs against real servers (the dev server, or the
 time-skipping server for timers) with the local provider and payload encryption off, so the files
@@ -14,7 +12,6 @@ are readable JSON and prove that the workflow itself writes no secret into histo
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 from pathlib import Path
 
@@ -57,9 +54,9 @@ def missing() -> list[str]:
 
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or missing()
+    names = missing()
     if names:
         asyncio.run(record(names))
     else:
-        print("every scenario has a recorded history; name those to re-record (see the docstring)")
+        print("every scenario has a recorded history (they are never re-recorded)")
     exit_at_once(0)
