@@ -33,11 +33,11 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.codes import CODE_DIGITS, LINK_TOKEN_BYTES, SEAL_MISMATCH
 from activities.providers import check_email
-from common.identifiers import registration_id
+from common.identifiers import WorkflowIdMode, registration_id
 from common.keys import KeyConfigError, fernet_keys, hmac_key
 from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
-from common.settings import InvalidSettings, Settings, WorkflowIdMode, env_variable
+from common.settings import InvalidSettings, Settings, env_variable
 from common.temporal import NamespaceNotFound, connect, namespace_not_found
 from common.temporal import ServerUnreachable as ServerUnreachable  # re-exported: connect raises it
 from workflows import visibility
@@ -48,6 +48,7 @@ from workflows.models import (
     CodeSubmission,
     Email,
     RegistrationInput,
+    RegistrationPolicy,
     RegistrationState,
     RegistrationStatus,
     ResendOutcome,
@@ -454,7 +455,7 @@ class RegistrationClient:
             _NAME.validate_python(fields["name"])
         except ValidationError as err:
             raise InvalidInput("name", err.errors()[0]["msg"]) from None
-        policy = _validated(settings.registration_policy, activation_ttl=activation_ttl)
+        policy = _registration_policy(settings, activation_ttl)
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields
         )
@@ -728,6 +729,18 @@ def _names_search_attribute(err: RPCError) -> bool:
     return err.status is RPCStatusCode.INVALID_ARGUMENT and any(
         key.name in err.message for key in visibility.ALL
     )
+
+
+def _registration_policy(
+    settings: Settings, activation_ttl: timedelta | None = None
+) -> RegistrationPolicy:
+    """The limits a registration copies at start: the configured ones, with ``activation_ttl``
+    instead of the configured TTL if given (out of bounds, ``InvalidInput`` naming it). The
+    settings hold the configured ones to the same bounds at start-up (``common/policy.py``)."""
+    fields = settings.model_dump(include=set(RegistrationPolicy.model_fields))
+    if activation_ttl is not None:
+        fields["activation_ttl"] = activation_ttl
+    return _validated(RegistrationPolicy, **fields)
 
 
 def _validated(make: Callable[..., M], **fields: Any) -> M:

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from common.identifiers import canonical_email
+from common.policy import ActivationTtl, Attempts, CustomerNumberPrefix, Resends
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{3,24}$")
@@ -66,19 +67,12 @@ class _Model(BaseModel):
 class RegistrationPolicy(_Model):
     """Limits of one registration; copied from the settings at start so replays see the same."""
 
-    activation_ttl: timedelta = timedelta(hours=24)
-    max_attempts_per_code: int = Field(5, ge=1)
-    max_attempts_total: int = Field(20, ge=1)
-    max_resends: int = Field(5, ge=0)
+    activation_ttl: ActivationTtl = timedelta(hours=24)
+    max_attempts_per_code: Attempts = 5
+    max_attempts_total: Attempts = 20
+    max_resends: Resends = 5
     resend_interval: timedelta = timedelta(minutes=1)
-    customer_number_prefix: str = Field("CUST", pattern=r"^[A-Z][A-Z0-9-]{0,11}$")
-
-    @field_validator("activation_ttl")
-    @classmethod
-    def _ttl_bounds(cls, ttl: timedelta) -> timedelta:
-        if not timedelta(minutes=1) <= ttl <= timedelta(days=30):
-            raise ValueError("must be between 1 minute and 30 days")
-        return ttl
+    customer_number_prefix: CustomerNumberPrefix = "CUST"
 
 
 class RegistrationInput(_Model):
