@@ -31,7 +31,6 @@ from temporalio.exceptions import ApplicationError, TemporalError, WorkflowAlrea
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
-from activities.codes import CODE_DIGITS, LINK_TOKEN_BYTES, SEAL_MISMATCH
 from activities.providers import check_email
 from common.identifiers import WorkflowIdMode, registration_id
 from common.keys import KeyConfigError, fernet_keys, hmac_key
@@ -42,6 +41,9 @@ from common.temporal import NamespaceNotFound, connect, namespace_not_found
 from common.temporal import ServerUnreachable as ServerUnreachable  # re-exported: connect raises it
 from workflows import visibility
 from workflows.models import (
+    CODE_DIGITS,
+    LINK_TOKEN_BYTES,
+    SEAL_MISMATCH,
     ActivationOutcome,
     ActivationReply,
     Approval,

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.codes import SEAL_MISMATCH, ActivationCodes, CodeActivities
+from activities.codes import ActivationCodes, CodeActivities
 from activities.models import IssuedActivation, VerifyActivationInput
 from common.keys import KeyConfigError, hmac_key, hmac_keys
 from common.sealing import Sealer
@@ -24,7 +24,7 @@ from tests.helpers import eventually, register, wait_for_state, wrong_code
 from tests.stack import Stack
 from tests.test_bad_input import cli as run_cli
 from tests.test_bad_input import server_of
-from workflows.models import ActivationOutcome, CodeSubmission, RegistrationState
+from workflows.models import SEAL_MISMATCH, ActivationOutcome, CodeSubmission, RegistrationState
 from workflows.registration import RegistrationWorkflow
 
 OLD, NEW = secrets.token_bytes(32), secrets.token_bytes(32)

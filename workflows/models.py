@@ -55,6 +55,16 @@ def _valid_phone(phone: str | None) -> str | None:
 
 Phone = Annotated[str | None, AfterValidator(_valid_phone)]
 
+CODE_DIGITS = 6
+"""An activation code is this many decimal digits."""
+LINK_TOKEN_BYTES = 24
+"""Random bytes of an activation link's token (192 bits; the floor is 128), sent unpadded
+base64url (``secrets.token_urlsafe``)."""
+SEAL_MISMATCH = "SealMismatch"
+"""``ApplicationError`` type of a submitted code that the worker's seal keys cannot open: the
+update fails with it (no attempt is counted), and ``RegistrationClient`` reports it as a
+configuration error."""
+
 
 class _Model(BaseModel):
     """``hide_input_in_errors``: a validation error (a malformed signal the SDK logs and drops, a
