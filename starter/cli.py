@@ -40,7 +40,6 @@ from common.settings import DURATION, InvalidSettings, Settings, env_variable, l
 from common.temporal import connect_config
 from starter.client import (
     InvalidInput,
-    Name,
     NotPending,
     RegistrationClient,
     ServerUnreachable,
@@ -49,6 +48,7 @@ from starter.client import (
 from workflows.models import (
     ActivationOutcome,
     Email,
+    Name,
     Phone,
     RegistrationPolicy,
     ResendOutcome,

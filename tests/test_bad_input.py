@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.providers import open_providers
@@ -26,7 +27,7 @@ from tests.helpers import (
     wrong_code,
 )
 from tests.stack import Stack
-from workflows.models import ActivationOutcome, RegistrationState
+from workflows.models import ActivationOutcome, RegistrationInput, RegistrationState
 
 REPO = Path(__file__).resolve().parent.parent
 NO_SERVER = "127.0.0.1:1"
@@ -65,6 +66,36 @@ async def test_invalid_registration_names_the_field_and_starts_nothing(
     assert words in str(error.value)
     assert await nothing_started(stack, request["email"])
     assert await identity(stack).find_principal("ivy.innes@example.com") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("Ivy\nInnes", "line breaks"),
+        ("Ivy\r\nBcc: eve@example.com", "control characters"),
+        ("Ivy\u2028Eve", "line breaks"),
+        ("Eve\u202egnp.exe", "bidirectional text controls"),
+    ],
+)
+def test_the_workflow_input_itself_refuses_a_name_that_is_not_one_line(
+    name: str, words: str
+) -> None:
+    """The rule is the contract's: any sender (the Temporal UI, another SDK) is held to it, not
+    only the client."""
+    fields = {"email": "ivy.innes@example.com", "name": name, "sealed_password": "sealed"}
+    decoders: list[Callable[[], RegistrationInput]] = [
+        lambda: RegistrationInput.model_validate(fields),
+        lambda: RegistrationInput.model_validate_json(json.dumps(fields)),  # as Temporal does
+    ]
+    for decode in decoders:
+        with pytest.raises(ValidationError) as error:
+            decode()
+        (problem,) = error.value.errors()
+        assert problem["loc"] == ("name",) and words in problem["msg"]
+    joined = RegistrationInput.model_validate(
+        {**fields, "name": "Mehr\u200cdad"}
+    )  # ZWNJ, as in Persian
+    assert joined.name == "Mehr\u200cdad"
 
 
 async def test_wrong_codes_are_counted_and_garbage_never_reaches_the_workflow(
