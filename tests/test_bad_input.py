@@ -14,7 +14,6 @@ import pytest
 from pydantic import ValidationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.providers import open_providers
 from common.settings import Settings
 from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
 from tests.helpers import (
@@ -161,11 +160,17 @@ async def test_unknown_email_is_a_clear_error(stack: Stack) -> None:
 
 
 async def cli(
-    address: str, settings: Settings, *args: str, stdin: str = "", **variables: str
+    address: str,
+    settings: Settings,
+    *args: str,
+    stdin: str = "",
+    module: str = "starter",
+    **variables: str,
 ) -> tuple[int, dict[str, Any]]:
-    """Runs ``python -m starter`` as a backend or an operator would, against the server at
-    ``address`` (asynchronously: the worker answering it lives in this process's event loop).
-    ``variables`` are set in its environment on top of ``settings``."""
+    """Runs ``python -m starter`` (or another tool's ``module``) as a backend or an operator
+    would, against the server at ``address`` (asynchronously: the worker answering it lives in
+    this process's event loop). ``variables`` are set in its environment on top of
+    ``settings``."""
     environment = {
         **os.environ,
         "TEMPORAL_ADDRESS": address,
@@ -179,7 +184,7 @@ async def cli(
         **variables,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "starter", *args,
+        sys.executable, "-m", module, *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=REPO, env=environment,
     )  # fmt: skip
@@ -264,75 +269,10 @@ async def test_cli_exit_codes(dev_env: WorkflowEnvironment, stack: Stack) -> Non
     assert code == 1 and out["error"] == "unknown_registration"
 
 
-async def as_a_worker_left_it(settings: Settings) -> None:
-    """The local directory a worker creates at start-up: an import only adds to an existing one."""
-    async with open_providers(settings):
-        pass
-
-
-async def test_cli_imports_customers_and_names_a_missing_file(
-    settings: Settings, tmp_path: Path
-) -> None:
-    await as_a_worker_left_it(settings)
-    good = tmp_path / "good.jsonl"
-    good.write_text(
-        '{"email": "Nia@Example.com", "name": "Nia"}\n\n'
-        '{"email": "oz@example.com", "name": "Oz", "phone": "+46 70 123 45 67"}\n'
-    )
-    code, out = await cli(NO_SERVER, settings, "customers", "import", str(good))
-    assert code == 0
-    assert [row["email"] for row in out["imported"]] == ["Nia@Example.com", "oz@example.com"]
-    code, out = await cli(NO_SERVER, settings, "customers", "import", str(good))
-    assert code == 0 and out == {
-        "imported": [],
-        "already_present": ["Nia@Example.com", "oz@example.com"],
-    }
-
-    missing = tmp_path / "missing.jsonl"
-    code, out = await cli(NO_SERVER, settings, "customers", "import", str(missing))
-    assert code == 2 and out["error"] == "unreadable_file" and out["file"] == str(missing)
-    assert str(missing) in out["message"]
-
-
-@pytest.mark.parametrize(
-    ("row", "field"),
-    [
-        ('{"email": "not-an-email", "name": ""}', "email"),
-        ('{"email": "pia@example.com", "name": "   "}', "name"),
-        ('{"email": "pia@example.com", "name": "Pia\\u0000"}', "name"),
-        ('{"email": "pia@example.com", "name": "Pia", "phone": "call me"}', "phone"),
-        ('{"name": "Pia"}', "email"),
-        ("not json", None),
-    ],
-)
-async def test_cli_import_with_a_bad_row_names_it_and_imports_nothing(
-    settings: Settings, tmp_path: Path, row: str, field: str | None
-) -> None:
-    file = tmp_path / "customers.jsonl"
-    file.write_text('{"email": "quinn@example.com", "name": "Quinn"}\n' + row + "\n")
-    code, out = await cli(NO_SERVER, settings, "customers", "import", str(file))
-    assert code == 2 and out["error"] == "invalid_row"
-    assert (out["file"], out["line"], out["field"]) == (str(file), 2, field)
-    async with open_providers(settings) as providers:
-        assert await providers.customers.find_customer("quinn@example.com") is None
-
-
-async def test_cli_unreachable_server_and_bad_configuration(
-    settings: Settings, tmp_path: Path
-) -> None:
-    await as_a_worker_left_it(settings)
+async def test_cli_unreachable_server_and_bad_configuration(settings: Settings) -> None:
     code, out = await cli(NO_SERVER, settings, "status", "--email", "kim@example.com")
     assert code == 3 and out["error"] == "server_unreachable" and out["address"] == NO_SERVER
     assert NO_SERVER in out["message"]
-
-    file = tmp_path / "customers.jsonl"
-    file.write_text('{"email": "rae@example.com", "name": "Rae"}\n')
-    code, out = await cli(
-        NO_SERVER, settings, "customers", "import", str(file),
-        REGISTRATION_IDENTITY_PROVIDER="bogus",
-    )  # fmt: skip
-    assert code == 2 and out["error"] == "configuration"
-    assert "REGISTRATION_IDENTITY_PROVIDER='bogus'" in out["message"]
 
     code, out = await cli(
         NO_SERVER, settings, "status", "--email", "kim@example.com",

@@ -16,9 +16,9 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.codes import ActivationCodes, CodeActivities
 from activities.models import IssuedActivation, VerifyActivationInput
+from common import command_line as exits
 from common.keys import KeyConfigError, hmac_key, hmac_keys
 from common.sealing import Sealer
-from starter import cli
 from starter.client import RegistrationClient, SealKeyMismatch
 from tests.helpers import eventually, register, wait_for_state, wrong_code
 from tests.stack import Stack
@@ -182,7 +182,7 @@ async def test_a_code_sealed_with_a_key_the_worker_lacks_is_a_configuration_erro
     exit_code, answer = await run_cli(
         server_of(dev_env), rotated_first, "activate", "--email", email, "--code", code
     )
-    assert (exit_code, answer) == (cli.USAGE, {"error": "configuration", "message": message})
+    assert (exit_code, answer) == (exits.USAGE, {"error": "configuration", "message": message})
 
     caplog.set_level(logging.WARNING)
     sealed = Sealer([Fernet.generate_key()]).seal(code)

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.import_customers import import_customers
 from activities.models import ProviderProfile
 from activities.providers import local
 from activities.providers.local import LocalIdentity
@@ -28,7 +29,6 @@ from activities.roles import (
     NewPrincipal,
     Principal,
 )
-from starter.cli import import_customers
 from starter.client import RegistrationClient, UnknownRegistration
 from tests.doubles import CountingCustomers, GatedCustomers, activation_held_at_gate
 from tests.helpers import (
