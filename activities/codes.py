@@ -19,14 +19,7 @@ from activities.models import IssuedActivation, VerifyActivationInput
 from activities.roles import CodeIssuer
 from common.sealing import Sealer, SealError
 from common.settings import env_variable
-
-CODE_DIGITS = 6
-LINK_TOKEN_BYTES = 24
-"""192-bit link tokens (the floor is 128 bits)."""
-SEAL_MISMATCH = "SealMismatch"
-"""``ApplicationError`` type of a submitted code that the worker's seal keys cannot open: the
-update fails with it (no attempt is counted), and ``RegistrationClient`` reports it as a
-configuration error."""
+from workflows.models import CODE_DIGITS, LINK_TOKEN_BYTES, SEAL_MISMATCH
 
 
 class ActivationCodes:

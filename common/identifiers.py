@@ -9,12 +9,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import unicodedata
+from enum import StrEnum
 
 import idna
 
-from common.settings import WorkflowIdMode
-
 PREFIX = "registration-"
+
+
+class WorkflowIdMode(StrEnum):
+    """How a registration's workflow ID is derived from the canonical email."""
+
+    EMAIL = "email"
+    """``registration-<canonical email>``: readable in the Temporal UI."""
+    HASHED = "hashed"
+    """``registration-<keyed hash>``: keeps PII out of workflow IDs (and search attributes)."""
 
 
 def canonical_email(email: str) -> str:

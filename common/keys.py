@@ -18,7 +18,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from common.settings import Settings, WorkflowIdMode, env_variable
+from common.identifiers import WorkflowIdMode
+from common.settings import Settings, env_variable
 
 log = logging.getLogger(__name__)
 

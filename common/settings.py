@@ -17,7 +17,7 @@ import socket
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Self
+from typing import Annotated, Self
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -33,9 +33,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from workflows.models import RegistrationPolicy
-
+from common.identifiers import WorkflowIdMode
+from common.policy import ActivationTtl, Attempts, CustomerNumberPrefix, Resends
 
 ENV_FILE = ".env"
 """Settings file in the working directory; the environment wins over it."""
@@ -71,15 +70,6 @@ def _duration_shorthand(value: object) -> object:
 Duration = Annotated[timedelta, BeforeValidator(_duration_shorthand)]
 """A duration as settings and the CLI take it: ``86400`` (seconds), ``24h`` or ``PT24H``."""
 DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
-
-
-class WorkflowIdMode(StrEnum):
-    """How a registration's workflow ID is derived from the canonical email."""
-
-    EMAIL = "email"
-    """``registration-<canonical email>``: readable in the Temporal UI."""
-    HASHED = "hashed"
-    """``registration-<keyed hash>``: keeps PII out of workflow IDs (and search attributes)."""
 
 
 class SmtpSecurity(StrEnum):
@@ -126,13 +116,16 @@ class Settings(BaseSettings):
     workflow_id_mode: WorkflowIdMode = WorkflowIdMode.EMAIL
 
     # Registration policy (copied into each workflow's input, so a running workflow keeps its own).
-    # Bounds: those of ``RegistrationPolicy``, checked by ``_policy_in_bounds``.
-    activation_ttl: Duration = timedelta(hours=24)
-    max_attempts_per_code: int = 5
-    max_attempts_total: int = 20
-    max_resends: int = 5
+    # Bounds: those of the workflow's ``RegistrationPolicy`` (``common/policy.py``), so that a
+    # value every registration would refuse stops the process at start-up.
+    activation_ttl: Annotated[ActivationTtl, BeforeValidator(_duration_shorthand)] = timedelta(
+        hours=24
+    )
+    max_attempts_per_code: Attempts = 5
+    max_attempts_total: Attempts = 20
+    max_resends: Resends = 5
     resend_interval: Duration = timedelta(minutes=1)
-    customer_number_prefix: str = "CUST"
+    customer_number_prefix: CustomerNumberPrefix = "CUST"
 
     # Password policy (NIST SP 800-63B: length and blocklist, no composition rules).
     password_min_length: int = Field(8, ge=8)
@@ -195,17 +188,6 @@ class Settings(BaseSettings):
     HTTPS UI may not call an ``http://`` endpoint (mixed content)."""
     codec_server_tls_key_file: FilePath | None = None
     """Its private key (PEM, not encrypted); set with the certificate or not at all."""
-
-    def registration_policy(self, activation_ttl: timedelta | None = None) -> RegistrationPolicy:
-        """The limits a registration copies at start (``activation_ttl`` overrides the configured
-        one), validated by the workflow's own model."""
-        # Imported here: workflows.models imports common.identifiers, which imports this module.
-        from workflows.models import RegistrationPolicy
-
-        fields = self.model_dump(include=set(RegistrationPolicy.model_fields))
-        if activation_ttl is not None:
-            fields["activation_ttl"] = activation_ttl
-        return RegistrationPolicy.model_validate(fields)
 
     @field_validator("password_max_length")
     @classmethod
@@ -285,13 +267,6 @@ class Settings(BaseSettings):
         587 would fail with an obscure TLS error ("wrong version number")."""
         if "smtp_port" not in self.model_fields_set and self.smtp_security is SmtpSecurity.TLS:
             self.smtp_port = 465
-        return self
-
-    @model_validator(mode="after")
-    def _policy_in_bounds(self) -> Self:
-        """Refuse at start-up what every registration would refuse later (a zero TTL, say), once
-        the fields parse. The policy's errors keep their field names: errors of these settings."""
-        self.registration_policy()
         return self
 
     @property

@@ -5,13 +5,14 @@ Every command prints one JSON object on stdout, usage errors included. Exit code
   1  the action was rejected: wrong code, nothing pending, unknown email, invalid input; a
      registration whose state does not allow it ("not_pending", with the state: approve of one
      that is not pending, cancel of one whose outcome is decided or whose run has ended); or the
-     Temporal server refused the call (the JSON says "temporal"), or the customers provider
-     refused an import ("provider", with the error's type)
-  2  usage error: bad arguments, an unreadable import file or an invalid row in it, invalid
-     configuration (the JSON names the variable)
+     Temporal server refused the call (the JSON says "temporal")
+  2  usage error: bad arguments, invalid configuration (the JSON names the variable)
   3  the Temporal server cannot be reached, at the start (TEMPORAL_ADDRESS; the JSON names the
      address) or during the call
   130  interrupted by Ctrl-C (at the password prompt, say)
+
+Customers are imported by an operator's tool beside the worker: ``python -m
+activities.import_customers``.
 """
 
 from __future__ import annotations
@@ -19,42 +20,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import sys
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.errors import ConfigurationError, ProviderError
-from activities.providers import check_email, open_providers
-from activities.roles import NewCustomer
-from common.identifiers import canonical_email
+from common.command_line import (
+    INTERRUPTED,
+    INTERRUPTED_ANSWER,
+    OK,
+    REJECTED,
+    UNREACHABLE,
+    USAGE,
+    JsonArgumentParser,
+    print_answer,
+)
 from common.keys import KeyConfigError
-from common.settings import DURATION, InvalidSettings, Settings, env_variable, load_settings
+from common.settings import DURATION, InvalidSettings, Settings, load_settings
 from common.temporal import connect_config
 from starter.client import (
     InvalidInput,
-    Name,
     NotPending,
     RegistrationClient,
     ServerUnreachable,
     UnknownRegistration,
 )
-from workflows.models import (
-    ActivationOutcome,
-    Email,
-    Phone,
-    RegistrationPolicy,
-    ResendOutcome,
-)
+from workflows.models import ActivationOutcome, RegistrationPolicy, ResendOutcome
 
-OK, REJECTED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 REQUEST_ID_HELP = (
     "a new, unguessable id of this request, e.g. a UUID (up to 200 characters, one line): run"
     " again with the same id after a lost answer, and the first answer comes back instead of a"
@@ -70,16 +66,6 @@ def activation_ttl(text: str) -> timedelta:
         return RegistrationPolicy(activation_ttl=DURATION.validate_python(text)).activation_ttl
     except ValidationError as err:
         raise argparse.ArgumentTypeError(f"{err.errors()[0]['msg']}: {text!r}") from None
-
-
-class JsonArgumentParser(argparse.ArgumentParser):
-    """Usage errors answer in JSON on stdout too (exit 2), so a backend calling the CLI reads
-    one format; the usage text still goes to stderr for a person."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(json.dumps({"error": "usage", "message": message}, indent=2))
-        self.exit(USAGE)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,102 +112,7 @@ def parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a registration and undo what it did")
     cancel.add_argument("--email", required=True)
     cancel.add_argument("--reason", default="cancelled from the command line")
-
-    customers = commands.add_parser("customers", help="customer records")
-    customer_commands = customers.add_subparsers(
-        dest="customers_command", metavar="import", required=True
-    )
-    load = customer_commands.add_parser(
-        "import", help="pre-load customers (JSON lines: email, name, optional phone)"
-    )
-    load.add_argument("file", type=Path)
     return root
-
-
-class UsageError(Exception):
-    """A bad argument that shows only once it is used (an import file); ``answer`` is the JSON."""
-
-    def __init__(self, error: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.answer: dict[str, Any] = {"error": error, "message": message, **details}
-
-
-class ImportedCustomer(BaseModel):
-    """One line of an import file, held to the rules of a registration's fields (the types the
-    registration input and the client use), so nothing is imported that could not have
-    registered. A key it does not know (``Phone`` for ``phone``) refuses the row, instead of
-    dropping what the file meant to import."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    email: Email
-    name: Name
-    phone: Phone = None
-
-
-def read_customers(settings: Settings, file: Path) -> list[ImportedCustomer]:
-    """Every row of an import file, all validated before any is imported: an unreadable file or
-    a bad row (named by line and field) is a ``UsageError`` and the file is left unimported."""
-    try:
-        # utf-8-sig: a byte-order mark (spreadsheet exports write one) is not part of line 1.
-        lines = file.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as err:
-        raise UsageError("unreadable_file", f"{file}: {err.strerror}", file=str(file)) from None
-    except UnicodeDecodeError:
-        raise UsageError("unreadable_file", f"{file}: not UTF-8 text", file=str(file)) from None
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = ImportedCustomer.model_validate_json(line)
-            check_email(settings, canonical_email(row.email))
-        except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or None
-            raise _bad_row(file, number, field, first["msg"]) from None
-        except ValueError as err:  # check_email: the customers provider cannot take the address
-            raise _bad_row(file, number, "email", str(err)) from None
-        rows.append(row)
-    return rows
-
-
-def _bad_row(file: Path, line: int, field: str | None, message: str) -> UsageError:
-    where = f"{file} line {line}" + (f", {field}" if field else "")
-    return UsageError("invalid_row", f"{where}: {message}", file=str(file), line=line, field=field)
-
-
-async def import_customers(settings: Settings, file: Path) -> dict[str, Any]:
-    """Load existing customers into the configured customers provider, so that registrations
-    with their emails link to them instead of creating new records. Re-importing is harmless."""
-    rows = await asyncio.to_thread(read_customers, settings, file)
-    if settings.customers_provider == "local" and not settings.database_path.exists():
-        # Opening it would create an empty one, which no worker reads: the import would succeed
-        # and registrations would never link. Like a missing key file, it names the variables.
-        raise ConfigurationError(
-            f"{env_variable('database')}: no local directory at {settings.database_path.resolve()}:"
-            f" run the import with the worker's {env_variable('data_dir')}"
-            f" (or {env_variable('database')}), once the worker has started"
-        )
-    imported, skipped = [], []
-    async with open_providers(settings) as providers:
-        for row in rows:
-            link = await providers.customers.link_or_create_customer(
-                NewCustomer(
-                    id=str(uuid.uuid4()),
-                    email=row.email,
-                    email_canonical=canonical_email(row.email),
-                    name=row.name,
-                    phone=row.phone,
-                    number_prefix=settings.customer_number_prefix,
-                )
-            )
-            if not link.created:
-                skipped.append(row.email)
-                continue
-            customer = link.customer
-            imported.append({"email": customer.email, "customer_number": customer.number})
-    return {"imported": imported, "already_present": skipped}
 
 
 def read_password(from_stdin: bool) -> str:
@@ -242,8 +133,6 @@ async def run(
     args: argparse.Namespace, settings: Settings, password: str | None
 ) -> tuple[int, Any]:
     """The command, with the password of ``register`` read before (see ``main``)."""
-    if args.command == "customers":
-        return OK, await import_customers(settings, args.file)
     client = await RegistrationClient.connect(settings)
     if args.command == "register":
         assert password is not None
@@ -282,16 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         password = read_password(args.password_stdin) if args.command == "register" else None
         code, answer = asyncio.run(run(args, settings, password))
     except KeyboardInterrupt:
-        code, answer = INTERRUPTED, {"error": "interrupted", "message": "interrupted by Ctrl-C"}
+        code, answer = INTERRUPTED, INTERRUPTED_ANSWER
     except InvalidInput as err:
         code, answer = REJECTED, {"error": "invalid_input", "field": err.field, "message": str(err)}
     except UnknownRegistration as err:
         code, answer = REJECTED, {"error": "unknown_registration", "message": str(err)}
     except NotPending as err:
         code, answer = REJECTED, {"error": "not_pending", "state": err.state, "message": str(err)}
-    except UsageError as err:
-        code, answer = USAGE, err.answer
-    except (InvalidSettings, KeyConfigError, ConfigurationError) as err:
+    except (InvalidSettings, KeyConfigError) as err:
         code, answer = USAGE, {"error": "configuration", "message": str(err)}
     except ServerUnreachable as err:
         code, answer = (
@@ -302,8 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "message": str(err),
             },
         )
-    except ProviderError as err:  # customers import: the customers provider refused or failed
-        code, answer = REJECTED, {"error": "provider", "type": err.type, "message": err.message}
     except RPCError as err:  # the Temporal server refused or failed the call
         if err.status is RPCStatusCode.UNAVAILABLE:
             address = connect_config()["target_host"]
@@ -315,6 +200,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             code, answer = REJECTED, {"error": "temporal", "message": str(err)}
     except TemporalError as err:  # e.g. an update that timed out waiting, a failed query
         code, answer = REJECTED, {"error": "temporal", "message": str(err)}
-    payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
-    print(json.dumps(payload, indent=2, default=str))
+    print_answer(answer)
     return code

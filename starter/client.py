@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -31,29 +30,31 @@ from temporalio.exceptions import ApplicationError, TemporalError, WorkflowAlrea
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
-from activities.codes import CODE_DIGITS, LINK_TOKEN_BYTES, SEAL_MISMATCH
-from activities.providers import check_email
-from common.identifiers import registration_id
+from common.identifiers import WorkflowIdMode, registration_id
 from common.keys import KeyConfigError, fernet_keys, hmac_key
 from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
-from common.settings import InvalidSettings, Settings, WorkflowIdMode, env_variable
+from common.settings import InvalidSettings, Settings, env_variable
 from common.temporal import NamespaceNotFound, connect, namespace_not_found
 from common.temporal import ServerUnreachable as ServerUnreachable  # re-exported: connect raises it
 from workflows import visibility
 from workflows.models import (
+    CODE_DIGITS,
+    LINK_TOKEN_BYTES,
+    SEAL_MISMATCH,
     ActivationOutcome,
     ActivationReply,
     Approval,
     CodeSubmission,
     Email,
     RegistrationInput,
+    RegistrationPolicy,
     RegistrationState,
     RegistrationStatus,
     ResendOutcome,
     ResendReply,
     ResendRequest,
-    ShortText,
+    one_line,
 )
 from workflows.registration import RegistrationWorkflow
 
@@ -67,31 +68,6 @@ RECEIPT_MESSAGE = (
 )
 
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
-
-
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-"""Embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069): they reorder the text
-around them, so "Eve<U+202E>gnp.exe" shows as "Eveexe.png". The joiners (ZWJ, ZWNJ),
-which names in Persian or Indic scripts need, are format characters too and stay allowed."""
-
-
-def _one_line(text: str) -> str:
-    """Refuse control characters, line separators (CR, LF, NUL, U+2028...) and bidirectional
-    controls: a name is one line of display text in mails, the Temporal UI and provider records.
-    Checked here, where input arrives, and not in ``RegistrationInput``, which Temporal also
-    decodes from histories recorded before the rule."""
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
-        raise ValueError("must not contain control characters or line breaks")
-    if not _BIDI_CONTROLS.isdisjoint(text):
-        raise ValueError(
-            "must not contain bidirectional text controls (U+202A..U+202E, U+2066..U+2069)"
-        )
-    return text
-
-
-Name = Annotated[ShortText, AfterValidator(_one_line)]
-"""A person's name as a registration (or a customer import) takes it."""
-_NAME: TypeAdapter[str] = TypeAdapter(Name)
 
 _TOKEN_LENGTH = len(base64.urlsafe_b64encode(bytes(LINK_TOKEN_BYTES)).rstrip(b"="))
 """Characters of a link token: ``secrets.token_urlsafe(LINK_TOKEN_BYTES)``, unpadded base64url."""
@@ -112,7 +88,7 @@ def _markdown_literal(text: str) -> str:
 
 
 RequestId = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_one_line)
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(one_line)
 ]
 """A caller's id of one ``submit_code`` or ``resend`` call, which its retries share. Its Temporal
 update id is this id behind the update's name (``_update_id``), so a code and a resend given the
@@ -450,18 +426,10 @@ class RegistrationClient:
         self, *, password: str, activation_ttl: timedelta | None, **fields: Any
     ) -> RegistrationInput:
         settings = self._settings
-        try:
-            _NAME.validate_python(fields["name"])
-        except ValidationError as err:
-            raise InvalidInput("name", err.errors()[0]["msg"]) from None
-        policy = _validated(settings.registration_policy, activation_ttl=activation_ttl)
+        policy = _registration_policy(settings, activation_ttl)
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields
         )
-        try:
-            check_email(settings, registration.canonical_email)
-        except ValueError as err:
-            raise InvalidInput("email", str(err)) from None
         try:
             self._passwords.check(password, context=(registration.email, registration.name))
         except PasswordPolicyError as err:
@@ -728,6 +696,18 @@ def _names_search_attribute(err: RPCError) -> bool:
     return err.status is RPCStatusCode.INVALID_ARGUMENT and any(
         key.name in err.message for key in visibility.ALL
     )
+
+
+def _registration_policy(
+    settings: Settings, activation_ttl: timedelta | None = None
+) -> RegistrationPolicy:
+    """The limits a registration copies at start: the configured ones, with ``activation_ttl``
+    instead of the configured TTL if given (out of bounds, ``InvalidInput`` naming it). The
+    settings hold the configured ones to the same bounds at start-up (``common/policy.py``)."""
+    fields = settings.model_dump(include=set(RegistrationPolicy.model_fields))
+    if activation_ttl is not None:
+        fields["activation_ttl"] = activation_ttl
+    return _validated(RegistrationPolicy, **fields)
 
 
 def _validated(make: Callable[..., M], **fields: Any) -> M:

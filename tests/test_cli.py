@@ -22,8 +22,7 @@ from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.errors import ProviderUnavailable
-from activities.providers import open_providers
+from common import command_line as exits
 from common.settings import Settings
 from starter import cli
 from tests.doubles import HeldMail
@@ -62,7 +61,6 @@ def answer(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
         (["register", "--email", "k@example.com", "--name", "K", "--ttl", "99999999999d"], "range"),
         (["register", "--email", "k@example.com", "--name", "K", "--ttl", "0s"], "--ttl: "),
         (["register", "--email", "k@example.com", "--name", "K", "--ttl", "P31D"], "30 days"),
-        (["customers"], "required: import"),
     ],
 )
 def test_usage_errors_answer_in_json(
@@ -70,7 +68,7 @@ def test_usage_errors_answer_in_json(
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
-    assert exit_.value.code == cli.USAGE
+    assert exit_.value.code == exits.USAGE
     printed = answer(capsys)
     assert printed["error"] == "usage" and words in printed["message"]
 
@@ -83,7 +81,7 @@ def test_other_temporal_errors_answer_in_json(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cli, "run", refused)
-    assert cli.main(["status", "--email", "kim@example.com"]) == cli.REJECTED
+    assert cli.main(["status", "--email", "kim@example.com"]) == exits.REJECTED
     assert answer(capsys) == {"error": "temporal", "message": "namespace is throttled"}
 
 
@@ -93,26 +91,13 @@ async def unavailable(
     raise RPCError("connection reset", RPCStatusCode.UNAVAILABLE, b"")
 
 
-async def provider_down(
-    args: argparse.Namespace, settings: Settings, _: str | None
-) -> tuple[int, Any]:
-    raise ProviderUnavailable("Hantera POST /resources/actors/asset/new: HTTP 503")
-
-
-def test_a_server_lost_mid_call_is_unreachable_and_a_provider_error_is_named(
+def test_a_server_lost_mid_call_is_unreachable(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cli, "run", unavailable)
-    assert cli.main(["status", "--email", "kim@example.com"]) == cli.UNREACHABLE
+    assert cli.main(["status", "--email", "kim@example.com"]) == exits.UNREACHABLE
     unreachable = answer(capsys)
     assert unreachable["error"] == "server_unreachable" and unreachable["address"]
-    monkeypatch.setattr(cli, "run", provider_down)  # e.g. during customers import
-    assert cli.main(["status", "--email", "kim@example.com"]) == cli.REJECTED
-    assert answer(capsys) == {
-        "error": "provider",
-        "type": "ProviderUnavailable",
-        "message": "Hantera POST /resources/actors/asset/new: HTTP 503",
-    }
 
 
 async def update_timed_out(
@@ -125,7 +110,9 @@ def test_any_other_temporal_error_answers_in_json(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cli, "run", update_timed_out)
-    assert cli.main(["activate", "--email", "kim@example.com", "--code", "123456"]) == cli.REJECTED
+    assert (
+        cli.main(["activate", "--email", "kim@example.com", "--code", "123456"]) == exits.REJECTED
+    )
     assert answer(capsys)["error"] == "temporal"
 
 
@@ -155,7 +142,7 @@ async def test_temporal_configuration_errors_name_the_variable(
     code, out = await run_cli(
         NO_SERVER, settings, "status", "--email", "kim@example.com", **variables
     )
-    assert code == cli.USAGE and out["error"] == "configuration"
+    assert code == exits.USAGE and out["error"] == "configuration"
     assert out["message"].startswith(f"{variable}: ")
 
 
@@ -180,7 +167,7 @@ async def test_a_namespace_the_server_lacks_is_a_configuration_error(
         ),
     )  # fmt: skip
     for code, out in answers:
-        assert code == cli.USAGE and out["error"] == "configuration"
+        assert code == exits.USAGE and out["error"] == "configuration"
         assert (
             out["message"]
             == f"TEMPORAL_NAMESPACE: the Temporal server at {server} has no namespace 'nope'"
@@ -194,7 +181,7 @@ async def test_commands_that_need_a_worker_say_when_none_answers(
     naming the task queue, where an update would wait forever."""
     server, address = server_of(dev_env), new_email()
     code, receipt = await run_cli(server, settings, *register_args(address), stdin=f"{PASSWORD}\n")
-    assert code == cli.OK
+    assert code == exits.OK
     email = ("--email", address)
     answers = await asyncio.gather(
         run_cli(server, settings, "activate", *email, "--code", "123456"),
@@ -203,7 +190,7 @@ async def test_commands_that_need_a_worker_say_when_none_answers(
     )
     await dev_env.client.get_workflow_handle(receipt["registration_id"]).terminate()
     for code, out in answers:
-        assert code == cli.REJECTED and out["error"] == "temporal"
+        assert code == exits.REJECTED and out["error"] == "temporal"
         assert out["message"].startswith("no worker answered within 30 s: is worker.py running")
         assert repr(settings.task_queue) in out["message"]
 
@@ -217,7 +204,7 @@ async def test_a_namespace_without_the_search_attributes_says_how_to_fix_it(
         server, settings, *register_args("kim@example.com"), stdin=password,
         TEMPORAL_NAMESPACE=namespace,
     )  # fmt: skip
-    assert code == cli.USAGE and out["error"] == "configuration"
+    assert code == exits.USAGE and out["error"] == "configuration"
     message = out["message"]
     assert message.startswith("REGISTRATION_SEARCH_ATTRIBUTES: ")
     assert (
@@ -229,14 +216,14 @@ async def test_a_namespace_without_the_search_attributes_says_how_to_fix_it(
         server, settings, *register_args("kim@example.com"), stdin=password,
         TEMPORAL_NAMESPACE=namespace, REGISTRATION_SEARCH_ATTRIBUTES="false",
     )  # fmt: skip
-    assert code == cli.OK, out
+    assert code == exits.OK, out
     # The commands it names, pasted as they are, give the namespace every attribute.
     assert await run_create_commands(server, message) == len(visibility.ALL)
     code, out = await run_cli(
         server, settings, *register_args("lee@example.com"), stdin=password,
         TEMPORAL_NAMESPACE=namespace,
     )  # fmt: skip
-    assert code == cli.OK, out
+    assert code == exits.OK, out
     listed = await dev_env.client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
@@ -254,7 +241,7 @@ async def test_a_namespace_with_only_the_start_attributes_is_refused_before_the_
         server_of(dev_env), settings, *register_args("kim@example.com"), stdin=f"{PASSWORD}\n",
         TEMPORAL_NAMESPACE=namespace,
     )  # fmt: skip
-    assert code == cli.USAGE and out["error"] == "configuration", out
+    assert code == exits.USAGE and out["error"] == "configuration", out
     assert "lacks CustomerNumber, namespace" in out["message"]
     assert "lacks ActivationExpiresAt" in out["message"]
     assert "lacks RegistrationStatus" not in out["message"]
@@ -262,7 +249,7 @@ async def test_a_namespace_with_only_the_start_attributes_is_refused_before_the_
         server_of(dev_env), settings, "status", "--email", "kim@example.com",
         TEMPORAL_NAMESPACE=namespace,
     )  # fmt: skip
-    assert (code, out["error"]) == (cli.REJECTED, "unknown_registration"), out  # nothing started
+    assert (code, out["error"]) == (exits.REJECTED, "unknown_registration"), out  # nothing started
 
 
 async def interrupt_until_it_ends(process: asyncio.subprocess.Process) -> None:
@@ -314,7 +301,7 @@ async def test_the_end_of_input_at_the_password_prompt_names_the_password(
     settings: Settings,
 ) -> None:
     code, out = await prompted(settings, interrupt=False)
-    assert code == cli.REJECTED
+    assert code == exits.REJECTED
     assert out == {
         "error": "invalid_input",
         "field": "password",
@@ -324,55 +311,14 @@ async def test_the_end_of_input_at_the_password_prompt_names_the_password(
 
 async def test_an_empty_stdin_names_the_password(settings: Settings) -> None:
     code, out = await run_cli(NO_SERVER, settings, *register_args("fay@example.com"), stdin="")
-    assert code == cli.REJECTED and out["field"] == "password"
+    assert code == exits.REJECTED and out["field"] == "password"
     assert out["message"] == "password: none given: stdin is empty"
 
 
 async def test_ctrl_c_at_the_password_prompt_answers_in_json(settings: Settings) -> None:
     code, out = await prompted(settings, interrupt=True)
-    assert code == cli.INTERRUPTED == 130
+    assert code == exits.INTERRUPTED == 130
     assert out == {"error": "interrupted", "message": "interrupted by Ctrl-C"}
-
-
-async def test_an_import_needs_the_workers_database(settings: Settings, tmp_path: Path) -> None:
-    """Opened elsewhere (another folder, another data folder), it would make an empty database
-    that no worker reads, report success, and no registration would ever link."""
-    file = tmp_path / "customers.jsonl"
-    file.write_text('{"email": "nia@example.com", "name": "Nia"}\n')
-    code, out = await run_cli(NO_SERVER, settings, "customers", "import", str(file))
-    assert code == cli.USAGE and out["error"] == "configuration"
-    assert out["message"].startswith(
-        f"REGISTRATION_DATABASE: no local directory at {settings.database_path}"
-    )
-    assert "REGISTRATION_DATA_DIR" in out["message"]
-    assert not settings.database_path.exists()
-
-    async with open_providers(settings):  # as the worker opens it at its start
-        pass
-    code, out = await run_cli(NO_SERVER, settings, "customers", "import", str(file))
-    assert code == cli.OK and [row["email"] for row in out["imported"]] == ["nia@example.com"]
-
-
-async def test_an_import_row_with_an_unknown_key_is_refused(
-    settings: Settings, tmp_path: Path
-) -> None:
-    file = tmp_path / "customers.jsonl"
-    file.write_text(
-        '{"email": "nia@example.com", "name": "Nia"}\n'
-        '{"email": "oz@example.com", "name": "Oz", "Phone": "+46 70 123 45 67"}\n'
-    )
-    code, out = await run_cli(NO_SERVER, settings, "customers", "import", str(file))
-    assert code == cli.USAGE and out["error"] == "invalid_row"
-    assert (out["line"], out["field"]) == (2, "Phone")
-    assert out["message"] == f"{file} line 2, Phone: Extra inputs are not permitted"
-
-
-def test_an_import_file_with_a_byte_order_mark_is_read(settings: Settings, tmp_path: Path) -> None:
-    """Spreadsheet exports often start with one; it is not part of the first row."""
-    file = tmp_path / "customers.jsonl"
-    file.write_text('\ufeff{"email": "nia@example.com", "name": "Nia"}\n', encoding="utf-8")
-    (row,) = cli.read_customers(settings, file)
-    assert (row.email, row.name) == ("nia@example.com", "Nia")
 
 
 async def test_a_name_is_shown_literally_in_the_summary_and_bidi_controls_are_refused(
@@ -383,7 +329,7 @@ async def test_a_name_is_shown_literally_in_the_summary_and_bidi_controls_are_re
     name = "[Verify here](https://evil.example) *now*"
     email = new_email()
     code, out = await run_cli(server, settings, *register_args(email, name), stdin=password)
-    assert code == cli.OK
+    assert code == exits.OK
     described = await dev_env.client.get_workflow_handle(out["registration_id"]).describe()
     assert await described.static_summary() == (
         rf"Registration of \[Verify here\]\(https://evil.example\) \*now\* ({email})"
@@ -393,12 +339,12 @@ async def test_a_name_is_shown_literally_in_the_summary_and_bidi_controls_are_re
         code, out = await run_cli(
             server, settings, *register_args(new_email(), controls), stdin=password
         )
-        assert code == cli.REJECTED and out["field"] == "name"
+        assert code == exits.REJECTED and out["field"] == "name"
         assert "bidirectional text controls" in out["message"]
     code, _ = await run_cli(
         server, settings, *register_args(new_email(), "Mehr\u200cdad"), stdin=password
     )  # a zero-width non-joiner, as Persian names have it
-    assert code == cli.OK
+    assert code == exits.OK
 
 
 async def test_activate_and_resend_retried_with_a_request_id_answer_as_the_first_time(
@@ -416,32 +362,32 @@ async def test_activate_and_resend_retried_with_a_request_id_answer_as_the_first
         activate = ("activate", "--email", email, "--code", wrong_code(quick.code_for(email)))
         first = await run_cli(server, quick.settings, *activate, "--request-id", "try-1")
         again = await run_cli(server, quick.settings, *activate, "--request-id", "try-1")
-        assert first == again and first[0] == cli.REJECTED
+        assert first == again and first[0] == exits.REJECTED
         assert first[1] == {"outcome": "invalid_code", "attempts_left": 4}
         assert (await quick.registrations.status(email)).attempts_left == before.attempts_left - 1
         for _ in range(2):  # without one, each run counts
             code, out = await run_cli(server, quick.settings, *activate)
-            assert code == cli.REJECTED and out["outcome"] == "invalid_code"
+            assert code == exits.REJECTED and out["outcome"] == "invalid_code"
         assert (await quick.registrations.status(email)).attempts_left == before.attempts_left - 3
 
         resend = ("resend", "--email", email, "--request-id", "resend-1")
         first = await run_cli(server, quick.settings, *resend)
         again = await run_cli(server, quick.settings, *resend)
-        assert first == again and first[0] == cli.OK and first[1]["outcome"] == "sent"
+        assert first == again and first[0] == exits.OK and first[1]["outcome"] == "sent"
         assert (await quick.registrations.status(email)).resends_left == before.resends_left - 1
         # The id of a code given to a resend (or the other way round) is a call of its own.
         code, out = await run_cli(server, quick.settings, "resend", "--email", email,
                                   "--request-id", "try-1")  # fmt: skip
-        assert code == cli.OK and out["outcome"] == "sent"
+        assert code == exits.OK and out["outcome"] == "sent"
         wrong = wrong_code(quick.code_for(email))
         code, out = await run_cli(server, quick.settings, "activate", "--email", email,
                                   "--code", wrong, "--request-id", "resend-1")  # fmt: skip
-        assert code == cli.REJECTED and out["outcome"] == "invalid_code"
+        assert code == exits.REJECTED and out["outcome"] == "invalid_code"
         assert (await quick.registrations.status(email)).attempts_left == before.attempts_left - 4
         code, out = await run_cli(
             server, quick.settings, "resend", "--email", email, "--request-id", "resend\n2"
         )
-        assert code == cli.REJECTED and out["error"] == "invalid_input"
+        assert code == exits.REJECTED and out["error"] == "invalid_input"
         assert out["field"] == "request_id" and "line breaks" in out["message"]
 
 
@@ -460,8 +406,8 @@ async def test_approve_and_cancel_of_an_ended_registration_answer_not_pending(
     )
     not_pending = {"error": "not_pending", "state": "active"}
     message = f"the registration of {email} is active, not"
-    assert approving == (cli.REJECTED, {**not_pending, "message": f"{message} pending"})
-    assert cancelling == (cli.REJECTED, {**not_pending, "message": f"{message} running"})
+    assert approving == (exits.REJECTED, {**not_pending, "message": f"{message} pending"})
+    assert cancelling == (exits.REJECTED, {**not_pending, "message": f"{message} running"})
 
     # Terminated while pending: not the pending state a query replays, nor a raw Temporal error.
     terminated = new_email()
@@ -474,8 +420,8 @@ async def test_approve_and_cancel_of_an_ended_registration_answer_not_pending(
     )
     not_pending = {"error": "not_pending", "state": "terminated"}
     message = f"the registration of {terminated} is terminated, not"
-    assert approving == (cli.REJECTED, {**not_pending, "message": f"{message} pending"})
-    assert cancelling == (cli.REJECTED, {**not_pending, "message": f"{message} running"})
+    assert approving == (exits.REJECTED, {**not_pending, "message": f"{message} pending"})
+    assert cancelling == (exits.REJECTED, {**not_pending, "message": f"{message} running"})
 
 
 async def test_cancel_of_an_active_registration_sending_its_welcome_answers_not_pending(
@@ -496,7 +442,7 @@ async def test_cancel_of_an_active_registration_sending_its_welcome_answers_not_
             RegistrationState.ACTIVE
         )
     assert (code, out) == (
-        cli.REJECTED,
+        exits.REJECTED,
         {
             "error": "not_pending",
             "state": "active",

@@ -14,17 +14,17 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.codes import SEAL_MISMATCH, ActivationCodes, CodeActivities
+from activities.codes import ActivationCodes, CodeActivities
 from activities.models import IssuedActivation, VerifyActivationInput
+from common import command_line as exits
 from common.keys import KeyConfigError, hmac_key, hmac_keys
 from common.sealing import Sealer
-from starter import cli
 from starter.client import RegistrationClient, SealKeyMismatch
 from tests.helpers import eventually, register, wait_for_state, wrong_code
 from tests.stack import Stack
 from tests.test_bad_input import cli as run_cli
 from tests.test_bad_input import server_of
-from workflows.models import ActivationOutcome, CodeSubmission, RegistrationState
+from workflows.models import SEAL_MISMATCH, ActivationOutcome, CodeSubmission, RegistrationState
 from workflows.registration import RegistrationWorkflow
 
 OLD, NEW = secrets.token_bytes(32), secrets.token_bytes(32)
@@ -182,7 +182,7 @@ async def test_a_code_sealed_with_a_key_the_worker_lacks_is_a_configuration_erro
     exit_code, answer = await run_cli(
         server_of(dev_env), rotated_first, "activate", "--email", email, "--code", code
     )
-    assert (exit_code, answer) == (cli.USAGE, {"error": "configuration", "message": message})
+    assert (exit_code, answer) == (exits.USAGE, {"error": "configuration", "message": message})
 
     caplog.set_level(logging.WARNING)
     sealed = Sealer([Fernet.generate_key()]).seal(code)

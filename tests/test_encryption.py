@@ -17,7 +17,7 @@ from activities.errors import NotFound
 from activities.roles import Principal
 from common.codec import PayloadDecryptionError
 from common.converter import data_converter
-from common.settings import WorkflowIdMode
+from common.identifiers import WorkflowIdMode
 from tests.doubles import RejectingIdentity
 from tests.helpers import PASSWORD, identity, result_of, wait_for_state
 from tests.stack import SESSION_KEYS, Stack, beside, make_settings, plain_client, running_stack

@@ -6,8 +6,7 @@ import unicodedata
 
 import pytest
 
-from common.identifiers import canonical_email, registration_id
-from common.settings import WorkflowIdMode
+from common.identifiers import WorkflowIdMode, canonical_email, registration_id
 
 KEY = b"k" * 32
 

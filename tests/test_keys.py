@@ -12,8 +12,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.codec import encryption_keys
 from common.converter import data_converter
+from common.identifiers import WorkflowIdMode
 from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_key
-from common.settings import Settings, WorkflowIdMode
+from common.settings import Settings
 from starter.client import RegistrationClient
 
 SEAL_KEY = SecretStr(Fernet.generate_key().decode())

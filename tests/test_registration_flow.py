@@ -17,6 +17,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.import_customers import import_customers
 from activities.providers import local
 from activities.providers.local import LocalIdentity
 from activities.roles import (
@@ -24,7 +25,6 @@ from activities.roles import (
     NewPrincipal,
     Principal,
 )
-from starter.cli import import_customers
 from starter.client import UnknownRegistration
 from tests.doubles import CountingCustomers, GatedCustomers, activation_held_at_gate
 from tests.helpers import (

@@ -13,7 +13,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
 from common.converter import data_converter
-from common.settings import WorkflowIdMode
+from common.identifiers import WorkflowIdMode
 from tests.helpers import register, result_of, wait_for_state
 from tests.stack import Stack, make_settings, running_stack
 from workflows import visibility

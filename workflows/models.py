@@ -2,9 +2,11 @@
 
 These models are what backend services, the Temporal UI and recorded histories see, so they carry
 no secret in clear: the password (and a code submitted by the starter) arrive sealed for the worker.
-Validation happens here, so that a bad field is named before any workflow starts; the client adds
-the rules that came after registrations were recorded (``starter.client.Name``), since Temporal
-decodes these models from old histories too.
+Every rule of a field is here, so that the client (``starter.client``) names a bad field before
+any workflow starts, and the worker decodes what any other sender (the Temporal UI, another SDK)
+sends by the same rules. The format of an activation code, which the client checks before a code
+costs an attempt, and the error type of a code the worker cannot open belong to the contract too;
+the activities take them from here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import (
 )
 
 from common.identifiers import canonical_email
+from common.policy import ActivationTtl, Attempts, CustomerNumberPrefix, Resends
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{3,24}$")
@@ -54,6 +57,37 @@ def _valid_phone(phone: str | None) -> str | None:
 
 Phone = Annotated[str | None, AfterValidator(_valid_phone)]
 
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069): they reorder the text
+around them, so "Eve<U+202E>gnp.exe" shows as "Eveexe.png". The joiners (ZWJ, ZWNJ),
+which names in Persian or Indic scripts need, are format characters too and stay allowed."""
+
+
+def one_line(text: str) -> str:
+    """Refuse control characters, line separators (CR, LF, NUL, U+2028...) and bidirectional
+    controls: a name is one line of display text in mails, the Temporal UI and provider records."""
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
+        raise ValueError("must not contain control characters or line breaks")
+    if not _BIDI_CONTROLS.isdisjoint(text):
+        raise ValueError(
+            "must not contain bidirectional text controls (U+202A..U+202E, U+2066..U+2069)"
+        )
+    return text
+
+
+Name = Annotated[ShortText, AfterValidator(one_line)]
+"""A person's name as a registration (or a customer import) takes it: one line of display text."""
+
+CODE_DIGITS = 6
+"""An activation code is this many decimal digits."""
+LINK_TOKEN_BYTES = 24
+"""Random bytes of an activation link's token (192 bits; the floor is 128), sent unpadded
+base64url (``secrets.token_urlsafe``)."""
+SEAL_MISMATCH = "SealMismatch"
+"""``ApplicationError`` type of a submitted code that the worker's seal keys cannot open: the
+update fails with it (no attempt is counted), and ``RegistrationClient`` reports it as a
+configuration error."""
+
 
 class _Model(BaseModel):
     """``hide_input_in_errors``: a validation error (a malformed signal the SDK logs and drops, a
@@ -66,26 +100,19 @@ class _Model(BaseModel):
 class RegistrationPolicy(_Model):
     """Limits of one registration; copied from the settings at start so replays see the same."""
 
-    activation_ttl: timedelta = timedelta(hours=24)
-    max_attempts_per_code: int = Field(5, ge=1)
-    max_attempts_total: int = Field(20, ge=1)
-    max_resends: int = Field(5, ge=0)
+    activation_ttl: ActivationTtl = timedelta(hours=24)
+    max_attempts_per_code: Attempts = 5
+    max_attempts_total: Attempts = 20
+    max_resends: Resends = 5
     resend_interval: timedelta = timedelta(minutes=1)
-    customer_number_prefix: str = Field("CUST", pattern=r"^[A-Z][A-Z0-9-]{0,11}$")
-
-    @field_validator("activation_ttl")
-    @classmethod
-    def _ttl_bounds(cls, ttl: timedelta) -> timedelta:
-        if not timedelta(minutes=1) <= ttl <= timedelta(days=30):
-            raise ValueError("must be between 1 minute and 30 days")
-        return ttl
+    customer_number_prefix: CustomerNumberPrefix = "CUST"
 
 
 class RegistrationInput(_Model):
     """What a backend sends to register someone. ``email`` keeps the spelling given for display."""
 
     email: Email
-    name: ShortText
+    name: Name
     phone: Phone = None
     locale: str | None = None
     profile: dict[str, str] = Field(default_factory=dict, max_length=32)
