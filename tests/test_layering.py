@@ -23,8 +23,6 @@ FORBIDDEN = {
 }
 """Package -> packages none of its modules may import."""
 
-"""Imports that break a rule above, for now."""
-
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(REPO).with_suffix("").parts)
