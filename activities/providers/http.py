@@ -175,9 +175,8 @@ class Vendor:
         if error is None and (status in (401, 403) or client_setup):
             error, message = ProviderUnavailable, f"{message}{self.auth_hint}"
         if error is None and 400 <= status < 500 and status not in (408, 429):
-            error = (typed or {}).get(detail.code or "") or STATUS_ERRORS.get(
-                status, InvalidRequest
-            )
+            by_code = (typed or {}).get(detail.code or "")
+            error = by_code or STATUS_ERRORS.get(status, InvalidRequest)
         # 408, 429, 5xx, and 1xx/3xx (e.g. a redirecting proxy in front of a wrong base URL).
         error = error or ProviderUnavailable
         if not error.retryable:
