@@ -6,8 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,9 @@ from activities.errors import (
 from activities.providers import open_providers
 from activities.providers.hantera import (
     CLIENT_GRANT_TYPES,
-    RETRY_AFTER_MAX,
+    HANTERA,
     HanteraClient,
     HanteraSettings,
-    _raise_for_status,
-    _retry_after,
     apply_setup,
     filter_literal,
     load_settings,
@@ -836,18 +833,6 @@ async def test_faults_switch_over_http(hantera: HanteraClient, sim: HanteraSimul
         assert (await http.post("/_sim/faults", json={"nonsense": 1})).status_code == 400
 
 
-def test_retry_after_as_seconds_or_http_date() -> None:
-    assert _retry_after("3") == timedelta(seconds=3)
-    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(minutes=1), usegmt=True)
-    delay = _retry_after(in_a_minute)
-    assert delay is not None and timedelta(seconds=55) < delay <= timedelta(minutes=1)
-    assert _retry_after("later, maybe") is None
-    assert _retry_after(None) is None
-    for absurd in ("nan", "inf", "-inf"):
-        assert _retry_after(absurd) is None
-    assert _retry_after("1e20") == RETRY_AFTER_MAX
-
-
 @pytest.mark.parametrize(
     ("status", "error", "retryable"),
     [
@@ -870,7 +855,7 @@ def test_status_mapping_scrubs_secrets_and_addresses(
     body = {"error": "E", "message": "pw hunter22 of jane.doe@example.com rejected, token tok123"}
     response = httpx.Response(status, json=body, request=request)
     with pytest.raises(error) as err:
-        _raise_for_status(response, redact=("hunter22", "tok123"))
+        raise HANTERA.error(response, redact=("hunter22", "tok123")) or AssertionError(status)
     message = err.value.message  # type: ignore[attr-defined]
     assert type(err.value) is error
     assert err.value.non_retryable is not retryable  # type: ignore[attr-defined]

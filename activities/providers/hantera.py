@@ -7,15 +7,13 @@ inactive, ``properties.activated: false``), the customer is an Asset actor of th
 
 Why this shape:
 
-* One ``httpx.AsyncClient`` per worker (a pool of keep-alive connections, explicit timeouts) and
-  one OAuth2 client-credentials token, cached until shortly before it expires and shared by the
-  three roles: ``HanteraClient`` owns both and hands out the role objects.
-* Every HTTP status is mapped in one place (``_raise_for_status``): what a retry cannot fix is a
-  non-retryable typed error; 429, 5xx and transport failures are ``ProviderUnavailable`` with the
-  server's ``Retry-After``. A rejected client (401 after one token refresh, 403, and the token
-  endpoint's ``invalid_client``, ``unauthorized_client`` and ``unsupported_grant_type``) also
-  stays retryable: it is our configuration (secret, grant types, ACL), and fixing it should resume
-  the pending registrations rather than fail them.
+* One ``VendorHttp`` per worker (``activities.providers.http``: a pool of keep-alive connections,
+  explicit timeouts, the shared status mapping and redaction) and one OAuth2 client-credentials
+  token, cached until shortly before it expires and shared by the three roles: ``HanteraClient``
+  owns both and hands out the role objects.
+* Hantera's error bodies (``error``/``code`` and ``message``) read with the shared
+  ``describe_json``; a rejected client (401 after one token refresh, 403, a token endpoint's
+  client-setup error) says which settings to check and how to set the client up (``HANTERA``).
 * Error messages name ids and statuses, never passwords, tokens or email addresses: they end up in
   workflow history and the Temporal UI.
 * Where the guide and Hantera's API reference disagree, the reference wins: assets get their
@@ -41,14 +39,10 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import re
-import time
 import unicodedata
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -57,15 +51,15 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.errors import (
-    ConcurrentModification,
     ConfigurationError,
     Conflict,
     InvalidRequest,
     NotFound,
     PasswordRejected,
+    ProviderError,
     ProviderUnavailable,
-    scrub,
 )
+from activities.providers.http import ClientCredentialsToken, Vendor, VendorHttp
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     Customer,
@@ -88,10 +82,6 @@ GRAPH_PATH = "/resources/graph"
 ASSETS_PATH = "/resources/actors/asset"
 SENDINGS_PATH = "/resources/sendings/email"
 
-DEFAULT_TOKEN_LIFETIME = 300.0
-"""Seconds a token is cached when the token answer has no ``expires_in`` (a 401 still renews)."""
-TOKEN_REFRESH_FRACTION = 0.1
-"""Refresh this fraction of a token's lifetime before it expires (at most 60 s early)."""
 PENDING_MARK = "registrationPending"
 """Principal property set by ``create_principal``: only a principal carrying it (and still
 inactive, unlinked) is a registration's leftover that a new registration may replace."""
@@ -121,9 +111,12 @@ POLICY_REJECTION_CODE = "PASSWORD_POLICY"
 CLIENT_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", "password")
 """The grant types our OAuth client needs: the guide's three, plus ``password`` for the token that
 sets a principal's chosen password (``change_password_as_principal``)."""
-CLIENT_SETUP_ERRORS = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type"})
-"""RFC 6749 section 5.2 token errors that mean our client is set up wrong (secret, grant types):
-retryable like a 401, so fixing the client resumes the registrations instead of failing them."""
+HANTERA = Vendor(
+    "Hantera",
+    auth_hint=f" (check {ENV_PREFIX}CLIENT_ID/CLIENT_SECRET and the client's grant types and ACL:"
+    " python -m activities.providers.hantera setup)",
+)
+"""Hantera's error bodies are flat (``error``/``code``, ``message``): the shared reading fits."""
 
 
 class HanteraSettings(BaseSettings):
@@ -181,101 +174,6 @@ def _required(name: str, value: str | None) -> str:
     return value
 
 
-# Error mapping --------------------------------------------------------------------------------
-
-_STATUS_ERRORS: dict[int, type[InvalidRequest | NotFound | Conflict]] = {
-    404: NotFound,
-    409: Conflict,
-    412: ConcurrentModification,
-}
-
-
-def _detail(response: httpx.Response) -> tuple[str, str | None]:
-    """The server's own explanation (error code and message), and its error code, if it gave
-    them: the code picks typed errors, the explanation goes into the message (scrubbed)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text, None
-    if not isinstance(body, dict):
-        return "", None
-    keys = ("error", "code", "message", "error_description", "detail", "title")
-    code = next((body[key] for key in ("error", "code") if isinstance(body.get(key), str)), None)
-    return " ".join(str(body[key]) for key in keys if body.get(key)), code
-
-
-RETRY_AFTER_MAX = timedelta(minutes=10)
-"""The longest ``Retry-After`` honoured: a longer (or absurd) one would outlast the step."""
-
-
-def _retry_after(value: str | None) -> timedelta | None:
-    """``Retry-After`` as seconds or an HTTP date, at most ``RETRY_AFTER_MAX``; ``None`` if
-    absent or unreadable (``nan``, ``inf``: a retry then uses the activity's own backoff)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    if not math.isfinite(seconds):
-        return None
-    return timedelta(seconds=min(max(seconds, 0.0), RETRY_AFTER_MAX.total_seconds()))
-
-
-def _raise_for_status(
-    response: httpx.Response,
-    *,
-    redact: Iterable[str] = (),
-    typed: Mapping[str, type[InvalidRequest]] | None = None,
-) -> None:
-    """The one HTTP status mapping of every Hantera call; returns quietly on 2xx.
-
-    ``typed`` gives server error codes a 4xx error type of their own (the password policy's
-    ``PasswordRejected``); any other 4xx maps by status, so a code we did not expect is never
-    mistaken for one we did.
-    """
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    request = response.request
-    text, code = _detail(response)
-    message = f"Hantera {request.method} {request.url.path}: HTTP {status} {scrub(text, redact)}"
-    message = message.rstrip()
-    client_setup = request.url.path.endswith(OAUTH_PATH) and code in CLIENT_SETUP_ERRORS
-    if status in (401, 403) or client_setup:
-        raise ProviderUnavailable(
-            f"{message} (check {ENV_PREFIX}CLIENT_ID/CLIENT_SECRET and the client's grant types"
-            " and ACL: python -m activities.providers.hantera setup)"
-        )
-    if 400 <= status < 500 and status not in (408, 429):
-        error = (typed or {}).get(code or "") or _STATUS_ERRORS.get(status, InvalidRequest)
-        raise error(message)
-    # 408, 429, 5xx, and 1xx/3xx (e.g. a redirecting proxy in front of a wrong base URL).
-    raise ProviderUnavailable(
-        message, next_retry_delay=_retry_after(response.headers.get("Retry-After"))
-    )
-
-
-def _json(response: httpx.Response) -> Any:
-    """The answer's JSON; a 2xx answer that is not JSON is broken, retrying cannot help."""
-    try:
-        return response.json()
-    except ValueError:
-        path = response.request.url.path
-        raise InvalidRequest(f"Hantera {path}: the answer is not JSON") from None
-
-
-def _object(response: httpx.Response) -> dict[str, Any]:
-    body = _json(response)
-    if not isinstance(body, dict):
-        path = response.request.url.path
-        raise InvalidRequest(f"Hantera {path}: the answer is not a JSON object")
-    return body
-
-
 def _path(*parts: str) -> str:
     """Path segments quoted so an id can never climb out of its resource (``../``)."""
     return "/".join(quote(part, safe="") if i else part for i, part in enumerate(parts))
@@ -290,23 +188,17 @@ class HanteraClient:
     def __init__(self, settings: HanteraSettings) -> None:
         self.settings = settings
         base_url = _required("base_url", settings.base_url)
-        self._client_id = _required("client_id", settings.client_id)
+        client_id = _required("client_id", settings.client_id)
         secret = settings.client_secret.get_secret_value() if settings.client_secret else None
-        self._client_secret = _required("client_secret", secret)
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(
-                settings.timeout_seconds, connect=settings.connect_timeout_seconds
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
-            headers={"Accept": "application/json"},
+        client_secret = _required("client_secret", secret)
+        self._http = VendorHttp(
+            HANTERA,
+            base_url,
+            timeout_seconds=settings.timeout_seconds,
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            max_connections=settings.max_connections,
         )
-        self._token: str | None = None
-        self._token_expires = 0.0
-        self._token_lock = asyncio.Lock()
+        self._token = ClientCredentialsToken(self._http, OAUTH_PATH, client_id, client_secret)
         self.identity = HanteraIdentity(self)
         self.customers = HanteraCustomers(self)
         self.mail = HanteraMail(self)
@@ -320,54 +212,11 @@ class HanteraClient:
         """Close the pooled connections; idempotent."""
         await self._http.aclose()
 
-    @property
-    def _secrets(self) -> tuple[str, ...]:
-        return (self._client_secret, self._token or "")
-
-    async def _send(
-        self, method: str, path: str, token: str | None, **kwargs: Any
-    ) -> httpx.Response:
-        """One HTTP exchange; a transport failure (timeout, refused, dropped) is retryable."""
-        headers = dict(kwargs.pop("headers", None) or {})
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            response = await self._http.request(method, path, headers=headers, **kwargs)
-        except httpx.TransportError as exc:
-            reason = scrub(str(exc), self._secrets) or "no detail"
-            raise ProviderUnavailable(
-                f"Hantera {method} {path}: {type(exc).__name__}: {reason}"
-            ) from None
-        log.debug("Hantera %s %s -> %s", method, path, response.status_code)
-        return response
-
     async def oauth_token(
         self, form: dict[str, str], *, redact: Sequence[str] = ()
     ) -> tuple[str, float]:
         """POST the form (plus our client credentials) to ``/oauth/token``: token and lifetime."""
-        form = {**form, "client_id": self._client_id, "client_secret": self._client_secret}
-        response = await self._send("POST", OAUTH_PATH, None, data=form)
-        _raise_for_status(response, redact=(*self._secrets, *redact))
-        body = _object(response)
-        token, lifetime = body.get("access_token"), body.get("expires_in")
-        if not isinstance(token, str) or not token:
-            raise InvalidRequest(f"Hantera {OAUTH_PATH}: the answer has no access_token")
-        return token, DEFAULT_TOKEN_LIFETIME if lifetime is None else float(lifetime)
-
-    async def _client_token(self, *, stale: str | None = None) -> str:
-        """The cached client-credentials token, fetched anew if expiring or rejected (``stale``).
-
-        The lock makes concurrent calls share one refresh; a caller whose token was rejected
-        gets the token another caller has refreshed meanwhile instead of fetching again.
-        """
-        async with self._token_lock:
-            if self._token and self._token != stale and time.monotonic() < self._token_expires:
-                return self._token
-            token, lifetime = await self.oauth_token({"grant_type": "client_credentials"})
-            margin = min(60.0, lifetime * TOKEN_REFRESH_FRACTION)
-            self._token, self._token_expires = token, time.monotonic() + lifetime - margin
-            log.info("Hantera client token obtained, valid %.0f s", lifetime)
-            return token
+        return await self._token.grant(form, redact=redact)
 
     async def call(
         self,
@@ -377,22 +226,18 @@ class HanteraClient:
         allow: Collection[int] = (),
         bearer: str | None = None,
         redact: Sequence[str] = (),
-        typed: Mapping[str, type[InvalidRequest]] | None = None,
+        typed: Mapping[str, type[ProviderError]] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """A request with the client token (refreshed once on 401), or with ``bearer`` as is.
 
         Statuses in ``allow`` (e.g. 404 for a lookup) are returned instead of raised; ``typed``
-        as in ``_raise_for_status``.
+        as in ``Vendor.error``.
         """
-        token = bearer or await self._client_token()
-        response = await self._send(method, path, token, **kwargs)
-        if response.status_code == 401 and bearer is None:
-            token = await self._client_token(stale=token)
-            response = await self._send(method, path, token, **kwargs)
-        if response.status_code not in allow:
-            _raise_for_status(response, redact=(*self._secrets, *redact), typed=typed)
-        return response
+        auth = bearer or self._token
+        return await self._http.request(
+            method, path, auth=auth, allow=allow, redact=redact, typed=typed, **kwargs
+        )
 
 
 # Identity -------------------------------------------------------------------------------------
@@ -422,7 +267,7 @@ async def change_password_as_principal(
         "POST",
         "/resources/me/password",
         bearer=token,
-        redact=(*secrets, token),
+        redact=secrets,
         typed={POLICY_REJECTION_CODE: PasswordRejected},
         json={"currentPassword": temporary_password, "newPassword": new_password},
     )
@@ -435,7 +280,7 @@ def _field(doc: dict[str, Any], key: str) -> Any:
 
 
 def _principal(response: httpx.Response) -> Principal:
-    doc = _object(response)
+    doc = HANTERA.json_object(response)
     properties = doc.get("properties") or {}
     # The guide reads ``etag``, the API reference answers ``eTag``; else the (quoted) header.
     etag = doc.get("etag") or doc.get("eTag") or response.headers.get("ETag", "").strip('"')
@@ -488,7 +333,7 @@ class HanteraIdentity:
             "limit": str(PRINCIPALS_PAGE),
         }
         while True:
-            page = _object(await self._client.call("GET", PRINCIPALS, params=params))
+            page = HANTERA.json_object(await self._client.call("GET", PRINCIPALS, params=params))
             items = page.get("principals") or []
             for item in items:
                 if str(_field(item, "email") or "").lower() == email_canonical.lower():
@@ -539,7 +384,7 @@ class HanteraIdentity:
                 body["phone"] = new.phone
             await self._client.call("PUT", _path(PRINCIPALS, new.id), json=body)
         reset = await self._client.call("POST", _path(PRINCIPALS, new.id, "password", "reset"))
-        temporary = _object(reset).get("temporaryPassword")
+        temporary = HANTERA.json_object(reset).get("temporaryPassword")
         if not isinstance(temporary, str) or not temporary:
             raise InvalidRequest(f"Hantera password reset of {new.id}: no temporaryPassword")
         await change_password_as_principal(self._client, new.email_canonical, temporary, password)
@@ -572,7 +417,7 @@ class HanteraIdentity:
         like the local provider: an already activated principal has a newer etag.
         """
         path = _path(PRINCIPALS, principal_id)
-        doc = _object(await self._client.call("GET", path))
+        doc = HANTERA.json_object(await self._client.call("GET", path))
         properties = {
             k: v for k, v in (doc.get("properties") or {}).items() if k not in ACTIVATION_KEYS
         }
@@ -679,7 +524,7 @@ class HanteraCustomers:
                 "node": {"fields": CUSTOMER_NODE_FIELDS},
             }
         ]
-        body = _json(await self._client.call("POST", GRAPH_PATH, json=query))
+        body = HANTERA.json(await self._client.call("POST", GRAPH_PATH, json=query))
         first = body[0] if isinstance(body, list) and body else {}
         return list(first.get("nodes") or [])
 
@@ -733,7 +578,7 @@ class HanteraCustomers:
             response = await self._client.call("POST", _path(ASSETS_PATH, "new"), json=[message])
         except Conflict:
             return CustomerLink(customer=await self._created_before(new), created=True)
-        asset_id, number = _created_asset(_json(response), type_key, new.id)
+        asset_id, number = _created_asset(HANTERA.json(response), type_key, new.id)
         customer = Customer(id=asset_id, number=number, email=new.email_canonical, name=new.name)
         return CustomerLink(customer=customer, created=True)
 

@@ -35,7 +35,6 @@ import logging
 import random
 import re
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,6 +50,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from activities.providers.hantera import CLIENT_GRANT_TYPES
+from tests.simulators.loopback import serve
 
 FIRST_ASSET_NUMBER = 100001
 _FILTER = re.compile(r"^dynamic\.([A-Za-z_][A-Za-z0-9_]*) == '([^'\\]*)'$")
@@ -722,24 +721,9 @@ async def running(
 ) -> AsyncIterator[HanteraSimulator]:
     """Serve ``simulator`` (a new one by default) until the block ends; port 0 picks a free one."""
     sim = simulator or HanteraSimulator()
-    # IPPROTO_TCP explicitly: asyncio only disables Nagle (40 ms stalls) on sockets that say TCP.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(sim.app, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises the start-up error
-                raise RuntimeError("Hantera simulator stopped during start-up")
-            await asyncio.sleep(0.01)
-        sim.base_url = f"http://{host}:{sock.getsockname()[1]}"
+    async with serve(sim.app, host=host, port=port) as base_url:
+        sim.base_url = base_url
         yield sim
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def _serve_forever(sim: HanteraSimulator, host: str, port: int) -> None:

@@ -1,0 +1,457 @@
+"""The shared HTTP plumbing (``activities.providers.http``) against a loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from activities.errors import (
+    ConcurrentModification,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PasswordRejected,
+    ProviderError,
+    ProviderUnavailable,
+)
+from activities.providers import http as http_module
+from activities.providers.http import (
+    RETRY_AFTER_MAX,
+    ClientCredentialsToken,
+    Detail,
+    Vendor,
+    VendorHttp,
+    json_describer,
+    retry_after,
+)
+from tests.simulators.loopback import serve
+
+CLIENT_ID = "svc"
+CLIENT_SECRET = "s3cret/client+value"
+PASSWORD = "pa ss&word=1"
+HINT = " (check TEST_CLIENT_SECRET)"
+TEST = Vendor("Test", auth_hint=HINT)
+
+
+@dataclass
+class Server:
+    """An OAuth2 token endpoint and a protected API that echo what they were sent, as careless
+    servers do."""
+
+    base_url: str = ""
+    lifetime: float | None = 300.0
+    token_outage: bool = False
+    reject_all_tokens: bool = False
+    answer: tuple[int, dict[str, str]] = (200, {})
+    """Status and headers of ``/answer``."""
+    tokens: list[str] = field(default_factory=list)
+    valid: set[str] = field(default_factory=set)
+    token_forms: list[dict[str, str]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    """Of ``/data``, in order."""
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/oauth/token", self._token, methods=["POST"]),
+                Route("/data", self._data),
+                Route("/answer", self._answer),
+                Route("/echo", self._echo),
+                Route("/slow", self._slow),
+                Route("/text", lambda _: PlainTextResponse("not json")),
+                Route("/list", lambda _: JSONResponse([1])),
+            ]
+        )
+
+    async def _token(self, request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        self.token_forms.append(form)
+        await asyncio.sleep(0.05)  # long enough for concurrent callers to pile up
+        if self.token_outage:
+            return JSONResponse({"error": "unavailable"}, 503, headers={"Retry-After": "3"})
+        if form.get("client_secret") != CLIENT_SECRET:
+            description = f"wrong secret {form.get('client_secret')}"
+            return JSONResponse({"error": "invalid_client", "error_description": description}, 401)
+        if form.get("grant_type") == "password":
+            description = f"bad password {form.get('password')}"
+            return JSONResponse({"error": "invalid_grant", "error_description": description}, 400)
+        token = f"tok-{len(self.tokens)}-Zq8"
+        self.tokens.append(token)
+        self.valid.add(token)
+        body: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
+        if self.lifetime is not None:
+            body["expires_in"] = self.lifetime
+        return JSONResponse(body)
+
+    async def _data(self, request: Request) -> Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        status = 401 if self.reject_all_tokens or token not in self.valid else 200
+        self.statuses.append(status)
+        return JSONResponse({"error": "unauthorized", "message": f"token {token}"}, status)
+
+    async def _answer(self, request: Request) -> Response:
+        status, headers = self.answer
+        body = {"error": "E", "message": f"for {request.headers.get('Authorization')}"}
+        return JSONResponse(body, status, headers=headers)
+
+    async def _echo(self, request: Request) -> Response:
+        """400 quoting the query string, raw and decoded."""
+        query = request.url.query
+        return JSONResponse({"message": f"{query} {dict(request.query_params)}"}, 400)
+
+    async def _slow(self, request: Request) -> Response:
+        await asyncio.sleep(1.0)
+        return JSONResponse({})
+
+    def revoke(self) -> None:
+        self.valid.clear()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    server = Server()
+    async with serve(server.app()) as base_url:
+        server.base_url = base_url
+        yield server
+
+
+@pytest.fixture
+async def http(server: Server) -> AsyncIterator[VendorHttp]:
+    client = VendorHttp(TEST, server.base_url, timeout_seconds=0.5)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def token(http: VendorHttp) -> ClientCredentialsToken:
+    return ClientCredentialsToken(http, "/oauth/token", CLIENT_ID, CLIENT_SECRET, scope="api")
+
+
+class Clock:
+    """Stands in for ``time`` in the module under test, so expiry needs no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    clock = Clock()
+    monkeypatch.setattr(http_module, "time", clock)
+    yield clock
+
+
+# Token cache ----------------------------------------------------------------------------------
+
+
+async def test_a_hundred_concurrent_calls_make_one_token_request(
+    http: VendorHttp, token: ClientCredentialsToken, server: Server
+) -> None:
+    await asyncio.gather(*(http.request("GET", "/data", auth=token) for _ in range(100)))
+    await http.request("GET", "/data", auth=token)
+
+    assert len(server.token_forms) == 1
+    assert server.token_forms[0] == {
+        "grant_type": "client_credentials",
+        "scope": "api",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+    assert server.statuses == [200] * 101
+
+
+async def test_a_failed_token_request_is_shared_not_repeated_by_each_caller(
+    http: VendorHttp, token: ClientCredentialsToken, server: Server
+) -> None:
+    server.token_outage = True
+    results = await asyncio.gather(
+        *(http.request("GET", "/data", auth=token) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(r, ProviderUnavailable) for r in results)
+    assert len(server.token_forms) == 1
+    first = results[0]
+    assert isinstance(first, ProviderUnavailable)
+    assert first.next_retry_delay == timedelta(seconds=3)
+
+    server.token_outage = False  # the next caller tries again
+    await http.request("GET", "/data", auth=token)
+    assert len(server.token_forms) == 2
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_refresh_others_wait_for(
+    http: VendorHttp, token: ClientCredentialsToken, server: Server
+) -> None:
+    first = asyncio.create_task(token.get())
+    second = asyncio.create_task(token.get())
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == server.tokens[0]
+    assert len(server.token_forms) == 1
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "refresh_after"),
+    [(300.0, 270.0), (3600.0, 3540.0), (None, 270.0)],
+    ids=["10% early", "at most 60 s early", "no expires_in: 300 s"],
+)
+async def test_the_token_is_refreshed_shortly_before_it_expires(
+    http: VendorHttp,
+    token: ClientCredentialsToken,
+    server: Server,
+    clock: Clock,
+    lifetime: float | None,
+    refresh_after: float,
+) -> None:
+    server.lifetime = lifetime
+    first = await token.get()
+    clock.now += refresh_after - 1
+    assert await token.get() == first
+    clock.now += 2
+    assert await token.get() != first
+    assert len(server.token_forms) == 2
+
+
+async def test_a_rejected_token_is_refreshed_once_for_all_its_callers(
+    http: VendorHttp, token: ClientCredentialsToken, server: Server
+) -> None:
+    await http.request("GET", "/data", auth=token)
+    server.revoke()
+
+    await asyncio.gather(*(http.request("GET", "/data", auth=token) for _ in range(10)))
+
+    assert len(server.token_forms) == 2
+    assert server.statuses.count(401) == 10 and server.statuses.count(200) == 11
+
+
+async def test_a_second_401_is_a_retryable_error_naming_the_settings(
+    http: VendorHttp, token: ClientCredentialsToken, server: Server
+) -> None:
+    server.reject_all_tokens = True
+    with pytest.raises(ProviderUnavailable) as err:
+        await http.request("GET", "/data", auth=token)
+    assert not err.value.non_retryable
+    assert err.value.message == f"Test GET /data: HTTP 401 unauthorized token ***{HINT}"
+    assert len(server.token_forms) == 2
+    assert server.statuses == [401, 401]
+
+
+async def test_a_bearer_token_is_used_as_is_and_scrubbed(http: VendorHttp, server: Server) -> None:
+    with pytest.raises(ProviderUnavailable) as err:
+        await http.request("GET", "/data", auth="user-token-Xy7")
+    assert "user-token-Xy7" not in str(err.value)
+    assert server.statuses == [401] and server.token_forms == []
+
+
+async def test_client_setup_errors_at_the_token_endpoint_are_retryable(
+    server: Server, http: VendorHttp
+) -> None:
+    wrong = ClientCredentialsToken(http, "/oauth/token", CLIENT_ID, "wrong-secret-Qv3")
+    with pytest.raises(ProviderUnavailable) as err:
+        await wrong.get()
+    assert not err.value.non_retryable
+    assert err.value.message == (
+        f"Test POST /oauth/token: HTTP 401 invalid_client wrong secret ***{HINT}"
+    )
+
+
+async def test_other_token_errors_map_by_status(token: ClientCredentialsToken) -> None:
+    """A refused password grant is the user's fault, not our client's."""
+    form = {"grant_type": "password", "username": "u@x.test", "password": PASSWORD}
+    with pytest.raises(InvalidRequest) as err:
+        await token.grant(form, redact=(PASSWORD,))
+    assert err.value.non_retryable
+    assert err.value.message == "Test POST /oauth/token: HTTP 400 invalid_grant bad password ***"
+
+
+# Status mapping -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, InvalidRequest),
+        (404, NotFound),
+        (409, Conflict),
+        (412, ConcurrentModification),
+        (422, InvalidRequest),
+        (410, InvalidRequest),
+        (403, ProviderUnavailable),
+        (408, ProviderUnavailable),
+        (429, ProviderUnavailable),
+        (500, ProviderUnavailable),
+        (502, ProviderUnavailable),
+        (503, ProviderUnavailable),
+        (304, ProviderUnavailable),
+    ],
+)
+async def test_each_status_maps_to_its_typed_error(
+    http: VendorHttp, server: Server, status: int, error: type[ProviderError]
+) -> None:
+    server.answer = (status, {})
+    with pytest.raises(ProviderError) as err:
+        await http.request("GET", "/answer", auth="tok-Jw2")
+    assert type(err.value) is error
+    assert err.value.non_retryable is not error.retryable
+    assert err.value.type == error.__name__
+    assert err.value.message.startswith(f"Test GET /answer: HTTP {status}")
+
+
+async def test_an_allowed_status_is_returned(http: VendorHttp, server: Server) -> None:
+    server.answer = (404, {})
+    assert (await http.request("GET", "/answer", allow=(404,))).status_code == 404
+
+
+async def test_typed_codes_pick_a_4xx_error_and_nothing_else(
+    http: VendorHttp, server: Server
+) -> None:
+    typed = {"E": PasswordRejected}
+    server.answer = (422, {})
+    with pytest.raises(PasswordRejected):
+        await http.request("GET", "/answer", typed=typed)
+    server.answer = (503, {})
+    with pytest.raises(ProviderUnavailable):
+        await http.request("GET", "/answer", typed=typed)
+
+
+async def test_a_vendor_reads_its_own_error_bodies_and_status_meanings(server: Server) -> None:
+    """E.g. a vendor answering validation errors with 500 and a message."""
+
+    def classify(response: httpx.Response, detail: Detail) -> type[ProviderError] | None:
+        return InvalidRequest if response.status_code == 500 and detail.code == "E" else None
+
+    vendor = Vendor("Shop", describe=json_describer(("message",), ("error",)), classify=classify)
+    shop = VendorHttp(vendor, server.base_url)
+    try:
+        server.answer = (500, {})
+        with pytest.raises(InvalidRequest) as err:
+            await shop.request("GET", "/answer")
+        assert err.value.message == "Shop GET /answer: HTTP 500 for None"
+        server.answer = (502, {})
+        with pytest.raises(ProviderUnavailable):
+            await shop.request("GET", "/answer")
+    finally:
+        await shop.aclose()
+
+
+async def test_a_2xx_answer_that_is_not_json_is_invalid(http: VendorHttp) -> None:
+    response = await http.request("GET", "/text")
+    with pytest.raises(InvalidRequest, match="Test /text: the answer is not JSON"):
+        TEST.json(response)
+    with pytest.raises(InvalidRequest, match="not a JSON object"):
+        TEST.json_object(await http.request("GET", "/list"))
+
+
+# Retry-After and transport failures -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_becomes_the_next_retry_delay(
+    http: VendorHttp, server: Server, status: int
+) -> None:
+    server.answer = (status, {"Retry-After": "7"})
+    with pytest.raises(ProviderUnavailable) as err:
+        await http.request("GET", "/answer")
+    assert err.value.next_retry_delay == timedelta(seconds=7)
+
+    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(minutes=1), usegmt=True)
+    server.answer = (status, {"Retry-After": in_a_minute})
+    with pytest.raises(ProviderUnavailable) as err:
+        await http.request("GET", "/answer")
+    delay = err.value.next_retry_delay
+    assert delay is not None and timedelta(seconds=55) < delay <= timedelta(minutes=1)
+
+    server.answer = (status, {})
+    with pytest.raises(ProviderUnavailable) as err:
+        await http.request("GET", "/answer")
+    assert err.value.next_retry_delay is None
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    assert retry_after("3") == timedelta(seconds=3)
+    assert retry_after("-5") == timedelta(0)
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == timedelta(0)  # in the past
+    assert retry_after("later, maybe") is None
+    assert retry_after(None) is None
+    for absurd in ("nan", "inf", "-inf"):
+        assert retry_after(absurd) is None
+    assert retry_after("1e20") == RETRY_AFTER_MAX
+
+
+async def test_a_refused_connection_is_retryable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the request
+    closed = VendorHttp(TEST, f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(ProviderUnavailable, match=r": Test GET /x: ConnectError") as err:
+            await closed.request("GET", "/x")
+    finally:
+        await closed.aclose()
+    assert not err.value.non_retryable and err.value.next_retry_delay is None
+
+
+async def test_a_timeout_is_retryable(http: VendorHttp) -> None:
+    with pytest.raises(ProviderUnavailable, match=r": Test GET /slow: ReadTimeout") as err:
+        await http.request("GET", "/slow")
+    assert not err.value.non_retryable
+
+
+# Secrets --------------------------------------------------------------------------------------
+
+
+async def test_secrets_stay_out_of_errors_logs_and_reprs(
+    http: VendorHttp,
+    token: ClientCredentialsToken,
+    server: Server,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client secret, the tokens and a password the vendor wants in the query string."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    errors: list[str] = []
+    await http.request("GET", "/data", auth=token)
+    server.answer = (400, {})
+    params = {"user": "u1"}
+    for path in ("/echo", "/answer", "/slow"):
+        with pytest.raises(ProviderError) as err:
+            await http.request(
+                "GET", path, auth=token, params=params, secret_params={"password": PASSWORD}
+            )
+        errors.append(str(err.value))
+    wrong = ClientCredentialsToken(http, "/oauth/token", CLIENT_ID, "wrong-secret-Qv3")
+    with pytest.raises(ProviderError) as err:
+        await wrong.get()
+    errors.append(str(err.value))
+
+    assert (
+        "Test GET /echo: HTTP 400 user=u1&password=*** {'user': 'u1', 'password': '***'}"
+        in (errors[0])
+    )
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"HTTP Request: GET {server.base_url}/echo " in logged  # without its query
+    assert "httpcore" in {r.name.split(".")[0] for r in caplog.records}
+    secrets = (CLIENT_SECRET, "wrong-secret-Qv3", PASSWORD, *server.tokens)
+    encoded = (quote(CLIENT_SECRET, safe=""), quote(PASSWORD, safe=""), "pa+ss")
+    for text in (*errors, logged, repr(token), repr(http)):
+        for secret in (*secrets, *encoded):
+            assert secret not in text
