@@ -1,15 +1,13 @@
 """Baseline: the registration's happy path with the work taken out, to price the orchestration.
 
 ``BaselineWorkflow`` has the shape of ``RegistrationWorkflow`` on the happy path with in-process
-providers: six local activities in ``run`` (describe providers, find principal, create
-principal, issue the code, link or create the customer and activate, welcome mail), a validated
-update that runs a seventh local activity (verify the code) and answers once the "account" is
-active, and the same timeouts, retry policy and summaries (of each step and of the activation
-window's timer). Its activities do nothing, except that "issue" touches a marker file (on the
-event loop, like the outbox writes its mail), because the load generator has to learn when to
-submit the code the same way it does for a registration: by watching the file system. Whatever
-a registration costs above this baseline is the registration's own work: Argon2id, SQLite,
-rendering and writing mails, Fernet and HMAC, larger payloads.
+providers: six local activities in ``run`` (describe providers, find principal, create principal,
+issue the code, link or create the customer and activate, welcome mail) and a validated update
+that runs a seventh (verify the code) and answers once the "account" is active, with the same
+timeouts, retry policy and step summaries. Its activities do nothing, except that "issue" touches
+a marker file, so the load generator learns when to submit the code as it does for a
+registration: by watching the file system. What a registration costs above this is its own work:
+Argon2id, SQLite, rendering and writing mails, Fernet and HMAC, larger payloads.
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ with workflow.unsafe.imports_passed_through():
 STEP_TIMEOUT = timedelta(seconds=10)
 STEP_DEADLINE = timedelta(minutes=5)
 WELCOME_DEADLINE = timedelta(minutes=10)
-"""The same local-activity options as ``workflows/registration.py`` uses for in-process steps
-(the welcome mail's longer deadline too): each is an encoded duration in history."""
+"""As ``workflows/registration.py`` has them: each is an encoded duration in history."""
 ACTIVATION_TTL = timedelta(hours=24)
 CODE = "000000"
 
@@ -69,8 +66,7 @@ class BaselineActivities:
 
     @activity.defn(name="baseline_issue_activation")
     async def issue_activation(self, marker: str) -> str:
-        """The one side effect: tells the load generator that the code is "in the mailbox" (on
-        the event loop, as the outbox writes its mails)."""
+        """The code is "in the mailbox" (on the event loop, as the outbox writes its mails)."""
         (self._marker_dir / marker).touch()
         return CODE
 
@@ -154,8 +150,7 @@ class BaselineWorkflow:
 
 async def _step(fn: Any, arg: Any, summary: str, deadline: timedelta = STEP_DEADLINE) -> Any:
     """A local activity with the registration's options for in-process steps, and the summary
-    the registration gives the same step: it is one more encoded payload per step in history,
-    so the text is the same too, to the byte."""
+    the registration gives the same step, to the byte: it is one more payload in history."""
     return await workflow.execute_local_activity_method(
         fn,
         args=[] if arg is None else [arg],

@@ -1,15 +1,16 @@
-"""``python -m bench.replay``: the CPU a registration's workflow code costs over the baseline's.
+"""``python -m bench.replay``: worker CPU of the registration's workflow code over the baseline's.
 
-The benchmark's throughput ratio follows the worker's CPU per unit, which mixes the workflow's
-own cost (the sandbox, activations, payloads through the converter and the SDK's payload visitor)
-with the activities' bodies, thread hand-offs and the kernel. Replaying a recorded history runs
-only the first part, in one process, without a server or activities: so this script records one
-happy-path unit of each (registration without a wrong code, and the baseline, each through the
-load generator on a fresh dev server with payload encryption on, as the benchmark runs them),
-then replays each history ``--count`` times with the worker's sandbox and converter, alternating
-``--rounds`` times, and prints the median CPU per replay. The figure is deterministic enough to
-compare two commits of the workflow in seconds; the absolute value is below a live worker's,
-which also polls the server and runs the activities.
+The benchmark's one profiling aid, kept because its figure is the one the benchmark cannot give
+quickly or steadily: the worker's CPU per unit mixes the workflow's own cost (the sandbox,
+activations, payloads through the converter) with the activities, thread hand-offs and the
+kernel, and on 2 shared cores it moves by 10 to 15% per invocation. Replaying a recorded history
+runs only the workflow's part, in one process, with no server or activities: this records one
+happy-path unit of each (registration and baseline, through the load generator on a fresh dev
+server with payload encryption on, as the benchmark runs them), then replays each history
+``--count`` times with the worker's sandbox and converter, ``--rounds`` times alternating, and
+prints the median CPU per replay. It moves by a few percent between invocations and takes about
+a minute, so it is the quick check that a workflow change does not make every registration
+dearer; the absolute figure is below a live worker's, which also polls and runs activities.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from activities.providers import Providers, open_providers
 from bench.baseline import BaselineActivities, BaselineWorkflow
 from bench.load import BaselineScenario, RegistrationScenario, Scenario
 from bench.mailbox import ShardedOutbox
-from bench.run_settings import generated_keys, settings_values
-from bench.server import fresh_server
+from bench.stack import fresh_server, generated_keys, settings_values
 from common.converter import data_converter
 from common.settings import Settings
-from worker import SANDBOX, registration_activities
+from worker import SANDBOX, create_worker
 from workflows.registration import RegistrationWorkflow
 
 
@@ -45,36 +45,26 @@ async def record(root: Path, settings: Settings) -> dict[str, tuple[Any, Workflo
         open_providers(settings) as opened,
     ):
         client: Client = env.client
-        providers = Providers(
-            identity=opened.identity,
-            customers=opened.customers,
-            mail=ShardedOutbox(settings.outbox_path, settings.mail_from),
-        )
-        registrations = RegistrationScenario(client, settings, secrets.token_urlsafe(18))
-        baseline = BaselineScenario(client, "replay-baseline", root)
-        async with (
-            Worker(
-                client,
-                task_queue=settings.task_queue,
-                workflows=[RegistrationWorkflow],
-                activities=registration_activities(providers, settings),
-                workflow_runner=SANDBOX,
-            ),
-            Worker(
-                client,
-                task_queue="replay-baseline",
-                workflows=[BaselineWorkflow],
-                activities=BaselineActivities(root).all(),
-                workflow_runner=SANDBOX,
-            ),
-        ):
-            await registrations.one("replay")
-            await baseline.one("replay")
-            assert await registrations.finished("replay") and await baseline.finished("replay")
+        mail = ShardedOutbox(settings.outbox_path, settings.mail_from)
+        providers = Providers(identity=opened.identity, customers=opened.customers, mail=mail)
         units: dict[str, tuple[Any, Scenario]] = {
-            "registration": (RegistrationWorkflow, registrations),
-            "baseline": (BaselineWorkflow, baseline),
+            "registration": (
+                RegistrationWorkflow,
+                RegistrationScenario(client, settings, secrets.token_urlsafe(18)),
+            ),
+            "baseline": (BaselineWorkflow, BaselineScenario(client, "replay-baseline", root)),
         }
+        baseline_worker = Worker(
+            client,
+            task_queue="replay-baseline",
+            workflows=[BaselineWorkflow],
+            activities=BaselineActivities(root).all(),
+            workflow_runner=SANDBOX,
+        )
+        async with create_worker(client, settings, providers), baseline_worker:
+            for _, scenario in units.values():
+                await scenario.one("replay")
+                assert await scenario.finished("replay")
         return {
             label: (
                 workflow,

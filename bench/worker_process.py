@@ -4,9 +4,9 @@ Why a subprocess: in production the worker and the services that call ``Registra
 different processes. Run here in one process they would share one GIL and one event loop, and
 neither the worker's peak RSS nor its CPU time could be told apart from the load generator's.
 
-Protocol (kept to pipes so no key shows up in ``ps`` or the environment): the parent writes one
-JSON line to stdin (``WorkerConfig``); this process connects, starts the worker and prints
-``READY``; it stops the worker gracefully when stdin closes, then exits.
+Protocol (kept to pipes so no key shows up in ``ps`` or the environment), both ends here: the
+parent (``started``) writes one JSON line to stdin (``WorkerConfig``); this process connects,
+starts the worker and prints ``READY``; it stops the worker gracefully when stdin closes.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import Client
@@ -27,19 +27,23 @@ from temporalio.worker import Worker
 from activities.providers import Providers, local, open_providers
 from bench.baseline import BaselineActivities, BaselineWorkflow
 from bench.mailbox import ShardedOutbox
+from bench.stack import REPO
 from common.converter import data_converter
 from common.settings import Settings
 from worker import SANDBOX, create_worker
 from worker import runtime as metrics_runtime
 
-READY = "READY"
+READY = b"READY\n"
+START_SECONDS = 60.0
+STOP_SECONDS = 30.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 class WorkerConfig(BaseModel):
-    kind: Literal["registration", "baseline"]
+    baseline: bool
+    """The baseline workflow (``bench/baseline.py``) instead of the registration."""
     target_host: str
     namespace: str
     settings: dict[str, Any]
@@ -50,17 +54,14 @@ class WorkerConfig(BaseModel):
 
 
 def stub_argon2id() -> None:
-    """Make the local provider's password hash free: every principal gets one fixed PHC string
-    (same format and length as a real one), so the run measures everything but Argon2id. The
-    provider looks ``_hash_password`` up at call time, so replacing the module attribute is
-    enough; only this benchmark process is affected.
+    """Make the local provider's password hash free, for the ``no-argon2id`` run: every principal
+    gets one fixed PHC string (a real one's format and length). The provider looks
+    ``_hash_password`` up at call time, so replacing the module attribute is enough.
 
-    The hop to the ``argon2id`` pool and back (``LocalDirectory.hash``) goes too: it exists only
-    because hashing is slow, and its thread hand-offs cost the worker CPU, so keeping it would
-    leave part of hashing's cost in the "excluding hashing" figures. Only the stub runs inline;
-    any other function (``_verify_password``, which still runs a real Argon2id check against the
-    constant hash, ~20 ms that must not block the event loop) keeps the pool. No registration
-    calls it on the happy path: only ``verify_password``, which no workflow step uses.
+    The hop to the ``argon2id`` thread pool and back (``LocalDirectory.hash``) goes too: it exists
+    only because hashing is slow, and its hand-offs cost worker CPU that belongs to hashing. Any
+    other function (``_verify_password``: a real Argon2id check, unused on the happy path) keeps
+    the pool.
     """
     fixed = local._hash_password(secrets.token_urlsafe(18))
 
@@ -94,7 +95,7 @@ async def serve(config: WorkerConfig) -> None:
         runtime=metrics_runtime(settings),  # Prometheus export on, as `make run` has it
     )
     async with AsyncExitStack() as stack:
-        if config.kind == "registration":
+        if not config.baseline:
             opened = await stack.enter_async_context(open_providers(settings))
             providers = Providers(
                 identity=opened.identity,
@@ -111,8 +112,36 @@ async def serve(config: WorkerConfig) -> None:
                 workflow_runner=SANDBOX,
             )
         async with worker:
-            print(READY, flush=True)
+            sys.stdout.buffer.write(READY)
+            sys.stdout.flush()
             await asyncio.to_thread(sys.stdin.read)  # returns at EOF: the parent is done
+
+
+@asynccontextmanager
+async def started(config: WorkerConfig) -> AsyncIterator[int]:
+    """The parent's end: a worker subprocess, its pid yielded once it is ready, stopped after."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.worker_process",
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(config.model_dump_json().encode() + b"\n")
+        async with asyncio.timeout(START_SECONDS):
+            if await process.stdout.readline() != READY:
+                raise RuntimeError("the worker process did not start")
+        yield process.pid
+    finally:
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def main() -> None:
