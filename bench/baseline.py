@@ -105,7 +105,11 @@ class BaselineWorkflow:
     @workflow.run
     async def run(self, input: BaselineInput) -> BaselineState:
         key = workflow.info().workflow_id
-        await _step(BaselineActivities.describe_providers, None, "which providers run in-process")
+        await _step(
+            BaselineActivities.describe_providers,
+            None,
+            "which providers run in-process, and their shape",
+        )
         await _step(BaselineActivities.find_principal, key, "look up the email")
         await _step(BaselineActivities.create_principal, key, "create inactive principal")
         await _step(BaselineActivities.issue_activation, input.marker, "mail activation code #1")
