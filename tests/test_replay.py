@@ -5,9 +5,11 @@ replaying (``workflow.patched`` or worker versioning: ``docs/changing-the-workfl
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
@@ -15,6 +17,7 @@ from common.converter import data_converter
 from tests.histories import record
 from tests.scenarios import SCENARIOS
 from worker import SANDBOX
+from workflows.models import RegistrationInput, RegistrationResult
 from workflows.registration import RegistrationWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -47,3 +50,30 @@ async def test_recorded_history_replays(path: Path) -> None:
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+@workflow.defn(name="RegistrationWorkflow", sandboxed=False)
+class ChangedWorkflow(RegistrationWorkflow):
+    """The workflow with one command more (a timer before the welcome mail), as an unversioned
+    change would add it."""
+
+    @workflow.run
+    async def run(self, input: RegistrationInput) -> RegistrationResult:
+        return await super().run(input)
+
+    async def _send_welcome(self) -> None:
+        await workflow.sleep(timedelta(seconds=1))
+        await super()._send_welcome()
+
+
+async def test_an_unversioned_change_fails_the_replay() -> None:
+    """The replay above is what catches a change that alters a running registration's commands:
+    without ``workflow.patched`` (or worker versioning), the 1.0 history no longer replays."""
+    history = WorkflowHistory.from_json("changed", (HISTORIES / "active_by_code.json").read_text())
+    replayer = Replayer(workflows=[ChangedWorkflow], data_converter=data_converter(None))
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    assert (
+        "Nondeterminism" in type(result.replay_failure).__name__
+        or "nondetermin" in str(result.replay_failure).lower()
+    )
