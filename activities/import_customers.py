@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from activities.errors import ConfigurationError, ProviderError
-from activities.providers import check_email, open_providers
+from activities.providers import check_email, open_providers, provider_prefixes
 from activities.roles import NewCustomer
 from common.command_line import (
     INTERRUPTED,
@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits with 2 on usage errors
     answer: Any
     try:
-        code, answer = OK, asyncio.run(import_customers(load_settings(), args.file))
+        settings = load_settings(provider_prefixes())
+        code, answer = OK, asyncio.run(import_customers(settings, args.file))
     except KeyboardInterrupt:
         code, answer = INTERRUPTED, INTERRUPTED_ANSWER
     except UsageError as err:
