@@ -240,15 +240,8 @@ async def test_no_code_is_checked_after_the_lockout() -> None:
     """After the last wrong attempt the registration is still pending for the caller until the
     run sees the lockout (the workflow's ``pending_for_caller`` is its state, still PENDING; only
     ``ended_unseen`` says it). A check queued behind the lock runs in that same workflow task.
-
-    BUG (workflows/code_gate.py, ``CodeGate.check``): the gate does not refuse a check once it
-    has locked the registration out itself. Here the code's per-code budget is not spent (a
-    resend reset it), so the check calls ``verify`` a fifth time although ``max_attempts_total``
-    is 4 (in the workflow: another verify activity, and where the provider owns the codes a
-    confirmation at the provider for a locked-out registration), answers ACTIVATED and sets
-    ``accepted``; a wrong code would count a fifth attempt (``total_attempts_left()`` -1).
-    Expected: TOO_MANY_ATTEMPTS, attempts_left 0, no call to ``verify``.
-    """
+    The code's own budget is not spent (a resend reset it), yet nothing may be checked: not even
+    the right code, and never at a provider that owns the codes."""
     f = await started(per_code=3, total=4)
     for _ in range(3):
         await f.check(WRONG)
@@ -568,6 +561,7 @@ async def test_a_provider_lockout_locks_the_registration_out() -> None:
     assert f.gate.decided
     assert not f.gate.let_in
     assert not f.gate.accepted
+    assert f.gate.total_attempts_left() == 0  # what the status query shows
 
 
 # -- Staff approval --------------------------------------------------------------------------------

@@ -178,13 +178,18 @@ class CodeGate:
                 return await self._check_repeated(submission, verify)
             if not registration.pending_for_caller():
                 return ActivationReply(outcome=registration.outcome_for_caller())
-            if self._attempts_on_code >= self._policy.max_attempts_per_code:
+            if self.locked_out or self._attempts_on_code >= self._policy.max_attempts_per_code:
+                # Locked out on the total (which a resend does not reset) before the run saw it:
+                # no check, not even of the right code.
                 return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
             assert self.issued is not None, "pending for the caller only once a code is out"
             try:
                 valid = await verify(self.issued, submission)
             except ProviderLockout:
                 self.locked_out = True
+                self.attempts_total = (
+                    self._policy.max_attempts_total
+                )  # none left, as the status says
                 return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
             if not registration.pending_for_caller():  # expired while checking
                 return ActivationReply(outcome=registration.outcome_for_caller())
