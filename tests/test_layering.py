@@ -82,7 +82,6 @@ def test_the_graph_sees_the_imports_it_must() -> None:
     assert "common.identifiers" in graph["common.settings"]
     assert "activities.codes" in graph["workflows.registration"]  # in imports_passed_through
     assert "workflows.models" in graph["activities.codes"]
-    assert "activities.providers" in graph["starter.client"]
 
 
 def test_packages_import_only_downwards() -> None:
