@@ -98,6 +98,7 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
         check_email=functools.partial(check_email, settings),
     )
     customers = CustomerActivities(providers.customers)
+    providers.check_code_pattern(settings)
     code_issuer = providers.code_issuer()
     mail = MailActivities(
         providers.mail,

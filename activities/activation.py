@@ -8,10 +8,10 @@ store (the local provider's file) they are one transaction (``OneStepActivation`
 and a failed activation leaves no customer behind. Otherwise the calls are exactly those of the
 separate activities (``CustomerActivities``, ``IdentityActivities``), so both paths behave alike:
 a retry repeats both calls, and both are idempotent on the ids the workflow chose; a failed
-activation leaves the customer this registration created to the workflow's compensation, whose
-undo is registered up front by that id (in-process providers create under the workflow's id, as
-the local one does). Remote providers keep one regular activity per call, each with its own
-retries and timeout.
+activation leaves the customer this registration created under the workflow's id to the
+workflow's compensation, whose undo is registered up front by that id; one created under the
+provider's own id is undone here, since the workflow never learns that id. Remote providers
+keep one regular activity per call, each with its own retries and timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from temporalio import activity
 
 from activities.customers import CustomerActivities
 from activities.identity import IdentityActivities
-from activities.models import LinkAndActivateInput, LinkedActivation
+from activities.models import CustomerRef, LinkAndActivateInput, LinkedActivation
 from activities.roles import OneStepActivation, customer_part
 
 
@@ -48,7 +48,14 @@ class ActivationActivities:
             principal = await self._identity.activate_principal(request.principal)
             return LinkedActivation(link=customer_part(principal), principal=principal)
         link = await self._customers.link_or_create_customer(request.customer)
-        principal = await self._identity.activate_principal(
-            request.principal.model_copy(update={"customer": link.customer})
-        )
+        try:
+            principal = await self._identity.activate_principal(
+                request.principal.model_copy(update={"customer": link.customer})
+            )
+        except Exception:
+            # The workflow's up-front undo covers a customer created under its id; one created
+            # under the provider's own id is known only here, since the step fails whole.
+            if link.created and link.customer.id != request.customer.id:
+                await self._customers.undo_customer(CustomerRef(customer_id=link.customer.id))
+            raise
         return LinkedActivation(link=link, principal=principal)

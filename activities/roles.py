@@ -17,6 +17,9 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities.errors import Conflict, InvalidRequest, NotFound
+from workflows.models import CODE_DIGITS
+
+OUR_CODE_PATTERN = f"[0-9]{{{CODE_DIGITS}}}"
 
 
 class _Record(BaseModel):
@@ -64,6 +67,10 @@ class IdentityCapabilities(_Record):
     and the customers provider must be the same provider."""
     login_undo: LoginUndo = LoginUndo.DELETE
     code: CodeOwner = CodeOwner.OURS
+    code_pattern: str = OUR_CODE_PATTERN
+    """The format of the activation codes (a regular expression), so that the client refuses a
+    mistyped code before it costs an attempt: ``REGISTRATION_CODE_PATTERN`` must say the same
+    (the worker checks at start-up)."""
 
 
 class Principal(_Record):
@@ -222,7 +229,9 @@ class IdentityProvider(Protocol):
 
 @runtime_checkable
 class CodeIssuer(Protocol):
-    """The identity provider's own activation codes (``CodeOwner.PROVIDER``)."""
+    """The identity provider's own activation codes (``CodeOwner.PROVIDER``). A staff approval
+    activates without a code: ``activate_principal`` then makes the login active (and the
+    address verified) at the provider itself."""
 
     async def new_code(self, principal_id: str) -> str:
         """A new code for the login; the provider's earlier code stops working."""

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     id_key: SecretStr | None = None
     """HMAC key for ``workflow_id_mode=hashed``."""
     workflow_id_mode: WorkflowIdMode = WorkflowIdMode.EMAIL
+    code_pattern: str = "[0-9]{6}"
+    """The activation codes' format (a regular expression), which the client checks before a
+    mistyped code costs an attempt: ours are 6 digits; an identity provider that makes its own
+    codes declares its format, and the worker refuses to start unless this says the same."""
 
     # Registration policy (copied into each workflow's input, so a running workflow keeps its own).
     # Bounds: those of the workflow's ``RegistrationPolicy`` (``common/policy.py``), so that a
@@ -188,6 +192,17 @@ class Settings(BaseSettings):
     HTTPS UI may not call an ``http://`` endpoint (mixed content)."""
     codec_server_tls_key_file: FilePath | None = None
     """Its private key (PEM, not encrypted); set with the certificate or not at all."""
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _a_pattern(cls, pattern: str) -> str:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {err}") from None
+        if compiled.fullmatch(""):
+            raise ValueError("matches an empty code")
+        return pattern
 
     @field_validator("password_max_length")
     @classmethod

@@ -39,7 +39,6 @@ from common.temporal import NamespaceNotFound, connect, namespace_not_found
 from common.temporal import ServerUnreachable as ServerUnreachable  # re-exported: connect raises it
 from workflows import visibility
 from workflows.models import (
-    CODE_DIGITS,
     LINK_TOKEN_BYTES,
     SEAL_MISMATCH,
     ActivationOutcome,
@@ -71,7 +70,7 @@ _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 _TOKEN_LENGTH = len(base64.urlsafe_b64encode(bytes(LINK_TOKEN_BYTES)).rstrip(b"="))
 """Characters of a link token: ``secrets.token_urlsafe(LINK_TOKEN_BYTES)``, unpadded base64url."""
-_SUBMITTABLE_CODE = re.compile(rf"[0-9]{{{CODE_DIGITS}}}|[A-Za-z0-9_-]{{{_TOKEN_LENGTH}}}")
+_LINK_TOKEN = f"[A-Za-z0-9_-]{{{_TOKEN_LENGTH}}}"
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()<>!&~|])")
 
 
@@ -158,6 +157,8 @@ class RegistrationClient:
     ) -> None:
         self._client = client
         self._settings = settings
+        self._submittable = re.compile(f"{settings.code_pattern}|{_LINK_TOKEN}")
+        """The codes the registrations mail (``REGISTRATION_CODE_PATTERN``) and link tokens."""
         self._answer_timeout = answer_timeout
         self._sealer = Sealer(fernet_keys(settings.seal_key, settings.data_dir))
         self._id_key = (
@@ -255,10 +256,8 @@ class RegistrationClient:
         guessed id would tell whether someone else's code activated an account. The same id
         given to a ``resend`` is another call. Without one, each call counts on its own.
         """
-        if not _SUBMITTABLE_CODE.fullmatch(code.strip()):
-            raise InvalidInput(
-                "code", f"not a {CODE_DIGITS}-digit code or an activation link token"
-            )
+        if not self._submittable.fullmatch(code.strip()):
+            raise InvalidInput("code", "not an activation code or link token")
         update_id = _update_id(RegistrationWorkflow.submit_activation_code, request_id)
         submission = CodeSubmission(sealed_code=self._sealer.seal(code.strip()))
         try:

@@ -555,7 +555,9 @@ class CodeLogins(MemoryIdentity):
     the last) and checks them, locking a login after ``max_wrong`` wrong ones; a right one marks
     the address verified."""
 
-    capabilities = IdentityCapabilities(code=CodeOwner.PROVIDER)
+    capabilities = IdentityCapabilities(
+        code=CodeOwner.PROVIDER, code_pattern=f"[{CODE_ALPHABET}]{{{CODE_LENGTH}}}"
+    )
 
     def __init__(self, *, in_process: bool = True, max_wrong: int = 3) -> None:
         super().__init__(in_process=in_process)

@@ -16,13 +16,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.errors import Conflict, InvalidRequest, NotFound
 from common.keys import fernet_keys
 from common.sealing import Sealer
-from starter.client import InvalidInput
 from tests.helpers import PASSWORD, local_activities, register, result_of, wait_for_state
 from tests.outbox import messages_to
 from tests.shapes import (
@@ -59,6 +58,8 @@ async def with_shape(
     """A worker beside ``stack`` whose identity and customers are the shape's (mail: the stack's
     outbox)."""
     suffix = uuid.uuid4().hex[:8]
+    # The client checks codes against the format the identity provider declares.
+    settings = {"code_pattern": shape.identity.capabilities.code_pattern, **(settings or {})}
     async for running in beside(
         stack, suffix, settings=settings, identity=shape.identity, customers=shape.customers
     ):
@@ -179,17 +180,12 @@ async def test_separate_records_failed_customer_step_undoes_the_login(
     assert shape.customers.records == {} and shape.identity.logins == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SEAM BUG: in-process step 5 (activities/activation.py) loses the id of a customer"
-    " created under the provider's own id when the login activation then fails; the workflow"
-    " undoes only the id it chose (workflows/registration.py, _link_customer_and_activate)",
-)
 async def test_separate_records_with_own_customer_ids_undo_the_customer_after_a_failure(
     stack: Stack,
 ) -> None:
     """``NewCustomer.id``: "providers that assign their own ids may ignore it". Remote, such a
-    customer is undone by its own id (``_undo_created_customer``); in-process it is left."""
+    customer is undone by its own id (``_undo_created_customer``); in-process, by the one-step
+    activity that learned it (``activities/activation.py``)."""
     shape = SeparateRecords.make(own_ids=True)
     shape.identity.calls.fail("activate_principal", error(NotFound, "the login is gone"))
     email = new_email("sep-own")
@@ -454,19 +450,7 @@ async def test_a_resend_replaces_the_code_at_the_provider_too(stack: Stack) -> N
         assert login.verified and login.active
 
 
-LOCKOUT_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=WorkflowUpdateFailedError,
-    reason="SEAM BUG: workflows/registration.py _verify catches the provider's TooManyAttempts"
-    " only inside an ActivityError; an in-process identity's code check is a local activity,"
-    " whose failure reaches the workflow as the bare ApplicationError: the update fails with it"
-    " and the registration stays pending instead of ending locked",
-)
-
-
-@pytest.mark.parametrize(
-    "in_process", [pytest.param(True, marks=LOCKOUT_BUG), False], ids=["in-process", "remote"]
-)
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "remote"])
 async def test_the_providers_lockout_ends_the_registration_locked(
     stack: Stack, in_process: bool
 ) -> None:
@@ -519,13 +503,6 @@ async def test_provider_codes_failed_customer_step_undoes_the_login(
     assert shape.identity.logins == {} and shape.customers.records == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInput,
-    reason="SEAM BUG: RegistrationClient.submit_code (starter/client.py, _SUBMITTABLE_CODE)"
-    " refuses any code that is not 6 digits or a link token, so a provider's code"
-    " (CodeOwner.PROVIDER) can never be submitted through the client",
-)
 async def test_the_client_takes_a_provider_code(stack: Stack) -> None:
     shape = ProviderCodes.make()
     email = new_email("codes-client")

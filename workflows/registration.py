@@ -237,7 +237,8 @@ class RegistrationWorkflow:
                 f"mail: already registered #{sequence}",
             )
             return IssuedActivation(sequence=sequence, code_digest=NO_CODE)
-        return await self._mail(
+        provider_code = self._shape.code is CodeOwner.PROVIDER
+        return await step(
             MailActivities.issue_activation,
             IssueActivationInput(
                 registration_id=workflow.info().workflow_id,
@@ -249,6 +250,9 @@ class RegistrationWorkflow:
                 expires_at=self._expires_at,
             ),
             f"mail activation code #{sequence}",
+            # The step asks the identity provider for its code: in-process only if both are.
+            in_process=self._profile_known.mail_in_process
+            and (not provider_code or self._profile_known.identity_in_process),
         )
 
     async def _activation_arrived(self) -> bool:
@@ -280,8 +284,10 @@ class RegistrationWorkflow:
                 in_process=not confirm or self._profile_known.identity_in_process,
                 deadline=LOCAL_STEP_DEADLINE,
             )
-        except ActivityError as err:
-            cause = err.cause
+        except (ActivityError, ApplicationError) as err:
+            # A remote check fails as an ActivityError; an in-process one (a local activity) as
+            # the provider's ApplicationError itself.
+            cause = err.cause if isinstance(err, ActivityError) else err
             if isinstance(cause, ApplicationError) and cause.type == PROVIDER_LOCKOUT:
                 raise ProviderLockout from err
             raise

@@ -92,6 +92,16 @@ class Providers:
             return identity.directory
         return None
 
+    def check_code_pattern(self, settings: Settings) -> None:
+        """The client checks codes against ``REGISTRATION_CODE_PATTERN``: it must be the format
+        of the codes the registrations mail, or every code would be refused (or none checked)."""
+        declared = self.identity.capabilities.code_pattern
+        if settings.code_pattern != declared:
+            raise ConfigurationError(
+                f"{env_variable('code_pattern')}={settings.code_pattern!r}: the identity"
+                f" provider's codes have the format {declared!r}; set it to that"
+            )
+
     def code_issuer(self) -> CodeIssuer | None:
         """The identity provider, where it makes and checks the activation codes."""
         shape = self.identity.capabilities
