@@ -26,5 +26,15 @@ Attempts = Annotated[int, Field(ge=1)]
 """Wrong codes allowed (per code, or in all)."""
 Resends = Annotated[int, Field(ge=0)]
 """New codes a registration may ask for."""
+
+
+def _window_in_bounds(window: timedelta) -> timedelta:
+    if not timedelta(minutes=1) <= window <= timedelta(days=30):
+        raise ValueError("must be between 1 minute and 30 days")
+    return window
+
+
+FailureWindow = Annotated[timedelta, AfterValidator(_window_in_bounds)]
+"""How long an email's wrong codes count across its registrations: 1 minute to 30 days."""
 CustomerNumberPrefix = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9-]{0,11}$")]
 """What a new customer's number starts with (``CUST``)."""

@@ -34,7 +34,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.identifiers import WorkflowIdMode
-from common.policy import ActivationTtl, Attempts, CustomerNumberPrefix, Resends
+from common.policy import (
+    ActivationTtl,
+    Attempts,
+    CustomerNumberPrefix,
+    FailureWindow,
+    Resends,
+)
 
 ENV_FILE = ".env"
 """Settings file in the working directory; the environment wins over it."""
@@ -130,6 +136,11 @@ class Settings(BaseSettings):
     max_resends: Resends = 5
     resend_interval: Duration = timedelta(minutes=1)
     customer_number_prefix: CustomerNumberPrefix = "CUST"
+    max_failures_per_window: Attempts = 100
+    """Wrong codes an email may have across its registrations within ``failure_window``."""
+    failure_window: Annotated[FailureWindow, BeforeValidator(_duration_shorthand)] = timedelta(
+        hours=24
+    )
 
     # Password policy (NIST SP 800-63B: length and blocklist, no composition rules).
     password_min_length: int = Field(8, ge=8)

@@ -641,7 +641,6 @@ _DECIDED = frozenset(
     {
         RegistrationState.ACTIVE,
         RegistrationState.EXPIRED,
-        RegistrationState.LOCKED,
         RegistrationState.FAILED,
         RegistrationState.CANCELLED,
     }
@@ -649,7 +648,8 @@ _DECIDED = frozenset(
 """Outcomes a cancel no longer changes while the run stays open for them (the welcome mail of an
 active registration, the undos of the others): the workflow keeps an outcome once decided.
 ``already_registered`` is not among them: staff may cancel it, which ends its run Canceled in
-Temporal (its status stays ``already_registered``)."""
+Temporal (its status stays ``already_registered``); nor is ``locked``, whose run holds the
+email's failure window: a cancel releases it (``RegistrationWorkflow._hold_lockout``)."""
 
 
 _ENDED_ON_ITS_OWN = frozenset(

@@ -208,7 +208,8 @@ async def expired(stack: Stack, env: WorkflowEnvironment) -> str:
 
 
 async def locked(stack: Stack, env: WorkflowEnvironment) -> str:
-    """Twenty wrong codes over four codes."""
+    """Twenty wrong codes over four codes; the run then holds the email's failure window (24 h
+    from the first wrong code) and ends with it."""
     workflow_id = await _pending(stack)
     for round_ in range(4):
         if round_:
@@ -217,8 +218,34 @@ async def locked(stack: Stack, env: WorkflowEnvironment) -> str:
         wrong = await _wrong(stack)
         for _ in range(5):
             await stack.registrations.submit_code(EMAIL, wrong)
+    await wait_for_state(stack, EMAIL, RegistrationState.LOCKED)
+    await env.sleep(timedelta(hours=24))
     assert (await result_of(stack, workflow_id)).state is RegistrationState.LOCKED
     return workflow_id
+
+
+LOCKOUT_POLICY = {"max_attempts_per_code": 2, "max_attempts_total": 2, "max_failures_per_window": 3}
+"""Two wrong codes lock a registration; the email has three in its failure window."""
+
+
+async def locked_then_registered_again(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Locked after two wrong codes, the registration holds the email's failure window; the
+    customer registers again: it continues at once as the next registration, which may take
+    only the one wrong code the window has left. The first run is recorded; staff then cancel
+    the second."""
+    async for strict in beside(stack, "lockout", settings=LOCKOUT_POLICY):
+        receipt = await register(strict, EMAIL, NAME_GIVEN)
+        await wait_for_state(strict, EMAIL, RegistrationState.PENDING)
+        wrong = await _wrong(strict)
+        for _ in range(2):
+            await strict.registrations.submit_code(EMAIL, wrong)
+        await wait_for_state(strict, EMAIL, RegistrationState.LOCKED)
+        assert await register(strict, EMAIL, "Riley Again") == receipt
+        await wait_for_state(strict, EMAIL, RegistrationState.PENDING)
+        status = await strict.registrations.status(EMAIL)
+        assert (status.attempts_left, status.code_attempts_left) == (1, 1)
+        await cancel_the_next_run(strict, receipt)
+    return receipt.registration_id
 
 
 async def cancelled_during_activation(stack: Stack, env: WorkflowEnvironment) -> str:
@@ -509,4 +536,5 @@ SCENARIOS = {
     "expired": Scenario(expired, True),
     "expired_remote": Scenario(expired, True, remote=True),
     "locked": Scenario(locked, True),
+    "locked_then_registered_again": Scenario(locked_then_registered_again, False, first_run=True),
 }

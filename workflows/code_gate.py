@@ -7,8 +7,9 @@ only delegates. The registration's own state (is a code pending for the caller? 
 comes in through ``Registration``.
 
 Rules, each here once:
-- a code gets ``max_attempts_per_code`` checks and the registration ``max_attempts_total``;
-  the last wrong one locks the registration out;
+- a code gets ``max_attempts_per_code`` checks and the registration ``max_attempts_total``, or
+  fewer when the email's earlier registrations spent its ``max_failures_per_window``
+  (``PriorFailures``); the last wrong one locks the registration out;
 - a resend is throttled to one per ``resend_interval`` and capped at ``max_resends``; it mails a
   new code, and the old one stops working;
 - the first throttle counts from the start, unless the first mail went out later than
@@ -35,6 +36,7 @@ from workflows.models import (
     ActivationReply,
     Approval,
     CodeSubmission,
+    PriorFailures,
     RegistrationPolicy,
     ResendOutcome,
     ResendReply,
@@ -77,9 +79,17 @@ class Registration(Protocol):
 
 class CodeGate:
     def __init__(
-        self, policy: RegistrationPolicy, started_at: datetime, clock: Callable[[], datetime]
+        self,
+        policy: RegistrationPolicy,
+        started_at: datetime,
+        clock: Callable[[], datetime],
+        prior: PriorFailures | None = None,
     ) -> None:
         self._policy = policy
+        self._prior = prior.count if prior else 0
+        self._limit = min(policy.max_attempts_total, policy.max_failures_per_window - self._prior)
+        """Wrong codes this registration may take in all."""
+        self._first_failure_at = prior.since if prior else None
         self._started_at = started_at
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -101,12 +111,17 @@ class CodeGate:
             0,
             min(
                 self._policy.max_attempts_per_code - self._attempts_on_code,
-                self._policy.max_attempts_total - self.attempts_total,
+                self.total_attempts_left(),
             ),
         )
 
     def total_attempts_left(self) -> int:
-        return self._policy.max_attempts_total - self.attempts_total
+        return max(0, self._limit - self.attempts_total)
+
+    def carried(self) -> PriorFailures:
+        """The email's wrong codes so far, for its next registration (``PriorFailures``)."""
+        since = self._first_failure_at or self._started_at
+        return PriorFailures(count=self._prior + self.attempts_total, since=since)
 
     def resends_left(self) -> int:
         return self._policy.max_resends - self.resends
@@ -187,9 +202,7 @@ class CodeGate:
                 valid = await verify(self.issued, submission)
             except ProviderLockout:
                 self.locked_out = True
-                self.attempts_total = (
-                    self._policy.max_attempts_total
-                )  # none left, as the status says
+                self.attempts_total = self._limit  # none left, as the status says
                 return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
             if not registration.pending_for_caller():  # expired while checking
                 return ActivationReply(outcome=registration.outcome_for_caller())
@@ -201,7 +214,8 @@ class CodeGate:
     def _count_wrong(self) -> ActivationReply:
         self._attempts_on_code += 1
         self.attempts_total += 1
-        if self.attempts_total >= self._policy.max_attempts_total:
+        self._first_failure_at = self._first_failure_at or self._clock()
+        if self.attempts_total >= self._limit:
             self.locked_out = True
         left = self.attempts_left()
         outcome = ActivationOutcome.INVALID_CODE if left else ActivationOutcome.TOO_MANY_ATTEMPTS

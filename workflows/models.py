@@ -29,7 +29,13 @@ from pydantic import (
 )
 
 from common.identifiers import canonical_email
-from common.policy import ActivationTtl, Attempts, CustomerNumberPrefix, Resends
+from common.policy import (
+    ActivationTtl,
+    Attempts,
+    CustomerNumberPrefix,
+    FailureWindow,
+    Resends,
+)
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{3,24}$")
@@ -106,6 +112,19 @@ class RegistrationPolicy(_Model):
     max_resends: Resends = 5
     resend_interval: timedelta = timedelta(minutes=1)
     customer_number_prefix: CustomerNumberPrefix = "CUST"
+    max_failures_per_window: Attempts = 100
+    """Wrong codes an email may have in all its registrations within ``failure_window`` (NIST SP
+    800-63B caps consecutive failed attempts at 100): a registration that ends locked hands its
+    count to the next one for the email (``PriorFailures``)."""
+    failure_window: FailureWindow = timedelta(hours=24)
+
+
+class PriorFailures(_Model):
+    """The wrong codes of an email's locked registrations since ``since``, carried into its
+    next registration while the failure window lasts."""
+
+    count: int = Field(ge=0)
+    since: datetime
 
 
 class RegistrationInput(_Model):
@@ -120,6 +139,8 @@ class RegistrationInput(_Model):
     tenant: str | None = Field(None, max_length=100)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
     policy: RegistrationPolicy = RegistrationPolicy()
+    prior_failures: PriorFailures | None = None
+    """Set by the workflow itself when a locked registration continues as the next one."""
 
     @field_validator("locale")
     @classmethod

@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         ActivationReply,
         Approval,
         CodeSubmission,
+        PriorFailures,
         RegistrationInput,
         RegistrationResult,
         RegistrationState,
@@ -110,11 +111,15 @@ class RegistrationWorkflow:
         self._linked_existing = False
         self._existing_account = False
         """The email has an active account: calls are answered as if a code were pending."""
-        self._gate = CodeGate(input.policy, self._started_at, workflow.now)
+        self._gate = CodeGate(
+            input.policy, self._started_at, workflow.now, prior=input.prior_failures
+        )
         self._saga = Saga(on_cancel=self._cancel_seen)
         self._registered_again: RegistrationInput | None = None
         """The newest ``register`` for this email that no code of this run answers; it starts
         when this run ends (``register_again``)."""
+        self._carried: PriorFailures | None = None
+        """A locked registration's wrong codes, handed to the next one (``_hold_lockout``)."""
         self._cancels = 0
         """Cancels seen so far (``_cancel_seen``): a ``register`` from before one is dropped."""
 
@@ -157,6 +162,8 @@ class RegistrationWorkflow:
         )
         if existing is not None and (existing.active or not existing.replaceable):
             await self._answer_as_if_pending()  # an inactive one owned by someone else too
+            if self._gate.locked_out:  # as a new email's registration would be
+                await self._hold_lockout()
             return self._result()
         if existing is not None:
             # An inactive leftover of an earlier registration that was never cleaned up (e.g. a
@@ -189,10 +196,11 @@ class RegistrationWorkflow:
 
         # 4. Wait for the code, an approval, expiry or a lockout.
         if not await self._activation_arrived():
-            ending = (
-                RegistrationState.LOCKED if self._gate.locked_out else RegistrationState.EXPIRED
-            )
+            locked = self._gate.locked_out
+            ending = RegistrationState.LOCKED if locked else RegistrationState.EXPIRED
             await self._end_with_compensation(ending, None)
+            if locked:
+                await self._hold_lockout()
             return self._result()
 
         # 5. Customer record (linked or created), then the login goes active with the link.
@@ -291,6 +299,33 @@ class RegistrationWorkflow:
             if isinstance(cause, ApplicationError) and cause.type == PROVIDER_LOCKOUT:
                 raise ProviderLockout from err
             raise
+
+    async def _hold_lockout(self) -> None:
+        """A locked registration stays for the email's failure window (from its first wrong
+        code), so that registering again does not bring a fresh set of guesses: a ``register``
+        meanwhile continues as the next registration with these wrong codes counted against
+        ``max_failures_per_window``, at once while the email has some left, else once the window
+        ends. Without one, the run ends with the window. A cancel (staff) releases the email."""
+        carried = self._gate.carried()
+        window_ends = carried.since + self._policy.failure_window
+        exhausted = carried.count >= self._policy.max_failures_per_window
+        if self._cancels:  # staff cancelled while the undos ran: released already
+            return
+        if workflow.now() < window_ends:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._registered_again is not None and not exhausted,
+                    timeout=window_ends - workflow.now(),
+                    timeout_summary="failure window",
+                )
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                workflow.logger.info("cancelled: the email's failure window is released")
+                self._cancel_seen()
+                return
+        if workflow.now() < window_ends:
+            self._carried = carried
 
     # -- Messages: codes, resends, approval, a repeated register ---------------------------------
 
@@ -496,9 +531,8 @@ class RegistrationWorkflow:
         ``register`` would."""
         if self._registered_again is not None:
             workflow.logger.info("the registration requested meanwhile starts")
-            workflow.continue_as_new(
-                self._registered_again, search_attributes=self._visibility.next_run()
-            )
+            again = self._registered_again.model_copy(update={"prior_failures": self._carried})
+            workflow.continue_as_new(again, search_attributes=self._visibility.next_run())
 
     def _cancel_seen(self) -> None:
         """A cancel drops a ``register`` that came in before it: staff stopped this email's
