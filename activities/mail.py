@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from urllib.parse import urlencode
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.codes import ActivationCodes
+from activities.codes import ActivationCodes, Issuance
 from activities.models import IssueActivationInput, IssuedActivation, NoticeInput
 from activities.rendering import MailRenderer
 from activities.roles import CodeIssuer, MailProvider
@@ -37,40 +37,52 @@ class MailActivities:
 
     @activity.defn
     async def issue_activation(self, request: IssueActivationInput) -> IssuedActivation:
-        """Makes a fresh code (and link token), mails it and returns only their HMACs.
+        """Mails the issuance's code (and link token) and returns only their HMACs.
 
-        The code is ours (a CSPRNG), or the identity provider's where it makes them; either way
-        the workflow keeps only its keyed HMAC. Every run makes a new code, so every run sends
-        its own mail: the idempotency key names
-        the code (a random nonce), not the attempt. The attempt number would not do: a local
-        activity that runs again because its workflow task was lost (worker killed after the
-        mail went out) starts again at attempt 1, and the outbox would keep the first mail while
-        the workflow stored the digest of a code nobody received. The newest mail always
+        The code is ours, derived from the code key and the issuance (workflow id, run id,
+        sequence: ``ActivationCodes.code``), or the identity provider's where it makes them;
+        either way the workflow keeps only its keyed HMAC. Every attempt of one issuance derives
+        the same code, so when a provider took a send whose answer was lost, the retry mails the
+        code already delivered, under the same idempotency key, and a provider that deduplicates
+        (the outbox, Hantera) delivers it once. That holds for a local activity run again because
+        its workflow task was lost too: it starts at attempt 1 again, but in the same run. A
+        resend (the next sequence) and a new run get new codes.
+
+        The idempotency key names the code (``ActivationCodes.mail_tag``), not only the
+        issuance: a provider that makes its own codes is asked again on a retry, and where it
+        makes a new one (its earlier code then stops working) the retry must mail the new code,
+        which a deduplicating mail provider would swallow under the first mail's key. Likewise a
+        code derived after a key rotation between two attempts. So the newest mail always
         carries the code that the returned digest belongs to.
         """
-        code = (
-            await self._code_issuer.new_code(request.principal_id)
-            if self._code_issuer is not None
-            else self._codes.new_code()
-        )
+        info = activity.info()
+        if info.workflow_id is None or info.workflow_run_id is None:
+            raise ApplicationError(
+                "issue_activation runs for a registration's workflow run: it derives the code"
+                " from the run",
+                non_retryable=True,
+            )
+        issuance = Issuance(info.workflow_id, info.workflow_run_id, request.sequence)
         # A link token stands in for our code only: a provider that checks its own codes needs
         # the code itself, so its mails carry no link.
-        ours = self._code_issuer is None
-        token = self._codes.new_link_token() if self._link_base and ours else None
+        if self._code_issuer is not None:
+            code, token = await self._code_issuer.new_code(request.principal_id), None
+        else:
+            code = self._codes.code(issuance)
+            token = self._codes.link_token(issuance) if self._link_base else None
         link = (
             f"{self._link_base}?{urlencode({'email': request.email, 'token': token})}"
             if token
             else None
         )
+        tag = self._codes.mail_tag(issuance, code, token or "")
         message = self._renderer.activation(
             to=request.email,
             name=request.name,
             code=code,
             expires_at=request.expires_at,
             link=link,
-            idempotency_key=_idempotency_key(
-                f"activation/{request.sequence}/{secrets.token_hex(8)}"
-            ),
+            idempotency_key=_idempotency_key(f"activation/{request.sequence}/{tag}"),
         )
         await self._mail.send(message.model_copy(update={"redact": (code, *filter(None, [token]))}))
         digest = self._codes.digest

@@ -1,11 +1,14 @@
-"""Activation codes: CSPRNG-made, kept as keyed HMACs, and checked across a key rotation; their
-keys are read strictly; a code sealed with a key the worker lacks is a configuration error."""
+"""Activation codes: derived per issuance with a keyed PRF (the same on a retry, uniform), kept as
+keyed HMACs, and checked across a key rotation; their keys are read strictly; a code sealed with
+a key the worker lacks is a configuration error."""
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.codes import ActivationCodes, CodeActivities
+from activities.codes import ActivationCodes, CodeActivities, Issuance
 from activities.models import IssuedActivation, VerifyActivationInput
 from common import command_line as exits
 from common.keys import KeyConfigError, hmac_key, hmac_keys
@@ -35,8 +38,67 @@ def issued_with(codes: ActivationCodes, code: str) -> IssuedActivation:
     return IssuedActivation(sequence=1, code_digest=codes.digest(REGISTRATION, 1, code))
 
 
-def test_codes_are_six_digits() -> None:
-    assert all(len(c) == 6 and c.isdigit() for c in (ActivationCodes.new_code() for _ in "abc"))
+FIXED = ActivationCodes([bytes(range(32))])
+"""Fixed key and inputs: the statistical checks below are deterministic, never flaky."""
+
+
+def issuance(sequence: int = 1, run_id: str = "run-1") -> Issuance:
+    return Issuance(REGISTRATION, run_id, sequence)
+
+
+def test_codes_and_tokens_are_derived_per_issuance() -> None:
+    code, token = FIXED.code(issuance()), FIXED.link_token(issuance())
+    assert len(code) == 6 and code.isdigit()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", token)  # 192 bits, as secrets.token_urlsafe(24)
+    assert (FIXED.code(issuance()), FIXED.link_token(issuance())) == (code, token)  # a retry
+    again = ActivationCodes([bytes(range(32)), OLD])  # the newest key derives
+    assert (again.code(issuance()), again.link_token(issuance())) == (code, token)
+    others = [issuance(2), issuance(run_id="run-2"), Issuance("registration-bob", "run-1", 1)]
+    assert code not in {FIXED.code(other) for other in others}
+    assert token not in {FIXED.link_token(other) for other in others}
+    assert ActivationCodes([NEW]).code(issuance()) != ActivationCodes([OLD]).code(issuance())
+
+
+def test_a_derived_code_is_not_its_own_digest() -> None:
+    """Derivation and digest share the key but not the function: nothing derived (code, token,
+    mail tag) is a digest or part of one, so history's digests tell nothing about the next."""
+    secrets_ = (FIXED.code(issuance()), FIXED.link_token(issuance()))
+    digests = {FIXED.digest(REGISTRATION, 1, secret) for secret in secrets_}
+    derived = [*secrets_, FIXED.mail_tag(issuance(), *secrets_)]
+    assert not any(part in digest for part in derived for digest in digests)
+
+
+def test_derived_codes_are_uniform() -> None:
+    """20,000 codes over fixed inputs: each leading and trailing digit about a tenth (the
+    standard deviation is 42; the bound is 6 of it), and the codes spread over the range."""
+    codes = [FIXED.code(issuance(sequence)) for sequence in range(1, 20_001)]
+    for position in (0, 5):
+        counts = Counter(code[position] for code in codes)
+        assert sorted(counts) == list("0123456789")
+        assert all(abs(count - 2_000) <= 250 for count in counts.values()), counts
+    assert len(set(codes)) > 19_500  # birthday collisions expected: ~200
+    values = sorted(int(code) for code in codes)
+    assert values[0] < 1_000 and values[-1] > 999_000
+
+
+def test_a_word_that_would_bias_the_code_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rejection sampling: a 32-bit word at or above the last whole multiple of 10**6 is skipped
+    (reducing it mod 10**6 would favour the low codes), also for a whole block of them."""
+    limit = (2**32 // 10**6) * 10**6
+    blocks = [
+        (limit + 1).to_bytes(4, "big") * 8,  # every word rejected: the next block
+        limit.to_bytes(4, "big") + (limit - 1).to_bytes(4, "big") + bytes(24),
+    ]
+    asked: list[tuple[str, ...]] = []
+
+    def prf(label: str, issued: Issuance, *extra: str) -> bytes:
+        asked.append(extra)
+        return blocks[len(asked) - 1]
+
+    codes = ActivationCodes([NEW])
+    monkeypatch.setattr(codes, "_prf", prf)
+    assert codes.code(issuance()) == f"{(limit - 1) % 10**6:06d}" == "999999"
+    assert asked == [("0",), ("1",)]
 
 
 def test_a_rotated_key_still_checks_the_codes_it_made() -> None:

@@ -20,6 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.codes import ActivationCodes
@@ -180,20 +181,121 @@ ANN_FIRST_CODE = IssueActivationInput(
 )
 
 
-async def test_a_rerun_of_issue_activation_mails_the_code_it_returns(tmp_path: Path) -> None:
-    """A local activity run again after its workflow task was lost starts at attempt 1 again,
-    with a new code: its mail must not be taken for the first run's (kept by the outbox)."""
+def mail_keys(sent: list[MailMessage]) -> list[str]:
+    return [message.idempotency_key for message in sent]
+
+
+async def test_a_retried_issuance_mails_the_same_code_under_the_same_key(tmp_path: Path) -> None:
+    """An attempt whose answer was lost after the provider took the mail, or a local activity run
+    again after its workflow task was lost (attempt 1 again): the same code, the same key, so the
+    outbox keeps one mail, and the digest the workflow keeps is that mail's code's."""
     codes = ActivationCodes([b"k" * 32])
-    mail = MailActivities(OutboxMail(tmp_path, SENDER), renderer, codes, None)
-    request = ANN_FIRST_CODE
+    sent = Captured()
+    outbox = OutboxMail(tmp_path, SENDER)
+    mail = MailActivities(Forwarded(sent, outbox), renderer, codes, "https://shop.test/activate")
     runs = ActivityEnvironment()  # the same activity info, attempt 1, both times
-    first = await runs.run(mail.issue_activation, request)
-    second = await runs.run(mail.issue_activation, request)
+    first = await runs.run(mail.issue_activation, ANN_FIRST_CODE)
+    runs.info = dataclasses.replace(runs.info, attempt=2)
+    second = await runs.run(mail.issue_activation, ANN_FIRST_CODE)
+
+    assert first == second
+    assert len(listing(tmp_path)) == 1
+    one, two = sent.messages
+    assert one.idempotency_key == two.idempotency_key and one.redact == two.redact
+    assert one.idempotency_key.startswith(f"{runs.info.workflow_id}/{runs.info.workflow_run_id}/")
+    code, token = one.redact
+    assert latest_code(tmp_path, "ann@example.com") == code
+    assert codes.matches(ANN_FIRST_CODE.registration_id, second, code)
+    assert codes.matches(ANN_FIRST_CODE.registration_id, second, token)
+
+
+async def test_a_resend_or_another_run_mails_a_new_code(tmp_path: Path) -> None:
+    codes = ActivationCodes([b"k" * 32])
+    sent = Captured()
+    mail = MailActivities(Forwarded(sent, OutboxMail(tmp_path, SENDER)), renderer, codes, None)
+    runs = ActivityEnvironment()
+    first = await runs.run(mail.issue_activation, ANN_FIRST_CODE)
+    resent = await runs.run(
+        mail.issue_activation, ANN_FIRST_CODE.model_copy(update={"sequence": 2})
+    )
+    runs.info = dataclasses.replace(runs.info, workflow_run_id="the-next-run")
+    next_run = await runs.run(mail.issue_activation, ANN_FIRST_CODE)
+
+    assert len(set(mail_keys(sent.messages))) == len(listing(tmp_path)) == 3
+    first_code, resent_code, next_run_code = (message.redact[0] for message in sent.messages)
+    assert len({first_code, resent_code, next_run_code}) == 3  # fixed inputs: no 1e-6 collision
+    registration = ANN_FIRST_CODE.registration_id
+    assert codes.matches(registration, resent, resent_code)
+    assert not codes.matches(registration, resent, first_code)
+    assert codes.matches(registration, next_run, next_run_code)
+    assert not codes.matches(registration, first, next_run_code)
+
+
+class ProviderCodes:
+    """A ``CodeIssuer`` that makes a new code per call, or (``same``) keeps giving one."""
+
+    def __init__(self, same: bool = False) -> None:
+        self.same = same
+        self.made = 0
+
+    async def new_code(self, principal_id: str) -> str:
+        self.made += 1
+        return "314159" if self.same else f"{271828 + self.made:06d}"
+
+    async def confirm_code(self, principal_id: str, code: str) -> bool:
+        raise AssertionError("not asked here")
+
+
+@pytest.mark.parametrize("same", [False, True])
+async def test_a_retry_mails_the_provider_code_it_got_under_a_key_naming_it(
+    tmp_path: Path, same: bool
+) -> None:
+    """A provider that makes its codes is asked again on a retry: a new code (the first one no
+    longer works at the provider) goes out under a new key, not swallowed as a repeat of the
+    first mail; a provider that gives the same code again gets the same key, so one mail."""
+    codes = ActivationCodes([b"k" * 32])
+    provider = ProviderCodes(same)
+    outbox = OutboxMail(tmp_path, SENDER)
+    mail = MailActivities(outbox, renderer, codes, "https://shop.test/activate", provider)
+    runs = ActivityEnvironment()
+    await runs.run(mail.issue_activation, ANN_FIRST_CODE)
+    issued = await runs.run(mail.issue_activation, ANN_FIRST_CODE)
+
+    assert provider.made == 2
+    assert len(listing(tmp_path)) == (1 if same else 2)
+    newest = latest_code(tmp_path, "ann@example.com")
+    assert newest == ("314159" if same else "271830")
+    assert codes.matches(ANN_FIRST_CODE.registration_id, issued, newest)
+    assert issued.token_digest is None  # the provider checks its own codes: no link
+
+
+async def test_a_code_key_rotated_between_attempts_mails_the_new_code(tmp_path: Path) -> None:
+    """Derived with the newest key: a retry on a worker with a new key makes another code, whose
+    mail must go out (a new key) since the digest returned is that code's."""
+    old, new = b"o" * 32, b"n" * 32
+    outbox = OutboxMail(tmp_path, SENDER)
+    runs = ActivityEnvironment()
+    before = MailActivities(outbox, renderer, ActivationCodes([old]), None)
+    await runs.run(before.issue_activation, ANN_FIRST_CODE)
+    rotated = ActivationCodes([new, old])
+    after = MailActivities(outbox, renderer, rotated, None)
+    issued = await runs.run(after.issue_activation, ANN_FIRST_CODE)
 
     assert len(listing(tmp_path)) == 2
-    code = latest_code(tmp_path, "ann@example.com")
-    assert codes.matches(request.registration_id, second, code)
-    assert first.code_digest != second.code_digest
+    assert rotated.matches(
+        ANN_FIRST_CODE.registration_id, issued, latest_code(tmp_path, "ann@example.com")
+    )
+
+
+async def test_issue_activation_needs_a_workflow_run() -> None:
+    """The code is derived from the run: without one (an activity started on its own) there is
+    nothing to tell two registrations apart, so no code is made."""
+    mail = MailActivities(Captured(), renderer, ActivationCodes([b"k" * 32]), None)
+    runs = ActivityEnvironment()
+    runs.info = dataclasses.replace(runs.info, workflow_run_id=None)
+    with pytest.raises(ApplicationError, match="derives the code from the run") as raised:
+        await runs.run(mail.issue_activation, ANN_FIRST_CODE)
+    assert raised.value.non_retryable
 
 
 class Captured:
@@ -206,6 +308,23 @@ class Captured:
 
     async def send(self, message: MailMessage) -> None:
         self.messages.append(message)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class Forwarded:
+    """A ``MailProvider`` that shows each message to ``seen`` and hands it on to ``inner``."""
+
+    in_process = True
+
+    def __init__(self, seen: Captured, inner: OutboxMail) -> None:
+        self.seen = seen
+        self.inner = inner
+
+    async def send(self, message: MailMessage) -> None:
+        await self.seen.send(message)
+        await self.inner.send(message)
 
     async def aclose(self) -> None:
         """Nothing to release."""
