@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import AfterValidator, BaseModel, StringConstraints, TypeAdapter, ValidationError
 from temporalio.client import (
@@ -36,7 +37,7 @@ from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
 from common.settings import InvalidSettings, Settings, env_variable
 from common.temporal import NamespaceNotFound, connect, namespace_not_found
-from common.temporal import ServerUnreachable as ServerUnreachable  # re-exported: connect raises it
+from common.temporal import ServerUnreachable as ConnectionRefused
 from workflows import visibility
 from workflows.models import (
     LINK_TOKEN_BYTES,
@@ -102,9 +103,22 @@ class RegistrationError(Exception):
     """The base of every exception the client raises by itself, so a backend can tell the
     client's verdicts from anything else with one ``except``. Each subclass keeps the builtin or
     library base it had before (``ValueError``, ``LookupError``, ``TemporalError``,
-    ``KeyConfigError``), so ``except`` clauses written for those still catch it. Errors of
-    Temporal itself (``RPCError``) and of the configuration (``InvalidSettings``,
-    ``ServerUnreachable``...) are raised as they are."""
+    ``KeyConfigError``, ``ConnectionError``), so ``except`` clauses written for those still catch
+    it. Errors of the configuration (``InvalidSettings``, ``NamespaceNotFound``) are raised as they
+    are, and so is any other refusal of the Temporal server (``RPCError``): not an outage, which
+    is ``ServerUnreachable``."""
+
+
+class ServerUnreachable(RegistrationError, ConnectionRefused):
+    """The Temporal server cannot be reached: at connect (nothing was sent), or during a call
+    (UNAVAILABLE, a lost connection, DEADLINE_EXCEEDED: no answer in time), where the call may or
+    may not have reached the server. The message ends with whether that call is safe to retry
+    as it was made (``advice``, see ``_RETRY_ADVICE``); ``address`` is the server's. Also a
+    ``common.temporal.ServerUnreachable`` (a ``ConnectionError``), as ``connect`` raised before."""
+
+    def __init__(self, address: str, reason: str, advice: str = "") -> None:
+        super().__init__(address, f"{reason}; {advice}" if advice else reason)
+        self.advice = advice
 
 
 class NoWorkerAnswered(RegistrationError, TemporalError):
@@ -151,6 +165,79 @@ class Receipt(BaseModel):
     message: str = RECEIPT_MESSAGE
 
 
+_RETRY_ADVICE = {
+    "connect": "nothing was sent: connect again once the server is back",
+    "register": (
+        "register is idempotent per email: call it again with the same input once the server is"
+        " back; at most one registration runs for the email (if this call got through, the"
+        " repeat resends the code, within the resend throttle)"
+    ),
+    "submit_code": (
+        "submit_code is safe to retry with the same request_id once the server is back: a call"
+        " that got through answers with its first reply and costs no second attempt (without a"
+        " request_id a retry is another attempt)"
+    ),
+    "resend": (
+        "resend is safe to retry with the same request_id once the server is back: a call that"
+        " got through answers with its first reply and mails no second code (without a"
+        " request_id a retry is another request, subject to the throttle)"
+    ),
+    "status": "status is safe to retry: it changes nothing",
+    "approve": (
+        "approve is safe to retry: one that got through is taken once, and a retry after it"
+        " took effect is NotPending"
+    ),
+    "cancel": (
+        "cancel is safe to retry: one that got through is taken once, and a retry after the"
+        " registration ended is NotPending"
+    ),
+}
+"""Whether each call is safe to retry after ``ServerUnreachable``: the end of its message."""
+
+_SERVER_UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+"""What an outage looks like during a call: UNAVAILABLE (no connection, a connection lost: the
+SDK has already retried it for up to 10 s) and DEADLINE_EXCEEDED (no answer in time). A query's
+own timeout is the exception (``NoWorkerAnswered``: ``_status_of``)."""
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _outages_mapped(call: str) -> Callable[[F], F]:
+    """A public call whose outage of the Temporal server is ``ServerUnreachable`` with the
+    call's retry advice (``_RETRY_ADVICE[call]``), not the SDK's raw error."""
+    advice = _RETRY_ADVICE[call]
+
+    def mapping(method: F) -> F:
+        @functools.wraps(method)
+        async def mapped(self: RegistrationClient, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(self, *args, **kwargs)
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+                outage = _outage_reason(err)
+                if outage is None:
+                    raise
+                raise ServerUnreachable(self._address, outage, advice) from err
+
+        return cast(F, mapped)
+
+    return mapping
+
+
+def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> str | None:
+    """What went wrong, if ``err`` is an outage of the server: the SDK's text (``tcp connect
+    error``...). An update's start or result that timed out on the server's side is one too: the
+    SDK turns its DEADLINE_EXCEEDED into ``WorkflowUpdateRPCTimeoutOrCancelledError`` (which
+    ``_accepted`` raises as ``NoWorkerAnswered`` when it was the client's own deadline)."""
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        cause = err.__cause__
+        if isinstance(cause, RPCError) and cause.status is RPCStatusCode.DEADLINE_EXCEEDED:
+            return f"no answer in time ({cause.message or 'deadline exceeded'})"
+        return None
+    if err.status in _SERVER_UNREACHABLE:
+        return err.message or err.status.name.lower()
+    return None
+
+
 class RegistrationClient:
     def __init__(
         self, client: Client, settings: Settings, *, answer_timeout: timedelta = ANSWER_TIMEOUT
@@ -173,11 +260,21 @@ class RegistrationClient:
     async def connect(cls, settings: Settings) -> RegistrationClient:
         """Raises ``ServerUnreachable`` naming the address, and ``KeyConfigError`` when a key is
         neither configured nor generated by a worker in ``settings.data_dir``."""
-        return cls(await connect(settings), settings)
+        try:
+            client = await connect(settings)
+        except ConnectionRefused as err:
+            reason = str(err).split("): ", 1)[-1]
+            raise ServerUnreachable(err.address, reason, _RETRY_ADVICE["connect"]) from None
+        return cls(client, settings)
+
+    @property
+    def _address(self) -> str:
+        return self._client.service_client.config.target_host
 
     def registration_id(self, email: str) -> str:
         return registration_id(email, self._settings.workflow_id_mode, self._id_key)
 
+    @_outages_mapped("register")
     async def register(
         self,
         *,
@@ -238,6 +335,7 @@ class RegistrationClient:
             raise
         return Receipt(registration_id=workflow_id)
 
+    @_outages_mapped("submit_code")
     async def submit_code(
         self, email: str, code: str, *, request_id: str | None = None
     ) -> ActivationReply:
@@ -286,6 +384,7 @@ class RegistrationClient:
             raise _nothing_pending(email)
         return ActivationReply(outcome=outcome)
 
+    @_outages_mapped("resend")
     async def resend(
         self, email: str, requested_by: str = "customer", *, request_id: str | None = None
     ) -> ResendReply:
@@ -305,9 +404,10 @@ class RegistrationClient:
                 raise _nothing_pending(email) from None
             raise
         except WorkflowUpdateFailedError:
-            status = await self.status(email)
+            status = await self._status_of(email, self._handle_for(email))
             return ResendReply(outcome=ResendOutcome.NOT_PENDING, resends_left=status.resends_left)
 
+    @_outages_mapped("approve")
     async def approve(self, email: str, operator: str, reason: str) -> RegistrationStatus:
         """Staff activation without a code. Raises ``NotPending`` unless it is pending.
 
@@ -329,11 +429,13 @@ class RegistrationClient:
             raise await self._ended_meanwhile(email, run, "not pending") from None
         return status
 
+    @_outages_mapped("status")
     async def status(self, email: str) -> RegistrationStatus:
         """The registration's state, by a query that a worker answers (``NoWorkerAnswered`` if
         none does within the answer timeout)."""
         return await self._status_of(email, self._handle_for(email))
 
+    @_outages_mapped("cancel")
     async def cancel(self, email: str, reason: str = "") -> None:
         """Cancels a running registration; its compensations undo what it did. Raises
         ``NotPending`` once it has ended, and also while its run is still open for an outcome
@@ -583,7 +685,7 @@ class RegistrationClient:
         "activated" for any code would tell who has an account). An email with an account
         answers as a new one's registration would have ended: expired at the end of its window,
         or locked (nothing pending) after too many wrong codes."""
-        status = await self.status(email)
+        status = await self._status_of(email, self._handle_for(email))
         expired = status.state is RegistrationState.EXPIRED or (
             status.state is RegistrationState.ALREADY_REGISTERED and status.attempts_left > 0
         )

@@ -37,6 +37,7 @@ from starter.client import (
     RegistrationClient,
     RegistrationError,
     SealKeyMismatch,
+    ServerUnreachable,
     UnknownRegistration,
 )
 from tests.doubles import HeldMail, HeldRejectingIdentity
@@ -64,6 +65,7 @@ OLD_BASES: dict[type[Exception], type[Exception]] = {
     UnknownRegistration: LookupError,
     NoWorkerAnswered: TemporalError,
     SealKeyMismatch: KeyConfigError,
+    ServerUnreachable: ConnectionError,  # and common.temporal.ServerUnreachable, as before
 }
 """The base each exception had before ``RegistrationError``: ``except`` clauses written for it
 must still catch it."""
