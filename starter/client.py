@@ -12,7 +12,8 @@ import base64
 import functools
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar, cast
 
@@ -59,6 +60,11 @@ from workflows.models import (
 from workflows.registration import RegistrationWorkflow
 
 UPDATE_ATTEMPTS = 5
+CALLS_PER_EMAIL = 2
+"""How many ``submit_code`` and ``resend`` calls for one email a client runs at once; a further
+one is ``Busy`` at once, without an RPC. A customer has no use for more (a double click is two),
+and Temporal takes 10 updates in flight per workflow (``history.maxInFlightUpdates``), beyond
+which it refuses every caller's, the owner's too."""
 ANSWER_TIMEOUT = timedelta(seconds=30)
 """How long a query, or an update until a worker accepts it, may wait for a worker. The server
 holds both until a worker polls the task queue, an update without any deadline; only accepting is
@@ -117,7 +123,22 @@ class ServerUnreachable(RegistrationError, ConnectionRefused):
     ``common.temporal.ServerUnreachable`` (a ``ConnectionError``), as ``connect`` raised before."""
 
     def __init__(self, address: str, reason: str, advice: str = "") -> None:
-        super().__init__(address, f"{reason}; {advice}" if advice else reason)
+        super().__init__(address, f"{reason}; once it is back, {advice}" if advice else reason)
+        self.advice = advice
+
+
+class Busy(RegistrationError):
+    """Too many calls for one registration at once, or for the server: this client's own limit of
+    ``submit_code`` and ``resend`` calls per email (``calls_per_email``: no RPC was made), or the
+    server's refusal (RESOURCE_EXHAUSTED: its limit of updates in flight per workflow, or a rate
+    limit; UNAVAILABLE "workflow update was aborted": the server dropped updates it had not yet
+    handed to the workflow). A flood of guesses for an email ends here, not in the customer's
+    own call failing for good: retry in a moment, as ``advice`` (the end of the message) says:
+    ``submit_code`` and ``resend`` with the same ``request_id``, which makes a retry safe
+    whether or not the first call was taken."""
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(f"busy: {reason}; retry in a moment: {advice}")
         self.advice = advice
 
 
@@ -166,21 +187,21 @@ class Receipt(BaseModel):
 
 
 _RETRY_ADVICE = {
-    "connect": "nothing was sent: connect again once the server is back",
+    "connect": "connect again: nothing was sent",
     "register": (
-        "register is idempotent per email: call it again with the same input once the server is"
-        " back; at most one registration runs for the email (if this call got through, the"
-        " repeat resends the code, within the resend throttle)"
+        "register is idempotent per email: call it again with the same input; at most one"
+        " registration runs for the email (if this call got through, the repeat resends the"
+        " code, within the resend throttle)"
     ),
     "submit_code": (
-        "submit_code is safe to retry with the same request_id once the server is back: a call"
-        " that got through answers with its first reply and costs no second attempt (without a"
-        " request_id a retry is another attempt)"
+        "submit_code is safe to retry with the same request_id: a call that got through answers"
+        " with its first reply and costs no second attempt (without a request_id a retry is"
+        " another attempt)"
     ),
     "resend": (
-        "resend is safe to retry with the same request_id once the server is back: a call that"
-        " got through answers with its first reply and mails no second code (without a"
-        " request_id a retry is another request, subject to the throttle)"
+        "resend is safe to retry with the same request_id: a call that got through answers with"
+        " its first reply and mails no second code (without a request_id a retry is another"
+        " request, subject to the throttle)"
     ),
     "status": "status is safe to retry: it changes nothing",
     "approve": (
@@ -192,7 +213,8 @@ _RETRY_ADVICE = {
         " registration ended is NotPending"
     ),
 }
-"""Whether each call is safe to retry after ``ServerUnreachable``: the end of its message."""
+"""Whether each call is safe to retry after ``ServerUnreachable`` or ``Busy``: the end of their
+messages."""
 
 _SERVER_UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
 """What an outage looks like during a call: UNAVAILABLE (no connection, a connection lost: the
@@ -203,8 +225,9 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def _outages_mapped(call: str) -> Callable[[F], F]:
-    """A public call whose outage of the Temporal server is ``ServerUnreachable`` with the
-    call's retry advice (``_RETRY_ADVICE[call]``), not the SDK's raw error."""
+    """A public call whose outage of the Temporal server is ``ServerUnreachable``, and whose
+    refusal for being busy is ``Busy``, with the call's retry advice (``_RETRY_ADVICE[call]``),
+    not the SDK's raw error."""
     advice = _RETRY_ADVICE[call]
 
     def mapping(method: F) -> F:
@@ -213,6 +236,10 @@ def _outages_mapped(call: str) -> Callable[[F], F]:
             try:
                 return await method(self, *args, **kwargs)
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+                if isinstance(err, RPCError) and _busy(err):
+                    raise Busy(
+                        f"the Temporal server refused the call: {err.message}", advice
+                    ) from err
                 outage = _outage_reason(err)
                 if outage is None:
                     raise
@@ -221,6 +248,16 @@ def _outages_mapped(call: str) -> Callable[[F], F]:
         return cast(F, mapped)
 
     return mapping
+
+
+def _busy(err: RPCError) -> bool:
+    """Whether the server refused the call for load, not for an outage: RESOURCE_EXHAUSTED (e.g.
+    "limit on number of concurrent in-flight updates has been reached (10)", a rate limit), or an
+    update it aborted before the workflow took it (UNAVAILABLE "workflow update was aborted",
+    while the server is up: it drops the updates it holds for a workflow when it reloads it)."""
+    return err.status is RPCStatusCode.RESOURCE_EXHAUSTED or (
+        err.status is RPCStatusCode.UNAVAILABLE and "update was aborted" in err.message
+    )
 
 
 def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> str | None:
@@ -240,8 +277,21 @@ def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> 
 
 class RegistrationClient:
     def __init__(
-        self, client: Client, settings: Settings, *, answer_timeout: timedelta = ANSWER_TIMEOUT
+        self,
+        client: Client,
+        settings: Settings,
+        *,
+        answer_timeout: timedelta = ANSWER_TIMEOUT,
+        calls_per_email: int | None = CALLS_PER_EMAIL,
     ) -> None:
+        """``calls_per_email``: how many ``submit_code`` and ``resend`` calls for one email this
+        client runs at once (``CALLS_PER_EMAIL``); None for no limit."""
+        if calls_per_email is not None and calls_per_email < 1:
+            raise ValueError(f"calls_per_email: {calls_per_email} is not at least 1 (or None)")
+        self._calls_per_email = calls_per_email
+        self._calls_under_way: dict[str, int] = {}
+        """Calls under way per registration id, only while there are any: bounded by the calls
+        in flight, not by the emails ever seen."""
         self._client = client
         self._settings = settings
         self._submittable = re.compile(f"{settings.code_pattern}|{_LINK_TOKEN}")
@@ -360,7 +410,11 @@ class RegistrationClient:
         submission = CodeSubmission(sealed_code=self._sealer.seal(code.strip()))
         try:
             return await self._update(
-                email, RegistrationWorkflow.submit_activation_code, submission, update_id
+                "submit_code",
+                email,
+                RegistrationWorkflow.submit_activation_code,
+                submission,
+                update_id,
             )
         except WorkflowUpdateFailedError as err:
             if _seal_mismatch(err):
@@ -397,7 +451,7 @@ class RegistrationClient:
         update_id = _update_id(RegistrationWorkflow.request_resend, request_id)
         try:
             return await self._update(
-                email, RegistrationWorkflow.request_resend, request, update_id
+                "resend", email, RegistrationWorkflow.request_resend, request, update_id
             )
         except RPCError as err:
             if self._not_found(err):
@@ -538,11 +592,18 @@ class RegistrationClient:
         return registration
 
     async def _update(
-        self, email: str, update: UpdateMethodMultiParam[[Any, A], R], arg: A, update_id: str
+        self,
+        call: str,
+        email: str,
+        update: UpdateMethodMultiParam[[Any, A], R],
+        arg: A,
+        update_id: str,
     ) -> R:
         """An update, tried again when the workflow task that took it was rejected (e.g. a cancel
         arrived meanwhile): the workflow state was rolled back, so the retry is safe. A worker must
         accept it within the answer timeout (``NoWorkerAnswered``); its result may take longer.
+        It runs in one of the email's places (``_call_slot``: ``Busy`` if none is free), and
+        ``call`` names it in the advice of an error.
 
         Every try carries ``update_id``, and so does each of the SDK's own retries of one try.
         The server keeps one update per id and run, whichever update it names (hence the name in
@@ -555,21 +616,48 @@ class RegistrationClient:
         or with the workflow task that took it (the server clears its update registry then;
         Temporal's docs/architecture/workflow-update.md), so a try after FAILED_PRECONDITION runs
         it afresh under the same id."""
-        for attempt in range(UPDATE_ATTEMPTS):
-            try:
-                handle = await self._accepted(
-                    self._handle_for(email).start_update(
-                        update, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
+        registration = self._handle_for(email)
+        with self._call_slot(email, registration.id, call):
+            for attempt in range(UPDATE_ATTEMPTS):
+                try:
+                    handle = await self._accepted(
+                        registration.start_update(
+                            update, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
+                        )
                     )
-                )
-                return await handle.result()
-            except RPCError as err:
-                if err.status is not RPCStatusCode.FAILED_PRECONDITION:
-                    raise
-                if attempt == UPDATE_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.1 * (attempt + 1))
+                    return await handle.result()
+                except RPCError as err:
+                    if err.status is not RPCStatusCode.FAILED_PRECONDITION:
+                        raise
+                    if attempt == UPDATE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def _call_slot(self, email: str, registration_id: str, call: str) -> Iterator[None]:
+        """One of the ``calls_per_email`` places of ``email``'s registration for the ``call``
+        (``submit_code`` or ``resend``), or ``Busy`` at once: a flood of guesses from one
+        process never reaches Temporal, whose limit of updates in flight per workflow it would
+        otherwise fill for the customer too. A concurrency cap, not a rate limit: a call frees
+        its place when it returns, and the entry of an email goes with its last call."""
+        limit, under_way = self._calls_per_email, self._calls_under_way
+        taken = under_way.get(registration_id, 0)
+        if limit is not None and taken >= limit:
+            raise Busy(
+                f"{taken} submit_code or resend calls for {email} are under way in this client"
+                f" (at most {limit} at once)",
+                _RETRY_ADVICE[call],
+            )
+        under_way[registration_id] = taken + 1
+        try:
+            yield
+        finally:
+            left = under_way[registration_id] - 1
+            if left:
+                under_way[registration_id] = left
+            else:
+                del under_way[registration_id]
 
     async def _accepted(self, call: Awaitable[R]) -> R:
         """``call``, an update's start, within the answer timeout. The SDK turns the cancellation

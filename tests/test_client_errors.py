@@ -31,6 +31,7 @@ from common.keys import KeyConfigError
 from common.settings import InvalidSettings, Settings
 from starter import client as client_module
 from starter.client import (
+    Busy,
     InvalidInput,
     NotPending,
     NoWorkerAnswered,
@@ -79,7 +80,7 @@ def test_every_exception_of_the_client_is_a_registration_error_and_keeps_its_old
         and issubclass(value, BaseException)
         and value.__module__ == client_module.__name__
     }
-    assert defined == {RegistrationError, NotPending, *OLD_BASES}  # a new one is listed here too
+    assert defined == {RegistrationError, NotPending, Busy, *OLD_BASES}  # list a new one here
     for exception in defined:
         assert issubclass(exception, RegistrationError), exception
     for exception, base in OLD_BASES.items():

@@ -72,4 +72,4 @@ async def test_every_call_during_an_outage_is_server_unreachable_with_retry_advi
     monkeypatch.delenv("TEMPORAL_PROFILE", raising=False)
     refused = await unreachable(RegistrationClient.connect(settings))
     assert refused.address == address
-    assert str(refused).endswith("nothing was sent: connect again once the server is back")
+    assert str(refused).endswith("once it is back, connect again: nothing was sent")
