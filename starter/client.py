@@ -57,7 +57,7 @@ from workflows.models import (
     ResendRequest,
     one_line,
 )
-from workflows.registration import RegistrationWorkflow
+from workflows.registration import NO_ATTEMPTS_LEFT, RegistrationWorkflow
 
 UPDATE_ATTEMPTS = 5
 CALLS_PER_EMAIL = 2
@@ -392,6 +392,8 @@ class RegistrationClient:
         """Check a code (or link token); answers once the account is active. Input that can be
         neither is ``InvalidInput``: it never reaches the workflow, where it would cost an attempt.
         A worker that cannot open the sealed code raises ``SealKeyMismatch`` (no attempt counted).
+        A code the workflow's validator refuses for want of attempts (the current code's are
+        spent, or a lockout) is answered ``too_many_attempts`` as the check would answer it.
 
         ``request_id`` makes a retry safe: a backend that calls again after ``NoWorkerAnswered``,
         a timeout or a lost connection, with the same ``request_id``, gets the first call's reply
@@ -424,6 +426,8 @@ class RegistrationClient:
                     f" and the worker must share {variable} (the worker's keys must include the"
                     " first of this client's); the code was not counted"
                 ) from None
+            if _no_attempts_left(err):
+                return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
             return ActivationReply(outcome=await self._closed_outcome(email))
         except RPCError as err:
             if not self._not_found(err):
@@ -876,6 +880,13 @@ def _seal_mismatch(err: WorkflowUpdateFailedError) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _no_attempts_left(err: WorkflowUpdateFailedError) -> bool:
+    """Whether the update validator refused the code for want of attempts (``NO_ATTEMPTS_LEFT``):
+    the current code's are spent, or the registration is locked out."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == NO_ATTEMPTS_LEFT
 
 
 def _names_search_attribute(err: RPCError) -> bool:

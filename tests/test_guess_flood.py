@@ -93,3 +93,40 @@ async def test_a_flood_past_the_servers_limit_is_busy_not_a_raw_error(stack: Sta
 def test_calls_per_email_is_at_least_one(stack: Stack, limit: Any) -> None:
     with pytest.raises(ValueError, match="calls_per_email"):
         RegistrationClient(stack.client, stack.settings, calls_per_email=limit)
+
+
+async def accepted_updates(stack: Stack, registration_id: str) -> int:
+    history = await stack.client.get_workflow_handle(registration_id).fetch_history()
+    return sum(event.HasField("workflow_execution_update_accepted_event_attributes")
+               for event in history.events)  # fmt: skip
+
+
+async def test_guesses_after_the_codes_attempts_are_spent_never_reach_history(
+    stack: Stack,
+) -> None:
+    """The update validator refuses a code once the current one has no attempts left: the
+    answer is the one the check gave (``too_many_attempts``, none left), and the history does
+    not grow. A resend's new code gets its attempts again."""
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    policy = {"max_attempts_per_code": 3, "max_attempts_total": 20}
+    async for strict in beside(stack, "spent", settings=policy):
+        unlimited = RegistrationClient(strict.client, strict.settings, calls_per_email=None)
+        receipt = await register(strict, email)
+        await wait_for_state(strict, email, RegistrationState.PENDING)
+        code = strict.code_for(email)
+        for offset in (1, 2, 3):
+            reply = await unlimited.submit_code(email, wrong_code(code, offset))
+        assert (reply.outcome, reply.attempts_left) == (ActivationOutcome.TOO_MANY_ATTEMPTS, 0)
+        counted = await accepted_updates(strict, receipt.registration_id)
+
+        replies = await asyncio.gather(
+            *(unlimited.submit_code(email, wrong_code(code, n)) for n in range(4, 24))
+        )
+        assert {(r.outcome, r.attempts_left) for r in replies} == {
+            (ActivationOutcome.TOO_MANY_ATTEMPTS, 0)
+        }
+        right = await unlimited.submit_code(email, code)  # the spent code, even the right one
+        assert (right.outcome, right.attempts_left) == (ActivationOutcome.TOO_MANY_ATTEMPTS, 0)
+        assert await accepted_updates(strict, receipt.registration_id) == counted
+        assert (await strict.registrations.status(email)).attempts_left == 17
+        await strict.registrations.cancel(email)
