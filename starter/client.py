@@ -60,11 +60,13 @@ from workflows.models import (
 from workflows.registration import NO_ATTEMPTS_LEFT, RegistrationWorkflow
 
 UPDATE_ATTEMPTS = 5
-CALLS_PER_EMAIL = 2
+CALLS_PER_EMAIL = 3
 """How many ``submit_code`` and ``resend`` calls for one email a client runs at once; a further
-one is ``Busy`` at once, without an RPC. A customer has no use for more (a double click is two),
-and Temporal takes 10 updates in flight per workflow (``history.maxInFlightUpdates``), beyond
-which it refuses every caller's, the owner's too."""
+one is ``Busy`` at once, without an RPC. Temporal takes 10 updates in flight per workflow
+(``history.maxInFlightUpdates``), beyond which it refuses every caller's, the owner's too. Not
+fewer than 3: the right code's call keeps its place until the account is active, which may take
+a while at a remote provider, and a double click then, and one more code (a wrong one is answered
+``not_pending``), must still be answered (``tests/scenarios.py``, ``active_code_repeated``)."""
 ANSWER_TIMEOUT = timedelta(seconds=30)
 """How long a query, or an update until a worker accepts it, may wait for a worker. The server
 holds both until a worker polls the task queue, an update without any deadline; only accepting is

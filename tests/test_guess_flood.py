@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.service import RetryConfig
 
 from common.converter import data_converter
-from starter.client import Busy, NotPending, RegistrationClient
+from starter.client import CALLS_PER_EMAIL, Busy, NotPending, RegistrationClient
 from tests.helpers import register, wait_for_state, wrong_code
 from tests.stack import Stack, beside
 from workflows.models import ActivationOutcome, RegistrationState
@@ -41,10 +41,10 @@ async def attempts_left(stack: Stack, email: str) -> int:
     return (await stack.registrations.status(email)).attempts_left
 
 
-async def test_one_client_lets_two_guesses_per_email_through_and_answers_the_rest_busy(
+async def test_one_client_lets_three_guesses_per_email_through_and_answers_the_rest_busy(
     stack: Stack,
 ) -> None:
-    """The per-email limit of a client (``CALLS_PER_EMAIL``, 2): the rest are ``Busy`` at once,
+    """The per-email limit of a client (``CALLS_PER_EMAIL``, 3): the rest are ``Busy`` at once,
     without an RPC, and cost no attempt."""
     email = f"{uuid.uuid4().hex[:12]}@example.com"
     async for roomy in beside(stack, "flood", settings=ROOMY):
@@ -53,8 +53,9 @@ async def test_one_client_lets_two_guesses_per_email_through_and_answers_the_res
         code, before = roomy.code_for(email), await attempts_left(roomy, email)
 
         answers = await flood(roomy.registrations, email, code)
-        assert answers == {"Busy": GUESSES - 2, ActivationOutcome.INVALID_CODE.value: 2}
-        assert await attempts_left(roomy, email) == before - 2
+        assert CALLS_PER_EMAIL == 3
+        assert answers == {"Busy": GUESSES - 3, ActivationOutcome.INVALID_CODE.value: 3}
+        assert await attempts_left(roomy, email) == before - 3
         assert roomy.registrations._calls_under_way == {}  # no entry left behind
 
         reply = await roomy.registrations.submit_code(email, code)
