@@ -8,7 +8,9 @@ Every command prints one JSON object on stdout, usage errors included. Exit code
      Temporal server refused the call (the JSON says "temporal")
   2  usage error: bad arguments, invalid configuration (the JSON names the variable)
   3  the Temporal server cannot be reached, at the start (TEMPORAL_ADDRESS; the JSON names the
-     address) or during the call
+     address) or during the call; the message says whether the command is safe to run again
+  4  busy: too many calls for the registration (or the server) at once ("busy"); run it again
+     in a moment (activate and resend with the same --request-id)
   130  interrupted by Ctrl-C (at the password prompt, say)
 
 Customers are imported by an operator's tool beside the worker: ``python -m
@@ -43,6 +45,7 @@ from common.keys import KeyConfigError
 from common.settings import DURATION, InvalidSettings, Settings, load_settings
 from common.temporal import connect_config
 from starter.client import (
+    Busy,
     InvalidInput,
     NotPending,
     RegistrationClient,
@@ -50,6 +53,9 @@ from starter.client import (
     UnknownRegistration,
 )
 from workflows.models import ActivationOutcome, RegistrationPolicy, ResendOutcome
+
+BUSY = 4
+"""Exit code of ``Busy``: a refusal that passes, unlike 1 (run the same command again)."""
 
 REQUEST_ID_HELP = (
     "a new, unguessable id of this request, e.g. a UUID (up to 200 characters, one line): run"
@@ -178,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, answer = REJECTED, {"error": "unknown_registration", "message": str(err)}
     except NotPending as err:
         code, answer = REJECTED, {"error": "not_pending", "state": err.state, "message": str(err)}
+    except Busy as err:
+        code, answer = BUSY, {"error": "busy", "message": str(err)}
     except (InvalidSettings, KeyConfigError) as err:
         code, answer = USAGE, {"error": "configuration", "message": str(err)}
     except ServerUnreachable as err:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import AfterValidator, BaseModel, StringConstraints, TypeAdapter, ValidationError
 from temporalio.client import (
@@ -36,7 +38,7 @@ from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer
 from common.settings import InvalidSettings, Settings, env_variable
 from common.temporal import NamespaceNotFound, connect, namespace_not_found
-from common.temporal import ServerUnreachable as ServerUnreachable  # re-exported: connect raises it
+from common.temporal import ServerUnreachable as ConnectionRefused
 from workflows import visibility
 from workflows.models import (
     LINK_TOKEN_BYTES,
@@ -55,9 +57,16 @@ from workflows.models import (
     ResendRequest,
     one_line,
 )
-from workflows.registration import RegistrationWorkflow
+from workflows.registration import NO_ATTEMPTS_LEFT, RegistrationWorkflow
 
 UPDATE_ATTEMPTS = 5
+CALLS_PER_EMAIL = 3
+"""How many ``submit_code`` and ``resend`` calls for one email a client runs at once; a further
+one is ``Busy`` at once, without an RPC. Temporal takes 10 updates in flight per workflow
+(``history.maxInFlightUpdates``), beyond which it refuses every caller's, the owner's too. Not
+fewer than 3: the right code's call keeps its place until the account is active, which may take
+a while at a remote provider, and a double click then, and one more code (a wrong one is answered
+``not_pending``), must still be answered (``tests/scenarios.py``, ``active_code_repeated``)."""
 ANSWER_TIMEOUT = timedelta(seconds=30)
 """How long a query, or an update until a worker accepts it, may wait for a worker. The server
 holds both until a worker polls the task queue, an update without any deadline; only accepting is
@@ -102,9 +111,37 @@ class RegistrationError(Exception):
     """The base of every exception the client raises by itself, so a backend can tell the
     client's verdicts from anything else with one ``except``. Each subclass keeps the builtin or
     library base it had before (``ValueError``, ``LookupError``, ``TemporalError``,
-    ``KeyConfigError``), so ``except`` clauses written for those still catch it. Errors of
-    Temporal itself (``RPCError``) and of the configuration (``InvalidSettings``,
-    ``ServerUnreachable``...) are raised as they are."""
+    ``KeyConfigError``, ``ConnectionError``), so ``except`` clauses written for those still catch
+    it. Errors of the configuration (``InvalidSettings``, ``NamespaceNotFound``) are raised as they
+    are, and so is any other refusal of the Temporal server (``RPCError``): not an outage, which
+    is ``ServerUnreachable``."""
+
+
+class ServerUnreachable(RegistrationError, ConnectionRefused):
+    """The Temporal server cannot be reached: at connect (nothing was sent), or during a call
+    (UNAVAILABLE, a lost connection, DEADLINE_EXCEEDED: no answer in time), where the call may or
+    may not have reached the server. The message ends with whether that call is safe to retry
+    as it was made (``advice``, see ``_RETRY_ADVICE``); ``address`` is the server's. Also a
+    ``common.temporal.ServerUnreachable`` (a ``ConnectionError``), as ``connect`` raised before."""
+
+    def __init__(self, address: str, reason: str, advice: str = "") -> None:
+        super().__init__(address, f"{reason}; once it is back, {advice}" if advice else reason)
+        self.advice = advice
+
+
+class Busy(RegistrationError):
+    """Too many calls for one registration at once, or for the server: this client's own limit of
+    ``submit_code`` and ``resend`` calls per email (``calls_per_email``: no RPC was made), or the
+    server's refusal (RESOURCE_EXHAUSTED: its limit of updates in flight per workflow, or a rate
+    limit; UNAVAILABLE "workflow update was aborted": the server dropped updates it had not yet
+    handed to the workflow). A flood of guesses for an email ends here, not in the customer's
+    own call failing for good: retry in a moment, as ``advice`` (the end of the message) says:
+    ``submit_code`` and ``resend`` with the same ``request_id``, which makes a retry safe
+    whether or not the first call was taken."""
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(f"busy: {reason}; retry in a moment: {advice}")
+        self.advice = advice
 
 
 class NoWorkerAnswered(RegistrationError, TemporalError):
@@ -151,10 +188,112 @@ class Receipt(BaseModel):
     message: str = RECEIPT_MESSAGE
 
 
+_RETRY_ADVICE = {
+    "connect": "connect again: nothing was sent",
+    "register": (
+        "register is idempotent per email: call it again with the same input; at most one"
+        " registration runs for the email (if this call got through, the repeat resends the"
+        " code, within the resend throttle)"
+    ),
+    "submit_code": (
+        "submit_code is safe to retry with the same request_id: a call that got through answers"
+        " with its first reply and costs no second attempt (without a request_id a retry is"
+        " another attempt)"
+    ),
+    "resend": (
+        "resend is safe to retry with the same request_id: a call that got through answers with"
+        " its first reply and mails no second code (without a request_id a retry is another"
+        " request, subject to the throttle)"
+    ),
+    "status": "status is safe to retry: it changes nothing",
+    "approve": (
+        "approve is safe to retry: one that got through is taken once, and a retry after it"
+        " took effect is NotPending"
+    ),
+    "cancel": (
+        "cancel is safe to retry: one that got through is taken once, and a retry after the"
+        " registration ended is NotPending"
+    ),
+}
+"""Whether each call is safe to retry after ``ServerUnreachable`` or ``Busy``: the end of their
+messages."""
+
+_SERVER_UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+"""What an outage looks like during a call: UNAVAILABLE (no connection, a connection lost: the
+SDK has already retried it for up to 10 s) and DEADLINE_EXCEEDED (no answer in time). A query's
+own timeout is the exception (``NoWorkerAnswered``: ``_status_of``)."""
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _outages_mapped(call: str) -> Callable[[F], F]:
+    """A public call whose outage of the Temporal server is ``ServerUnreachable``, and whose
+    refusal for being busy is ``Busy``, with the call's retry advice (``_RETRY_ADVICE[call]``),
+    not the SDK's raw error."""
+    advice = _RETRY_ADVICE[call]
+
+    def mapping(method: F) -> F:
+        @functools.wraps(method)
+        async def mapped(self: RegistrationClient, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(self, *args, **kwargs)
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+                if isinstance(err, RPCError) and _busy(err):
+                    raise Busy(
+                        f"the Temporal server refused the call: {err.message}", advice
+                    ) from err
+                outage = _outage_reason(err)
+                if outage is None:
+                    raise
+                raise ServerUnreachable(self._address, outage, advice) from err
+
+        return cast(F, mapped)
+
+    return mapping
+
+
+def _busy(err: RPCError) -> bool:
+    """Whether the server refused the call for load, not for an outage: RESOURCE_EXHAUSTED (e.g.
+    "limit on number of concurrent in-flight updates has been reached (10)", a rate limit), or an
+    update it aborted before the workflow took it (UNAVAILABLE "workflow update was aborted",
+    while the server is up: it drops the updates it holds for a workflow when it reloads it)."""
+    return err.status is RPCStatusCode.RESOURCE_EXHAUSTED or (
+        err.status is RPCStatusCode.UNAVAILABLE and "update was aborted" in err.message
+    )
+
+
+def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> str | None:
+    """What went wrong, if ``err`` is an outage of the server: the SDK's text (``tcp connect
+    error``...). An update's start or result that timed out on the server's side is one too: the
+    SDK turns its DEADLINE_EXCEEDED into ``WorkflowUpdateRPCTimeoutOrCancelledError`` (which
+    ``_accepted`` raises as ``NoWorkerAnswered`` when it was the client's own deadline)."""
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        cause = err.__cause__
+        if isinstance(cause, RPCError) and cause.status is RPCStatusCode.DEADLINE_EXCEEDED:
+            return f"no answer in time ({cause.message or 'deadline exceeded'})"
+        return None
+    if err.status in _SERVER_UNREACHABLE:
+        return err.message or err.status.name.lower()
+    return None
+
+
 class RegistrationClient:
     def __init__(
-        self, client: Client, settings: Settings, *, answer_timeout: timedelta = ANSWER_TIMEOUT
+        self,
+        client: Client,
+        settings: Settings,
+        *,
+        answer_timeout: timedelta = ANSWER_TIMEOUT,
+        calls_per_email: int | None = CALLS_PER_EMAIL,
     ) -> None:
+        """``calls_per_email``: how many ``submit_code`` and ``resend`` calls for one email this
+        client runs at once (``CALLS_PER_EMAIL``); None for no limit."""
+        if calls_per_email is not None and calls_per_email < 1:
+            raise ValueError(f"calls_per_email: {calls_per_email} is not at least 1 (or None)")
+        self._calls_per_email = calls_per_email
+        self._calls_under_way: dict[str, int] = {}
+        """Calls under way per registration id, only while there are any: bounded by the calls
+        in flight, not by the emails ever seen."""
         self._client = client
         self._settings = settings
         self._submittable = re.compile(f"{settings.code_pattern}|{_LINK_TOKEN}")
@@ -173,11 +312,21 @@ class RegistrationClient:
     async def connect(cls, settings: Settings) -> RegistrationClient:
         """Raises ``ServerUnreachable`` naming the address, and ``KeyConfigError`` when a key is
         neither configured nor generated by a worker in ``settings.data_dir``."""
-        return cls(await connect(settings), settings)
+        try:
+            client = await connect(settings)
+        except ConnectionRefused as err:
+            reason = str(err).split("): ", 1)[-1]
+            raise ServerUnreachable(err.address, reason, _RETRY_ADVICE["connect"]) from None
+        return cls(client, settings)
+
+    @property
+    def _address(self) -> str:
+        return self._client.service_client.config.target_host
 
     def registration_id(self, email: str) -> str:
         return registration_id(email, self._settings.workflow_id_mode, self._id_key)
 
+    @_outages_mapped("register")
     async def register(
         self,
         *,
@@ -238,12 +387,15 @@ class RegistrationClient:
             raise
         return Receipt(registration_id=workflow_id)
 
+    @_outages_mapped("submit_code")
     async def submit_code(
         self, email: str, code: str, *, request_id: str | None = None
     ) -> ActivationReply:
         """Check a code (or link token); answers once the account is active. Input that can be
         neither is ``InvalidInput``: it never reaches the workflow, where it would cost an attempt.
         A worker that cannot open the sealed code raises ``SealKeyMismatch`` (no attempt counted).
+        A code the workflow's validator refuses for want of attempts (the current code's are
+        spent, or a lockout) is answered ``too_many_attempts`` as the check would answer it.
 
         ``request_id`` makes a retry safe: a backend that calls again after ``NoWorkerAnswered``,
         a timeout or a lost connection, with the same ``request_id``, gets the first call's reply
@@ -262,7 +414,11 @@ class RegistrationClient:
         submission = CodeSubmission(sealed_code=self._sealer.seal(code.strip()))
         try:
             return await self._update(
-                email, RegistrationWorkflow.submit_activation_code, submission, update_id
+                "submit_code",
+                email,
+                RegistrationWorkflow.submit_activation_code,
+                submission,
+                update_id,
             )
         except WorkflowUpdateFailedError as err:
             if _seal_mismatch(err):
@@ -272,6 +428,8 @@ class RegistrationClient:
                     f" and the worker must share {variable} (the worker's keys must include the"
                     " first of this client's); the code was not counted"
                 ) from None
+            if _no_attempts_left(err):
+                return ActivationReply(outcome=ActivationOutcome.TOO_MANY_ATTEMPTS, attempts_left=0)
             return ActivationReply(outcome=await self._closed_outcome(email))
         except RPCError as err:
             if not self._not_found(err):
@@ -286,6 +444,7 @@ class RegistrationClient:
             raise _nothing_pending(email)
         return ActivationReply(outcome=outcome)
 
+    @_outages_mapped("resend")
     async def resend(
         self, email: str, requested_by: str = "customer", *, request_id: str | None = None
     ) -> ResendReply:
@@ -298,16 +457,17 @@ class RegistrationClient:
         update_id = _update_id(RegistrationWorkflow.request_resend, request_id)
         try:
             return await self._update(
-                email, RegistrationWorkflow.request_resend, request, update_id
+                "resend", email, RegistrationWorkflow.request_resend, request, update_id
             )
         except RPCError as err:
             if self._not_found(err):
                 raise _nothing_pending(email) from None
             raise
         except WorkflowUpdateFailedError:
-            status = await self.status(email)
+            status = await self._status_of(email, self._handle_for(email))
             return ResendReply(outcome=ResendOutcome.NOT_PENDING, resends_left=status.resends_left)
 
+    @_outages_mapped("approve")
     async def approve(self, email: str, operator: str, reason: str) -> RegistrationStatus:
         """Staff activation without a code. Raises ``NotPending`` unless it is pending.
 
@@ -329,11 +489,13 @@ class RegistrationClient:
             raise await self._ended_meanwhile(email, run, "not pending") from None
         return status
 
+    @_outages_mapped("status")
     async def status(self, email: str) -> RegistrationStatus:
         """The registration's state, by a query that a worker answers (``NoWorkerAnswered`` if
         none does within the answer timeout)."""
         return await self._status_of(email, self._handle_for(email))
 
+    @_outages_mapped("cancel")
     async def cancel(self, email: str, reason: str = "") -> None:
         """Cancels a running registration; its compensations undo what it did. Raises
         ``NotPending`` once it has ended, and also while its run is still open for an outcome
@@ -436,11 +598,18 @@ class RegistrationClient:
         return registration
 
     async def _update(
-        self, email: str, update: UpdateMethodMultiParam[[Any, A], R], arg: A, update_id: str
+        self,
+        call: str,
+        email: str,
+        update: UpdateMethodMultiParam[[Any, A], R],
+        arg: A,
+        update_id: str,
     ) -> R:
         """An update, tried again when the workflow task that took it was rejected (e.g. a cancel
         arrived meanwhile): the workflow state was rolled back, so the retry is safe. A worker must
         accept it within the answer timeout (``NoWorkerAnswered``); its result may take longer.
+        It runs in one of the email's places (``_call_slot``: ``Busy`` if none is free), and
+        ``call`` names it in the advice of an error.
 
         Every try carries ``update_id``, and so does each of the SDK's own retries of one try.
         The server keeps one update per id and run, whichever update it names (hence the name in
@@ -453,21 +622,48 @@ class RegistrationClient:
         or with the workflow task that took it (the server clears its update registry then;
         Temporal's docs/architecture/workflow-update.md), so a try after FAILED_PRECONDITION runs
         it afresh under the same id."""
-        for attempt in range(UPDATE_ATTEMPTS):
-            try:
-                handle = await self._accepted(
-                    self._handle_for(email).start_update(
-                        update, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
+        registration = self._handle_for(email)
+        with self._call_slot(email, registration.id, call):
+            for attempt in range(UPDATE_ATTEMPTS):
+                try:
+                    handle = await self._accepted(
+                        registration.start_update(
+                            update, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED, id=update_id
+                        )
                     )
-                )
-                return await handle.result()
-            except RPCError as err:
-                if err.status is not RPCStatusCode.FAILED_PRECONDITION:
-                    raise
-                if attempt == UPDATE_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.1 * (attempt + 1))
+                    return await handle.result()
+                except RPCError as err:
+                    if err.status is not RPCStatusCode.FAILED_PRECONDITION:
+                        raise
+                    if attempt == UPDATE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def _call_slot(self, email: str, registration_id: str, call: str) -> Iterator[None]:
+        """One of the ``calls_per_email`` places of ``email``'s registration for the ``call``
+        (``submit_code`` or ``resend``), or ``Busy`` at once: a flood of guesses from one
+        process never reaches Temporal, whose limit of updates in flight per workflow it would
+        otherwise fill for the customer too. A concurrency cap, not a rate limit: a call frees
+        its place when it returns, and the entry of an email goes with its last call."""
+        limit, under_way = self._calls_per_email, self._calls_under_way
+        taken = under_way.get(registration_id, 0)
+        if limit is not None and taken >= limit:
+            raise Busy(
+                f"{taken} submit_code or resend calls for {email} are under way in this client"
+                f" (at most {limit} at once)",
+                _RETRY_ADVICE[call],
+            )
+        under_way[registration_id] = taken + 1
+        try:
+            yield
+        finally:
+            left = under_way[registration_id] - 1
+            if left:
+                under_way[registration_id] = left
+            else:
+                del under_way[registration_id]
 
     async def _accepted(self, call: Awaitable[R]) -> R:
         """``call``, an update's start, within the answer timeout. The SDK turns the cancellation
@@ -583,7 +779,7 @@ class RegistrationClient:
         "activated" for any code would tell who has an account). An email with an account
         answers as a new one's registration would have ended: expired at the end of its window,
         or locked (nothing pending) after too many wrong codes."""
-        status = await self.status(email)
+        status = await self._status_of(email, self._handle_for(email))
         expired = status.state is RegistrationState.EXPIRED or (
             status.state is RegistrationState.ALREADY_REGISTERED and status.attempts_left > 0
         )
@@ -686,6 +882,13 @@ def _seal_mismatch(err: WorkflowUpdateFailedError) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _no_attempts_left(err: WorkflowUpdateFailedError) -> bool:
+    """Whether the update validator refused the code for want of attempts (``NO_ATTEMPTS_LEFT``):
+    the current code's are spent, or the registration is locked out."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == NO_ATTEMPTS_LEFT
 
 
 def _names_search_attribute(err: RPCError) -> bool:

@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from common import command_line as exits
 from common.settings import Settings
 from starter import cli
+from starter.client import Busy
 from tests.doubles import HeldMail
 from tests.helpers import PASSWORD, register, result_of, wait_for_state, wrong_code
 from tests.stack import (
@@ -98,6 +99,23 @@ def test_a_server_lost_mid_call_is_unreachable(
     assert cli.main(["status", "--email", "kim@example.com"]) == exits.UNREACHABLE
     unreachable = answer(capsys)
     assert unreachable["error"] == "server_unreachable" and unreachable["address"]
+
+
+async def busy(args: argparse.Namespace, settings: Settings, _: str | None) -> tuple[int, Any]:
+    raise Busy("the Temporal server refused the call: limit reached", "safe to retry")
+
+
+def test_busy_answers_busy_with_its_own_exit_code(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not 1 (rejected: running it again changes nothing) nor 3 (no server): run it again."""
+    monkeypatch.setattr(cli, "run", busy)
+    activate = ["activate", "--email", "kim@example.com", "--code", "123456"]
+    assert cli.main(activate) == cli.BUSY == 4
+    assert cli.BUSY not in {exits.OK, exits.REJECTED, exits.USAGE, exits.UNREACHABLE}
+    answered = answer(capsys)
+    assert answered["error"] == "busy"
+    assert answered["message"].endswith("retry in a moment: safe to retry")
 
 
 async def update_timed_out(

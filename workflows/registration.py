@@ -89,6 +89,10 @@ ENDINGS = frozenset(RegistrationState) - {
 }
 PROVIDER_LOCKOUT = "TooManyAttempts"
 """Error type of a code check the identity provider refused (``activities.errors``)."""
+NO_ATTEMPTS_LEFT = "NoAttemptsLeft"
+"""Error type of a code the update validator refuses because the current code has no attempts
+left, or the registration is locked out (``_code_only_while_pending``): the client answers it
+as the check would have, ``too_many_attempts`` with no attempts left."""
 
 
 @workflow.defn
@@ -342,8 +346,17 @@ class RegistrationWorkflow:
 
     @submit_activation_code.validator
     def _code_only_while_pending(self, submission: CodeSubmission) -> None:
-        if not self.activation_underway():
-            self._require_pending()
+        """Rejected here, a code never reaches history: nothing pending, and (as the gate would
+        answer it, without a check) no attempts left on the current code or a lockout, so a
+        flood of guesses past that point costs the server nothing. Validators do not run on
+        replay: recorded histories are unaffected."""
+        if self.activation_underway():
+            return
+        self._require_pending()
+        if self._gate.locked_out or self._gate.attempts_left() == 0:
+            raise ApplicationError(
+                "no attempts left on the current code", type=NO_ATTEMPTS_LEFT, non_retryable=True
+            )
 
     @workflow.signal
     async def activate(self, submission: CodeSubmission) -> None:
