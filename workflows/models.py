@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from common.identifiers import canonical_email
+from common.identifiers import canonical_email, mail_address
 from common.policy import ActivationTtl, Attempts, CustomerNumberPrefix, Resends
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -37,16 +37,18 @@ _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
 def _valid_email(email: str) -> str:
-    email = unicodedata.normalize("NFC", email.strip())
     try:
-        validate_email(email, check_deliverability=False)
+        return mail_address(email)
     except EmailNotValidError as err:
         raise ValueError(f"not a valid email address: {err}") from None
-    return email
 
 
 Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
-"""An address as a registration takes it: trimmed, NFC, RFC 5321/5322-valid, spelling kept."""
+"""An address as a registration takes it and mails it (``common.identifiers.mail_address``):
+trimmed, RFC 5321/5322-valid, the local part NFKC, the domain's spelling kept up to letter case
+(``Alice@Example.com`` stays) and otherwise the form mail reaches (``example`` in fullwidth
+letters, or ``example.com`` with an ideographic full stop, is kept as ``example.com``). Its
+canonical email (the identity key) is ``common.identifiers.canonical_email``."""
 
 
 def _valid_phone(phone: str | None) -> str | None:
@@ -109,7 +111,9 @@ class RegistrationPolicy(_Model):
 
 
 class RegistrationInput(_Model):
-    """What a backend sends to register someone. ``email`` keeps the spelling given for display."""
+    """What a backend sends to register someone. ``email`` is the address mailed, in the spelling
+    given up to the mapping ``Email`` applies; ``canonical_email`` is its identity key, the same
+    for every spelling of one mailbox (workflow ID, lookups, uniqueness, search attribute)."""
 
     email: Email
     name: Name
