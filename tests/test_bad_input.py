@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from temporalio.testing import WorkflowEnvironment
 
 from common.settings import Settings
@@ -26,7 +26,14 @@ from tests.helpers import (
     wrong_code,
 )
 from tests.stack import Stack
-from workflows.models import ActivationOutcome, RegistrationInput, RegistrationState
+from workflows.models import (
+    ActivationOutcome,
+    Approval,
+    Reason,
+    RegistrationInput,
+    RegistrationState,
+    ResendRequest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NO_SERVER = "127.0.0.1:1"
@@ -280,3 +287,89 @@ async def test_cli_unreachable_server_and_bad_configuration(settings: Settings) 
     )  # fmt: skip
     assert code == 2 and out["error"] == "configuration"  # found before trying to connect
     assert out["message"].startswith("REGISTRATION_ACTIVATION_TTL: ")
+
+
+# -- Staff input: one line each (issue 16, defect 7) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "field", "words"),
+    [
+        (Approval, {"operator": "ops\nEve", "reason": "phone"}, "operator", "line breaks"),
+        (Approval, {"operator": "ops\u202e", "reason": "phone"}, "operator", "bidirectional"),
+        (Approval, {"operator": "ops", "reason": "ok\r\nBcc: x"}, "reason", "control characters"),
+        (Approval, {"operator": "ops", "reason": "R" * 501}, "reason", "at most 500"),
+        (ResendRequest, {"requested_by": "desk\x00"}, "requested_by", "control characters"),
+        (ResendRequest, {"requested_by": "desk\n2"}, "requested_by", "line breaks"),
+        (ResendRequest, {"requested_by": "desk\u2066"}, "requested_by", "bidirectional"),
+    ],
+)
+def test_the_contract_holds_staff_input_to_one_line(
+    model: type[BaseModel], fields: dict[str, str], field: str, words: str
+) -> None:
+    """An operator, a requester and a reason show in the status, the Temporal UI and log lines,
+    where a line break or a control forges or hides text; the UI's signal dialog is held to it
+    too."""
+    decoders: list[Callable[[], BaseModel]] = [
+        lambda: model.model_validate(fields),
+        lambda: model.model_validate_json(json.dumps(fields)),  # as Temporal does
+    ]
+    for decode in decoders:
+        with pytest.raises(ValidationError) as error:
+            decode()
+        (problem,) = error.value.errors()
+        assert problem["loc"] == (field,) and words in problem["msg"]
+
+
+async def test_an_approval_with_a_bad_operator_or_reason_is_refused_and_sends_nothing(
+    stack: Stack,
+) -> None:
+    email = "opal@example.com"
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    for operator, reason, field in (
+        ("support:kim\nsupport:eve", "verified by phone", "operator"),
+        ("support:kim\x00", "verified by phone", "operator"),
+        ("support:kim", "verified\u202eenohp yb", "reason"),
+    ):
+        with pytest.raises(InvalidInput) as error:
+            await stack.registrations.approve(email, operator, reason)
+        assert error.value.field == field
+    status = await stack.registrations.status(email)
+    assert status.state is RegistrationState.PENDING and status.approved_by is None
+
+
+async def test_a_resend_requester_on_two_lines_is_refused(stack: Stack) -> None:
+    with pytest.raises(InvalidInput) as error:
+        await stack.registrations.resend("kim@example.com", requested_by="desk\nadmin")
+    assert error.value.field == "requested_by"
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("R" * 10_000, "at most 500"),
+        ("duplicate\nrequested by: ceo", "line breaks"),
+        ("dup\x1b[2Jlicate", "control characters"),
+    ],
+)
+async def test_a_cancel_with_a_bad_reason_is_refused_and_cancels_nothing(
+    stack: Stack, reason: str, words: str
+) -> None:
+    """The reason goes into the run's history and the Temporal UI as it is given."""
+    email = f"quinn.{words.replace(' ', '-')}@example.com"  # the dev server outlives each test
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    with pytest.raises(InvalidInput) as error:
+        await stack.registrations.cancel(email, reason)
+    assert error.value.field == "reason" and words in str(error.value)
+    description = await stack.client.get_workflow_handle(
+        stack.registrations.registration_id(email)
+    ).describe()
+    assert not description.raw_description.workflow_extended_info.cancel_requested
+    assert (await stack.registrations.status(email)).state is RegistrationState.PENDING
+
+
+def test_a_cancel_reason_may_be_empty_and_is_trimmed() -> None:
+    assert TypeAdapter(Reason).validate_python("  duplicate sign-up ") == "duplicate sign-up"
+    assert TypeAdapter(Reason).validate_python("") == ""

@@ -77,8 +77,27 @@ def one_line(text: str) -> str:
     return text
 
 
-Name = Annotated[ShortText, AfterValidator(one_line)]
+OneLine = Annotated[ShortText, AfterValidator(one_line)]
+"""Up to 200 characters of one line of display text, trimmed (``one_line``): who did something
+(an approval's operator, a resend's requester). It shows in the status, the Temporal UI and log
+lines, where a line break would forge another line and a bidi control hide what it says."""
+
+Name = OneLine
 """A person's name as a registration (or a customer import) takes it: one line of display text."""
+
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(one_line)
+]
+"""Why staff did something (a cancel's reason, which may be empty): up to 500 characters of one
+line, trimmed, shown where ``OneLine`` text is. A note of several paragraphs belongs in the
+ticket it refers to."""
+
+Note = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(one_line),
+]
+"""A ``Reason`` that must be given (an approval's)."""
 
 CODE_DIGITS = 6
 """An activation code is this many decimal digits."""
@@ -203,12 +222,12 @@ class ActivationReply(_Model):
 class Approval(_Model):
     """Staff activation without a code (like Cognito's AdminConfirmSignUp)."""
 
-    operator: ShortText
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    operator: OneLine
+    reason: Note
 
 
 class ResendRequest(_Model):
-    requested_by: ShortText = "customer"
+    requested_by: OneLine = "customer"
 
 
 class ResendOutcome(StrEnum):
