@@ -55,10 +55,18 @@ NO_SERVER = "127.0.0.1:1"
         ({"password": "short"}, "password", "at least 8"),
         ({"password": "p" * 200}, "password", "at most 128"),
         ({"password": "ivy.innes-2024"}, "password", "email or name"),
+        ({"tenant": "acme\x00"}, "tenant", "control characters"),
+        ({"tenant": "acme\u202e"}, "tenant", "bidirectional"),
+        ({"tenant": "acme\nbeta"}, "tenant", "line breaks"),
+        ({"profile": {"company\x00": "Acme"}}, "profile", "key 'company\\x00'"),
+        ({"profile": {"company": "Acme\x00"}}, "profile", "control characters"),
+        ({"metadata": {"source\u2067": "web"}}, "metadata", "bidirectional"),
+        ({"metadata": {"source": "web\u202e"}}, "metadata", "bidirectional"),
+        ({"metadata": {"a\nb": "web"}}, "metadata", "line breaks"),
     ],
 )
 async def test_invalid_registration_names_the_field_and_starts_nothing(
-    stack: Stack, fields: dict[str, str], field: str, words: str
+    stack: Stack, fields: dict[str, Any], field: str, words: str
 ) -> None:
     request: dict[str, Any] = {
         "email": "ivy.innes@example.com",
@@ -373,3 +381,46 @@ async def test_a_cancel_with_a_bad_reason_is_refused_and_cancels_nothing(
 def test_a_cancel_reason_may_be_empty_and_is_trimmed() -> None:
     assert TypeAdapter(Reason).validate_python("  duplicate sign-up ") == "duplicate sign-up"
     assert TypeAdapter(Reason).validate_python("") == ""
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"tenant": "acme\x00"}, "tenant", "control characters"),
+        ({"tenant": "acme\u2066x"}, "tenant", "bidirectional"),
+        ({"tenant": "   "}, "tenant", "at least 1"),
+        ({"profile": {"\x00": "x"}}, "profile", "control characters"),
+        ({"profile": {"company": "Acme\x1b[31m"}}, "profile", "control characters"),
+        ({"metadata": {"utm\u202esource": "web"}}, "metadata", "bidirectional"),
+        ({"metadata": {"source": "web\x7f"}}, "metadata", "control characters"),
+    ],
+)
+def test_the_workflow_input_refuses_controls_in_tenant_and_entries(
+    fields: dict[str, Any], field: str, words: str
+) -> None:
+    """A tenant and the keys of profile and metadata are one line (names of things, shown in
+    the status and written into provider records); their values may span lines, but hold no
+    other control character (NUL ends a C string, ESC drives a terminal) and no bidi control."""
+    fields = {"email": "ivy@example.com", "name": "Ivy", "sealed_password": "s", **fields}
+    decoders: list[Callable[[], RegistrationInput]] = [
+        lambda: RegistrationInput.model_validate(fields),
+        lambda: RegistrationInput.model_validate_json(json.dumps(fields)),  # as Temporal does
+    ]
+    for decode in decoders:
+        with pytest.raises(ValidationError) as error:
+            decode()
+        (problem,) = error.value.errors()
+        assert problem["loc"] == (field,) and words in problem["msg"]
+
+
+def test_entry_values_may_span_lines_and_a_tenant_is_trimmed() -> None:
+    registration = RegistrationInput(
+        email="ivy@example.com",
+        name="Ivy",
+        sealed_password="s",
+        tenant=" acme-se ",
+        profile={"delivery_note": "Ring twice.\r\nThen wait.\tThanks"},
+        metadata={"k\u00e4lla": "webb"},
+    )
+    assert registration.tenant == "acme-se"
+    assert registration.profile["delivery_note"] == "Ring twice.\r\nThen wait.\tThanks"

@@ -65,15 +65,29 @@ around them, so "Eve<U+202E>gnp.exe" shows as "Eveexe.png". The joiners (ZWJ, ZW
 which names in Persian or Indic scripts need, are format characters too and stay allowed."""
 
 
+def _no_bidi_controls(text: str) -> None:
+    if not _BIDI_CONTROLS.isdisjoint(text):
+        raise ValueError(
+            "must not contain bidirectional text controls (U+202A..U+202E, U+2066..U+2069)"
+        )
+
+
 def one_line(text: str) -> str:
     """Refuse control characters, line separators (CR, LF, NUL, U+2028...) and bidirectional
     controls: a name is one line of display text in mails, the Temporal UI and provider records."""
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
         raise ValueError("must not contain control characters or line breaks")
-    if not _BIDI_CONTROLS.isdisjoint(text):
-        raise ValueError(
-            "must not contain bidirectional text controls (U+202A..U+202E, U+2066..U+2069)"
-        )
+    _no_bidi_controls(text)
+    return text
+
+
+def plain_text(text: str) -> str:
+    """Refuse control characters other than tab and line breaks (TAB, LF, CR: text may span
+    lines) and bidirectional controls: NUL ends a C string in some stores, ESC drives the
+    terminal a support engineer reads a record in, and a bidi control hides what text says."""
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text):
+        raise ValueError("must not contain control characters other than tabs and line breaks")
+    _no_bidi_controls(text)
     return text
 
 
@@ -91,6 +105,17 @@ Reason = Annotated[
 """Why staff did something (a cancel's reason, which may be empty): up to 500 characters of one
 line, trimmed, shown where ``OneLine`` text is. A note of several paragraphs belongs in the
 ticket it refers to."""
+
+Tenant = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(one_line),
+]
+"""The caller's tenant: a name (up to 100 characters of one line, trimmed), written into the
+provider's records; a value whose lines or controls would split or hide it there is refused."""
+
+ENTRY_KEY_LENGTH = 64
+ENTRY_VALUE_LENGTH = 1000
 
 Note = Annotated[
     str,
@@ -140,7 +165,7 @@ class RegistrationInput(_Model):
     locale: str | None = None
     profile: dict[str, str] = Field(default_factory=dict, max_length=32)
     sealed_password: str = Field(min_length=1, repr=False)
-    tenant: str | None = Field(None, max_length=100)
+    tenant: Tenant | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
     policy: RegistrationPolicy = RegistrationPolicy()
 
@@ -153,10 +178,21 @@ class RegistrationInput(_Model):
 
     @field_validator("profile", "metadata")
     @classmethod
-    def _small_values(cls, values: dict[str, str]) -> dict[str, str]:
+    def _entries(cls, values: dict[str, str]) -> dict[str, str]:
+        """Keys are names (1-64 characters of one line); values are text of at most 1000
+        characters that may span lines (``plain_text``). The error names the key, escaped."""
         for key, value in values.items():
-            if not 1 <= len(key) <= 64 or len(value) > 1000:
-                raise ValueError(f"entry {key[:64]!r}: keys 1-64 chars, values at most 1000")
+            shown = repr(key[:ENTRY_KEY_LENGTH])
+            if not 1 <= len(key) <= ENTRY_KEY_LENGTH or len(value) > ENTRY_VALUE_LENGTH:
+                raise ValueError(f"entry {shown}: keys 1-64 chars, values at most 1000")
+            try:
+                one_line(key)
+            except ValueError as err:
+                raise ValueError(f"key {shown}: {err}") from None
+            try:
+                plain_text(value)
+            except ValueError as err:
+                raise ValueError(f"value of {shown}: {err}") from None
         return values
 
     @property
