@@ -55,6 +55,7 @@ from workflows.models import (
     ResendReply,
     ResendRequest,
     one_line,
+    password_text,
 )
 from workflows.registration import RegistrationWorkflow
 
@@ -434,6 +435,10 @@ class RegistrationClient:
         self, *, password: str, activation_ttl: timedelta | None, **fields: Any
     ) -> RegistrationInput:
         settings = self._settings
+        try:
+            password_text(password)  # before sealing: a lone surrogate cannot even be encoded
+        except ValueError as err:
+            raise InvalidInput("password", str(err)) from None
         policy = _registration_policy(settings, activation_ttl)
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields

@@ -33,6 +33,7 @@ from workflows.models import (
     RegistrationInput,
     RegistrationState,
     ResendRequest,
+    password_text,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +56,11 @@ NO_SERVER = "127.0.0.1:1"
         ({"password": "short"}, "password", "at least 8"),
         ({"password": "p" * 200}, "password", "at most 128"),
         ({"password": "ivy.innes-2024"}, "password", "email or name"),
+        ({"password": "\ud83d\ude00" * 6}, "password", "lone surrogate"),  # UTF-16 halves
+        ({"password": "correct horse\x00battery"}, "password", "control characters"),
+        ({"password": "correct horse\x1b[8mbattery"}, "password", "control characters"),
+        ({"name": "Ivy \udcff"}, "name", "unicode string"),  # pydantic's own word
+        ({"metadata": {"source": "web\ud800"}}, "metadata", "lone surrogate"),
         ({"tenant": "acme\x00"}, "tenant", "control characters"),
         ({"tenant": "acme\u202e"}, "tenant", "bidirectional"),
         ({"tenant": "acme\nbeta"}, "tenant", "line breaks"),
@@ -203,7 +209,10 @@ async def cli(
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=REPO, env=environment,
     )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    # surrogateescape: a lone surrogate U+DC80..U+DCFF in ``stdin`` is sent as the byte it
+    # stands for (``"\udcff"`` as 0xFF), as os.fsencode sends it in an argument.
+    data = stdin.encode(errors="surrogateescape")
+    stdout, stderr = await asyncio.wait_for(process.communicate(data), 60)
     assert process.returncode is not None
     text = stdout.decode()
     output = json.loads(text) if text.strip().startswith("{") else {}
@@ -424,3 +433,67 @@ def test_entry_values_may_span_lines_and_a_tenant_is_trimmed() -> None:
     )
     assert registration.tenant == "acme-se"
     assert registration.profile["delivery_note"] == "Ring twice.\r\nThen wait.\tThanks"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"name": "Ivy\ud800"}, "name"),
+        ({"tenant": "acme\udcff"}, "tenant"),
+        ({"profile": {"company\udfff": "Acme"}}, "profile"),
+        ({"profile": {"company": "Acme\udc80"}}, "profile"),
+    ],
+)
+def test_the_workflow_input_refuses_lone_surrogates(fields: dict[str, Any], field: str) -> None:
+    """Half a UTF-16 pair is no character: no payload (UTF-8 JSON) can carry it, so it is
+    refused by the rule of the field, not by a ``UnicodeEncodeError`` at the start."""
+    fields = {"email": "ivy@example.com", "name": "Ivy", "sealed_password": "s", **fields}
+    with pytest.raises(ValidationError) as error:
+        RegistrationInput.model_validate(fields)
+    (problem,) = error.value.errors()
+    # A constrained string (a name, a tenant) is refused by pydantic itself ("unable to parse
+    # raw data as a unicode string"), the others by the rule of the field.
+    assert problem["loc"] == (field,) and "unicode" in problem["msg"].lower()
+
+
+def test_a_password_may_hold_any_printable_unicode() -> None:
+    for password in (
+        "correct horse battery staple",
+        "\u00e5sa \u263a \U0001f600 \u202e k\u00e4",
+        "\u3000x" * 5,
+    ):
+        assert password_text(password) == password
+
+
+@pytest.mark.parametrize(
+    ("stdin", "encoding"),
+    [
+        ("correct horse \udcff battery\n", "utf-8:surrogateescape"),  # the C locale's way
+        ("correct horse \udcff battery\n", "utf-8:strict"),  # a UTF-8 locale's way
+        ("correct horse\tbattery staple\n", "utf-8"),
+    ],
+    ids=["surrogateescape", "strict", "tab"],
+)
+async def test_cli_names_a_password_that_is_not_text_without_a_traceback(
+    dev_env: WorkflowEnvironment, stack: Stack, stdin: str, encoding: str
+) -> None:
+    """Bytes on stdin that are not UTF-8 reach Python as lone surrogates (or a decoding error,
+    by the locale): either is the JSON error naming the password, and nothing starts."""
+    code, out = await cli(
+        server_of(dev_env), stack.settings, "register", "--email", "uma@example.com",
+        "--name", "Uma", "--password-stdin", stdin=stdin, PYTHONIOENCODING=encoding,
+    )  # fmt: skip
+    assert code == 1 and out["error"] == "invalid_input" and out["field"] == "password", out
+    assert await nothing_started(stack, "uma@example.com")
+
+
+async def test_cli_names_an_argument_that_is_not_text(
+    dev_env: WorkflowEnvironment, stack: Stack
+) -> None:
+    """An argument's bytes that are not UTF-8 arrive as lone surrogates (os.fsdecode)."""
+    code, out = await cli(
+        server_of(dev_env), stack.settings, "register", "--email", "vic@example.com",
+        "--name", "Vic \udcff", "--password-stdin", stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert code == 1 and out["error"] == "invalid_input" and out["field"] == "name", out
+    assert await nothing_started(stack, "vic@example.com")

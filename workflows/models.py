@@ -65,6 +65,20 @@ around them, so "Eve<U+202E>gnp.exe" shows as "Eveexe.png". The joiners (ZWJ, ZW
 which names in Persian or Indic scripts need, are format characters too and stay allowed."""
 
 
+def _whole_characters(text: str) -> None:
+    """Refuse a lone surrogate (U+D800..U+DFFF, half of a UTF-16 pair: a string decoded from
+    broken UTF-16, or bytes that were not UTF-8 decoded with ``surrogateescape``). It is no
+    character, and no payload (UTF-8 JSON) can carry it: without this rule it failed the start
+    with a ``UnicodeEncodeError`` instead of naming the field."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "must be Unicode text: it holds a lone surrogate (U+D800..U+DFFF, half of a UTF-16"
+            " pair)"
+        ) from None
+
+
 def _no_bidi_controls(text: str) -> None:
     if not _BIDI_CONTROLS.isdisjoint(text):
         raise ValueError(
@@ -74,7 +88,9 @@ def _no_bidi_controls(text: str) -> None:
 
 def one_line(text: str) -> str:
     """Refuse control characters, line separators (CR, LF, NUL, U+2028...) and bidirectional
-    controls: a name is one line of display text in mails, the Temporal UI and provider records."""
+    controls: a name is one line of display text in mails, the Temporal UI and provider records.
+    Lone surrogates are refused too (``_whole_characters``)."""
+    _whole_characters(text)
     if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
         raise ValueError("must not contain control characters or line breaks")
     _no_bidi_controls(text)
@@ -84,11 +100,26 @@ def one_line(text: str) -> str:
 def plain_text(text: str) -> str:
     """Refuse control characters other than tab and line breaks (TAB, LF, CR: text may span
     lines) and bidirectional controls: NUL ends a C string in some stores, ESC drives the
-    terminal a support engineer reads a record in, and a bidi control hides what text says."""
+    terminal a support engineer reads a record in, and a bidi control hides what text says.
+    Lone surrogates are refused too (``_whole_characters``)."""
+    _whole_characters(text)
     if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text):
         raise ValueError("must not contain control characters other than tabs and line breaks")
     _no_bidi_controls(text)
     return text
+
+
+def password_text(password: str) -> str:
+    """Refuse a password that is not text one can type: control characters (NUL, TAB, ESC, DEL,
+    C1: a web form's field cannot take them, and a provider may cut the password at a NUL) and
+    lone surrogates. Anything else is a password character, as NIST SP 800-63B asks: spaces,
+    every script, emoji, format characters; the policy judges and the provider hashes its NFKC
+    form (``common.passwords``). The password is not a model field (it travels sealed): the
+    client applies this before sealing it. The message never contains the password."""
+    _whole_characters(password)
+    if any(unicodedata.category(ch) == "Cc" for ch in password):
+        raise ValueError("must not contain control characters (NUL, tab, escape...)")
+    return password
 
 
 OneLine = Annotated[ShortText, AfterValidator(one_line)]
