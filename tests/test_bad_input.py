@@ -497,3 +497,20 @@ async def test_cli_names_an_argument_that_is_not_text(
     )  # fmt: skip
     assert code == 1 and out["error"] == "invalid_input" and out["field"] == "name", out
     assert await nothing_started(stack, "vic@example.com")
+
+
+async def test_cli_names_bad_staff_input(dev_env: WorkflowEnvironment, stack: Stack) -> None:
+    email = "wes@example.com"
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    server = server_of(dev_env)
+    code, out = await cli(
+        server, stack.settings, "approve", "--email", email, "--operator", "ops\nsupport:ceo",
+        "--reason", "verified by phone",
+    )  # fmt: skip
+    assert code == 1 and (out["error"], out["field"]) == ("invalid_input", "operator")
+    code, out = await cli(
+        server, stack.settings, "cancel", "--email", email, "--reason", "R" * 10_000
+    )
+    assert code == 1 and (out["error"], out["field"]) == ("invalid_input", "reason")
+    assert (await stack.registrations.status(email)).state is RegistrationState.PENDING
