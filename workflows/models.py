@@ -137,6 +137,13 @@ Reason = Annotated[
 line, trimmed, shown where ``OneLine`` text is. A note of several paragraphs belongs in the
 ticket it refers to."""
 
+Note = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(one_line),
+]
+"""A ``Reason`` that must be given (an approval's)."""
+
 Tenant = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
@@ -147,13 +154,6 @@ provider's records; a value whose lines or controls would split or hide it there
 
 ENTRY_KEY_LENGTH = 64
 ENTRY_VALUE_LENGTH = 1000
-
-Note = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
-    AfterValidator(one_line),
-]
-"""A ``Reason`` that must be given (an approval's)."""
 
 CODE_DIGITS = 6
 """An activation code is this many decimal digits."""
