@@ -123,9 +123,14 @@ def parser() -> argparse.ArgumentParser:
 
 def read_password(from_stdin: bool) -> str:
     """The first line of stdin, or typed at a prompt without echo. Input that ends before a
-    password (an empty stdin, Ctrl-D at the prompt) is ``InvalidInput`` naming the password."""
+    password (an empty stdin, Ctrl-D at the prompt) is ``InvalidInput`` naming the password, and
+    so are bytes that are not UTF-8 (by the locale, Python's stdin refuses them, or passes them
+    on as lone surrogates, which the client refuses)."""
     if from_stdin:
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except UnicodeDecodeError:
+            raise InvalidInput("password", "stdin is not UTF-8 text") from None
         if not line:
             raise InvalidInput("password", "none given: stdin is empty")
         return line.rstrip("\r\n")

@@ -48,6 +48,7 @@ from workflows.models import (
     Approval,
     CodeSubmission,
     Email,
+    Reason,
     RegistrationInput,
     RegistrationPolicy,
     RegistrationState,
@@ -56,6 +57,7 @@ from workflows.models import (
     ResendReply,
     ResendRequest,
     one_line,
+    password_text,
 )
 from workflows.registration import NO_ATTEMPTS_LEFT, RegistrationWorkflow
 
@@ -76,6 +78,7 @@ RECEIPT_MESSAGE = (
 )
 
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
+_REASON: TypeAdapter[str] = TypeAdapter(Reason)
 
 _TOKEN_LENGTH = len(base64.urlsafe_b64encode(bytes(LINK_TOKEN_BYTES)).rstrip(b"="))
 """Characters of a link token: ``secrets.token_urlsafe(LINK_TOKEN_BYTES)``, unpadded base64url."""
@@ -509,7 +512,14 @@ class RegistrationClient:
         The cancel goes to the run described, not to a registration that continues it as new.
         Temporal accepts a cancel of a run that has closed, and does nothing with it: a run that
         closed in between is told by its description afterwards (``_cancel_reached``), as
-        ``NotPending`` with the state it ended in."""
+        ``NotPending`` with the state it ended in.
+
+        ``reason`` goes into the run's history and the Temporal UI as given: up to 500 characters
+        of one line (``workflows.models.Reason``), else ``InvalidInput`` and nothing is sent."""
+        try:
+            reason = _REASON.validate_python(reason)
+        except ValidationError as err:
+            raise InvalidInput("reason", err.errors()[0]["msg"]) from None
         run, description = await self._open_run(email, "not running")
         state = await self._running_state(email, run, description)
         if state in _DECIDED:
@@ -587,6 +597,10 @@ class RegistrationClient:
         self, *, password: str, activation_ttl: timedelta | None, **fields: Any
     ) -> RegistrationInput:
         settings = self._settings
+        try:
+            password_text(password)  # before sealing: a lone surrogate cannot even be encoded
+        except ValueError as err:
+            raise InvalidInput("password", str(err)) from None
         policy = _registration_policy(settings, activation_ttl)
         registration = _validated(
             RegistrationInput, sealed_password=self._sealer.seal(password), policy=policy, **fields

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from temporalio.testing import WorkflowEnvironment
 
 from common.settings import Settings
@@ -26,7 +26,15 @@ from tests.helpers import (
     wrong_code,
 )
 from tests.stack import Stack
-from workflows.models import ActivationOutcome, RegistrationInput, RegistrationState
+from workflows.models import (
+    ActivationOutcome,
+    Approval,
+    Reason,
+    RegistrationInput,
+    RegistrationState,
+    ResendRequest,
+    password_text,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NO_SERVER = "127.0.0.1:1"
@@ -48,10 +56,23 @@ NO_SERVER = "127.0.0.1:1"
         ({"password": "short"}, "password", "at least 8"),
         ({"password": "p" * 200}, "password", "at most 128"),
         ({"password": "ivy.innes-2024"}, "password", "email or name"),
+        ({"password": "\ud83d\ude00" * 6}, "password", "lone surrogate"),  # UTF-16 halves
+        ({"password": "correct horse\x00battery"}, "password", "control characters"),
+        ({"password": "correct horse\x1b[8mbattery"}, "password", "control characters"),
+        ({"name": "Ivy \udcff"}, "name", "unicode string"),  # pydantic's own word
+        ({"metadata": {"source": "web\ud800"}}, "metadata", "lone surrogate"),
+        ({"tenant": "acme\x00"}, "tenant", "control characters"),
+        ({"tenant": "acme\u202e"}, "tenant", "bidirectional"),
+        ({"tenant": "acme\nbeta"}, "tenant", "line breaks"),
+        ({"profile": {"company\x00": "Acme"}}, "profile", "key 'company\\x00'"),
+        ({"profile": {"company": "Acme\x00"}}, "profile", "control characters"),
+        ({"metadata": {"source\u2067": "web"}}, "metadata", "bidirectional"),
+        ({"metadata": {"source": "web\u202e"}}, "metadata", "bidirectional"),
+        ({"metadata": {"a\nb": "web"}}, "metadata", "line breaks"),
     ],
 )
 async def test_invalid_registration_names_the_field_and_starts_nothing(
-    stack: Stack, fields: dict[str, str], field: str, words: str
+    stack: Stack, fields: dict[str, Any], field: str, words: str
 ) -> None:
     request: dict[str, Any] = {
         "email": "ivy.innes@example.com",
@@ -188,7 +209,10 @@ async def cli(
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=REPO, env=environment,
     )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    # surrogateescape: a lone surrogate U+DC80..U+DCFF in ``stdin`` is sent as the byte it
+    # stands for (``"\udcff"`` as 0xFF), as os.fsencode sends it in an argument.
+    data = stdin.encode(errors="surrogateescape")
+    stdout, stderr = await asyncio.wait_for(process.communicate(data), 60)
     assert process.returncode is not None
     text = stdout.decode()
     output = json.loads(text) if text.strip().startswith("{") else {}
@@ -280,3 +304,213 @@ async def test_cli_unreachable_server_and_bad_configuration(settings: Settings) 
     )  # fmt: skip
     assert code == 2 and out["error"] == "configuration"  # found before trying to connect
     assert out["message"].startswith("REGISTRATION_ACTIVATION_TTL: ")
+
+
+# -- Staff input: one line each (issue 16, defect 7) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "field", "words"),
+    [
+        (Approval, {"operator": "ops\nEve", "reason": "phone"}, "operator", "line breaks"),
+        (Approval, {"operator": "ops\u202e", "reason": "phone"}, "operator", "bidirectional"),
+        (Approval, {"operator": "ops", "reason": "ok\r\nBcc: x"}, "reason", "control characters"),
+        (Approval, {"operator": "ops", "reason": "R" * 501}, "reason", "at most 500"),
+        (ResendRequest, {"requested_by": "desk\x00"}, "requested_by", "control characters"),
+        (ResendRequest, {"requested_by": "desk\n2"}, "requested_by", "line breaks"),
+        (ResendRequest, {"requested_by": "desk\u2066"}, "requested_by", "bidirectional"),
+    ],
+)
+def test_the_contract_holds_staff_input_to_one_line(
+    model: type[BaseModel], fields: dict[str, str], field: str, words: str
+) -> None:
+    """An operator, a requester and a reason show in the status, the Temporal UI and log lines,
+    where a line break or a control forges or hides text; the UI's signal dialog is held to it
+    too."""
+    decoders: list[Callable[[], BaseModel]] = [
+        lambda: model.model_validate(fields),
+        lambda: model.model_validate_json(json.dumps(fields)),  # as Temporal does
+    ]
+    for decode in decoders:
+        with pytest.raises(ValidationError) as error:
+            decode()
+        (problem,) = error.value.errors()
+        assert problem["loc"] == (field,) and words in problem["msg"]
+
+
+async def test_an_approval_with_a_bad_operator_or_reason_is_refused_and_sends_nothing(
+    stack: Stack,
+) -> None:
+    email = "opal@example.com"
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    for operator, reason, field in (
+        ("support:kim\nsupport:eve", "verified by phone", "operator"),
+        ("support:kim\x00", "verified by phone", "operator"),
+        ("support:kim", "verified\u202eenohp yb", "reason"),
+    ):
+        with pytest.raises(InvalidInput) as error:
+            await stack.registrations.approve(email, operator, reason)
+        assert error.value.field == field
+    status = await stack.registrations.status(email)
+    assert status.state is RegistrationState.PENDING and status.approved_by is None
+
+
+async def test_a_resend_requester_on_two_lines_is_refused(stack: Stack) -> None:
+    with pytest.raises(InvalidInput) as error:
+        await stack.registrations.resend("kim@example.com", requested_by="desk\nadmin")
+    assert error.value.field == "requested_by"
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("R" * 10_000, "at most 500"),
+        ("duplicate\nrequested by: ceo", "line breaks"),
+        ("dup\x1b[2Jlicate", "control characters"),
+    ],
+)
+async def test_a_cancel_with_a_bad_reason_is_refused_and_cancels_nothing(
+    stack: Stack, reason: str, words: str
+) -> None:
+    """The reason goes into the run's history and the Temporal UI as it is given."""
+    email = f"quinn.{words.replace(' ', '-')}@example.com"  # the dev server outlives each test
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    with pytest.raises(InvalidInput) as error:
+        await stack.registrations.cancel(email, reason)
+    assert error.value.field == "reason" and words in str(error.value)
+    description = await stack.client.get_workflow_handle(
+        stack.registrations.registration_id(email)
+    ).describe()
+    assert not description.raw_description.workflow_extended_info.cancel_requested
+    assert (await stack.registrations.status(email)).state is RegistrationState.PENDING
+
+
+def test_a_cancel_reason_may_be_empty_and_is_trimmed() -> None:
+    assert TypeAdapter(Reason).validate_python("  duplicate sign-up ") == "duplicate sign-up"
+    assert TypeAdapter(Reason).validate_python("") == ""
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"tenant": "acme\x00"}, "tenant", "control characters"),
+        ({"tenant": "acme\u2066x"}, "tenant", "bidirectional"),
+        ({"tenant": "   "}, "tenant", "at least 1"),
+        ({"profile": {"\x00": "x"}}, "profile", "control characters"),
+        ({"profile": {"company": "Acme\x1b[31m"}}, "profile", "control characters"),
+        ({"metadata": {"utm\u202esource": "web"}}, "metadata", "bidirectional"),
+        ({"metadata": {"source": "web\x7f"}}, "metadata", "control characters"),
+    ],
+)
+def test_the_workflow_input_refuses_controls_in_tenant_and_entries(
+    fields: dict[str, Any], field: str, words: str
+) -> None:
+    """A tenant and the keys of profile and metadata are one line (names of things, shown in
+    the status and written into provider records); their values may span lines, but hold no
+    other control character (NUL ends a C string, ESC drives a terminal) and no bidi control."""
+    fields = {"email": "ivy@example.com", "name": "Ivy", "sealed_password": "s", **fields}
+    decoders: list[Callable[[], RegistrationInput]] = [
+        lambda: RegistrationInput.model_validate(fields),
+        lambda: RegistrationInput.model_validate_json(json.dumps(fields)),  # as Temporal does
+    ]
+    for decode in decoders:
+        with pytest.raises(ValidationError) as error:
+            decode()
+        (problem,) = error.value.errors()
+        assert problem["loc"] == (field,) and words in problem["msg"]
+
+
+def test_entry_values_may_span_lines_and_a_tenant_is_trimmed() -> None:
+    registration = RegistrationInput(
+        email="ivy@example.com",
+        name="Ivy",
+        sealed_password="s",
+        tenant=" acme-se ",
+        profile={"delivery_note": "Ring twice.\r\nThen wait.\tThanks"},
+        metadata={"k\u00e4lla": "webb"},
+    )
+    assert registration.tenant == "acme-se"
+    assert registration.profile["delivery_note"] == "Ring twice.\r\nThen wait.\tThanks"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"name": "Ivy\ud800"}, "name"),
+        ({"tenant": "acme\udcff"}, "tenant"),
+        ({"profile": {"company\udfff": "Acme"}}, "profile"),
+        ({"profile": {"company": "Acme\udc80"}}, "profile"),
+    ],
+)
+def test_the_workflow_input_refuses_lone_surrogates(fields: dict[str, Any], field: str) -> None:
+    """Half a UTF-16 pair is no character: no payload (UTF-8 JSON) can carry it, so it is
+    refused by the rule of the field, not by a ``UnicodeEncodeError`` at the start."""
+    fields = {"email": "ivy@example.com", "name": "Ivy", "sealed_password": "s", **fields}
+    with pytest.raises(ValidationError) as error:
+        RegistrationInput.model_validate(fields)
+    (problem,) = error.value.errors()
+    # A constrained string (a name, a tenant) is refused by pydantic itself ("unable to parse
+    # raw data as a unicode string"), the others by the rule of the field.
+    assert problem["loc"] == (field,) and "unicode" in problem["msg"].lower()
+
+
+def test_a_password_may_hold_any_printable_unicode() -> None:
+    for password in (
+        "correct horse battery staple",
+        "\u00e5sa \u263a \U0001f600 \u202e k\u00e4",
+        "\u3000x" * 5,
+    ):
+        assert password_text(password) == password
+
+
+@pytest.mark.parametrize(
+    ("stdin", "encoding"),
+    [
+        ("correct horse \udcff battery\n", "utf-8:surrogateescape"),  # the C locale's way
+        ("correct horse \udcff battery\n", "utf-8:strict"),  # a UTF-8 locale's way
+        ("correct horse\tbattery staple\n", "utf-8"),
+    ],
+    ids=["surrogateescape", "strict", "tab"],
+)
+async def test_cli_names_a_password_that_is_not_text_without_a_traceback(
+    dev_env: WorkflowEnvironment, stack: Stack, stdin: str, encoding: str
+) -> None:
+    """Bytes on stdin that are not UTF-8 reach Python as lone surrogates (or a decoding error,
+    by the locale): either is the JSON error naming the password, and nothing starts."""
+    code, out = await cli(
+        server_of(dev_env), stack.settings, "register", "--email", "uma@example.com",
+        "--name", "Uma", "--password-stdin", stdin=stdin, PYTHONIOENCODING=encoding,
+    )  # fmt: skip
+    assert code == 1 and out["error"] == "invalid_input" and out["field"] == "password", out
+    assert await nothing_started(stack, "uma@example.com")
+
+
+async def test_cli_names_an_argument_that_is_not_text(
+    dev_env: WorkflowEnvironment, stack: Stack
+) -> None:
+    """An argument's bytes that are not UTF-8 arrive as lone surrogates (os.fsdecode)."""
+    code, out = await cli(
+        server_of(dev_env), stack.settings, "register", "--email", "vic@example.com",
+        "--name", "Vic \udcff", "--password-stdin", stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert code == 1 and out["error"] == "invalid_input" and out["field"] == "name", out
+    assert await nothing_started(stack, "vic@example.com")
+
+
+async def test_cli_names_bad_staff_input(dev_env: WorkflowEnvironment, stack: Stack) -> None:
+    email = "wes@example.com"
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    server = server_of(dev_env)
+    code, out = await cli(
+        server, stack.settings, "approve", "--email", email, "--operator", "ops\nsupport:ceo",
+        "--reason", "verified by phone",
+    )  # fmt: skip
+    assert code == 1 and (out["error"], out["field"]) == ("invalid_input", "operator")
+    code, out = await cli(
+        server, stack.settings, "cancel", "--email", email, "--reason", "R" * 10_000
+    )
+    assert code == 1 and (out["error"], out["field"]) == ("invalid_input", "reason")
+    assert (await stack.registrations.status(email)).state is RegistrationState.PENDING

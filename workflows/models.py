@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from common.identifiers import canonical_email
+from common.identifiers import canonical_email, mail_address
 from common.policy import (
     ActivationTtl,
     Attempts,
@@ -43,16 +43,18 @@ _LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
 def _valid_email(email: str) -> str:
-    email = unicodedata.normalize("NFC", email.strip())
     try:
-        validate_email(email, check_deliverability=False)
+        return mail_address(email)
     except EmailNotValidError as err:
         raise ValueError(f"not a valid email address: {err}") from None
-    return email
 
 
 Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
-"""An address as a registration takes it: trimmed, NFC, RFC 5321/5322-valid, spelling kept."""
+"""An address as a registration takes it and mails it (``common.identifiers.mail_address``):
+trimmed, RFC 5321/5322-valid, the local part NFKC, the domain's spelling kept up to letter case
+(``Alice@Example.com`` stays) and otherwise the form mail reaches (``example`` in fullwidth
+letters, or ``example.com`` with an ideographic full stop, is kept as ``example.com``). Its
+canonical email (the identity key) is ``common.identifiers.canonical_email``."""
 
 
 def _valid_phone(phone: str | None) -> str | None:
@@ -69,20 +71,95 @@ around them, so "Eve<U+202E>gnp.exe" shows as "Eveexe.png". The joiners (ZWJ, ZW
 which names in Persian or Indic scripts need, are format characters too and stay allowed."""
 
 
-def one_line(text: str) -> str:
-    """Refuse control characters, line separators (CR, LF, NUL, U+2028...) and bidirectional
-    controls: a name is one line of display text in mails, the Temporal UI and provider records."""
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
-        raise ValueError("must not contain control characters or line breaks")
+def _whole_characters(text: str) -> None:
+    """Refuse a lone surrogate (U+D800..U+DFFF, half of a UTF-16 pair: a string decoded from
+    broken UTF-16, or bytes that were not UTF-8 decoded with ``surrogateescape``). It is no
+    character, and no payload (UTF-8 JSON) can carry it: without this rule it failed the start
+    with a ``UnicodeEncodeError`` instead of naming the field."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "must be Unicode text: it holds a lone surrogate (U+D800..U+DFFF, half of a UTF-16"
+            " pair)"
+        ) from None
+
+
+def _no_bidi_controls(text: str) -> None:
     if not _BIDI_CONTROLS.isdisjoint(text):
         raise ValueError(
             "must not contain bidirectional text controls (U+202A..U+202E, U+2066..U+2069)"
         )
+
+
+def one_line(text: str) -> str:
+    """Refuse control characters, line separators (CR, LF, NUL, U+2028...) and bidirectional
+    controls: a name is one line of display text in mails, the Temporal UI and provider records.
+    Lone surrogates are refused too (``_whole_characters``)."""
+    _whole_characters(text)
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text):
+        raise ValueError("must not contain control characters or line breaks")
+    _no_bidi_controls(text)
     return text
 
 
-Name = Annotated[ShortText, AfterValidator(one_line)]
+def plain_text(text: str) -> str:
+    """Refuse control characters other than tab and line breaks (TAB, LF, CR: text may span
+    lines) and bidirectional controls: NUL ends a C string in some stores, ESC drives the
+    terminal a support engineer reads a record in, and a bidi control hides what text says.
+    Lone surrogates are refused too (``_whole_characters``)."""
+    _whole_characters(text)
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text):
+        raise ValueError("must not contain control characters other than tabs and line breaks")
+    _no_bidi_controls(text)
+    return text
+
+
+def password_text(password: str) -> str:
+    """Refuse a password that is not text one can type: control characters (NUL, TAB, ESC, DEL,
+    C1: a web form's field cannot take them, and a provider may cut the password at a NUL) and
+    lone surrogates. Anything else is a password character, as NIST SP 800-63B asks: spaces,
+    every script, emoji, format characters; the policy judges and the provider hashes its NFKC
+    form (``common.passwords``). The password is not a model field (it travels sealed): the
+    client applies this before sealing it. The message never contains the password."""
+    _whole_characters(password)
+    if any(unicodedata.category(ch) == "Cc" for ch in password):
+        raise ValueError("must not contain control characters (NUL, tab, escape...)")
+    return password
+
+
+OneLine = Annotated[ShortText, AfterValidator(one_line)]
+"""Up to 200 characters of one line of display text, trimmed (``one_line``): who did something
+(an approval's operator, a resend's requester). It shows in the status, the Temporal UI and log
+lines, where a line break would forge another line and a bidi control hide what it says."""
+
+Name = OneLine
 """A person's name as a registration (or a customer import) takes it: one line of display text."""
+
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=500), AfterValidator(one_line)
+]
+"""Why staff did something (a cancel's reason, which may be empty): up to 500 characters of one
+line, trimmed, shown where ``OneLine`` text is. A note of several paragraphs belongs in the
+ticket it refers to."""
+
+Note = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    AfterValidator(one_line),
+]
+"""A ``Reason`` that must be given (an approval's)."""
+
+Tenant = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(one_line),
+]
+"""The caller's tenant: a name (up to 100 characters of one line, trimmed), written into the
+provider's records; a value whose lines or controls would split or hide it there is refused."""
+
+ENTRY_KEY_LENGTH = 64
+ENTRY_VALUE_LENGTH = 1000
 
 CODE_DIGITS = 6
 """An activation code is this many decimal digits."""
@@ -128,7 +205,9 @@ class PriorFailures(_Model):
 
 
 class RegistrationInput(_Model):
-    """What a backend sends to register someone. ``email`` keeps the spelling given for display."""
+    """What a backend sends to register someone. ``email`` is the address mailed, in the spelling
+    given up to the mapping ``Email`` applies; ``canonical_email`` is its identity key, the same
+    for every spelling of one mailbox (workflow ID, lookups, uniqueness, search attribute)."""
 
     email: Email
     name: Name
@@ -136,7 +215,7 @@ class RegistrationInput(_Model):
     locale: str | None = None
     profile: dict[str, str] = Field(default_factory=dict, max_length=32)
     sealed_password: str = Field(min_length=1, repr=False)
-    tenant: str | None = Field(None, max_length=100)
+    tenant: Tenant | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
     policy: RegistrationPolicy = RegistrationPolicy()
     prior_failures: PriorFailures | None = None
@@ -151,10 +230,21 @@ class RegistrationInput(_Model):
 
     @field_validator("profile", "metadata")
     @classmethod
-    def _small_values(cls, values: dict[str, str]) -> dict[str, str]:
+    def _entries(cls, values: dict[str, str]) -> dict[str, str]:
+        """Keys are names (1-64 characters of one line); values are text of at most 1000
+        characters that may span lines (``plain_text``). The error names the key, escaped."""
         for key, value in values.items():
-            if not 1 <= len(key) <= 64 or len(value) > 1000:
-                raise ValueError(f"entry {key[:64]!r}: keys 1-64 chars, values at most 1000")
+            shown = repr(key[:ENTRY_KEY_LENGTH])
+            if not 1 <= len(key) <= ENTRY_KEY_LENGTH or len(value) > ENTRY_VALUE_LENGTH:
+                raise ValueError(f"entry {shown}: keys 1-64 chars, values at most 1000")
+            try:
+                one_line(key)
+            except ValueError as err:
+                raise ValueError(f"key {shown}: {err}") from None
+            try:
+                plain_text(value)
+            except ValueError as err:
+                raise ValueError(f"value of {shown}: {err}") from None
         return values
 
     @property
@@ -220,12 +310,12 @@ class ActivationReply(_Model):
 class Approval(_Model):
     """Staff activation without a code (like Cognito's AdminConfirmSignUp)."""
 
-    operator: ShortText
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    operator: OneLine
+    reason: Note
 
 
 class ResendRequest(_Model):
-    requested_by: ShortText = "customer"
+    requested_by: OneLine = "customer"
 
 
 class ResendOutcome(StrEnum):
