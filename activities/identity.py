@@ -21,6 +21,7 @@ from activities.models import (
 from activities.roles import IdentityProvider, Principal, activation_target
 from common.passwords import PasswordPolicy, PasswordPolicyError
 from common.sealing import Sealer, SealError
+from workflows.models import password_text
 
 ACTIVATION_READS = 3
 """How often activation re-reads a principal that changed under it before calling it a conflict."""
@@ -68,6 +69,10 @@ class IdentityActivities:
             password = self._sealer.open(request.sealed_password)
         except SealError as err:
             raise InvalidRequest(f"password: {err}") from None
+        try:
+            password_text(password)  # a sender that sealed the password itself is held to it too
+        except ValueError as err:
+            raise PasswordRejected(f"password: {err}") from None
         try:
             self._policy.check(password, context=(new.email, new.name))
         except PasswordPolicyError as err:

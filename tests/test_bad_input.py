@@ -14,6 +14,13 @@ import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.errors import PasswordRejected
+from activities.identity import IdentityActivities
+from activities.models import CreatePrincipalInput
+from activities.roles import NewPrincipal
+from common.keys import fernet_keys
+from common.passwords import PasswordPolicy
+from common.sealing import Sealer
 from common.settings import Settings
 from starter.client import InvalidInput, RegistrationClient, UnknownRegistration
 from tests.helpers import (
@@ -514,3 +521,33 @@ async def test_cli_names_bad_staff_input(dev_env: WorkflowEnvironment, stack: St
     )
     assert code == 1 and (out["error"], out["field"]) == ("invalid_input", "reason")
     assert (await stack.registrations.status(email)).state is RegistrationState.PENDING
+
+
+@pytest.mark.parametrize("password", ["tab\there and more", "nul\x00byte and more"])
+async def test_the_worker_refuses_a_password_the_client_would_have(
+    settings: Settings, password: str
+) -> None:
+    """A sender that seals the password itself (not through the client) is held to the same
+    characters: the create fails with ``PasswordRejected``, before the provider sees it."""
+    sealer = Sealer(fernet_keys(settings.seal_key, settings.data_dir))
+    provider: Any = RefusingProvider()
+    identity = IdentityActivities(
+        provider, sealer, PasswordPolicy.from_settings(settings), check_email=lambda _: None
+    )
+    request = CreatePrincipalInput(
+        principal=NewPrincipal(
+            id="p-1", email="tab@example.com", email_canonical="tab@example.com", name="Tab"
+        ),
+        sealed_password=sealer.seal(password),
+    )
+    with pytest.raises(PasswordRejected, match=r"password: must not contain"):
+        await identity.create_principal(request)
+
+
+class RefusingProvider:
+    """An identity provider whose create must never be called."""
+
+    in_process = True
+
+    async def create_principal(self, *args: Any) -> Any:
+        raise AssertionError("the provider was called")
