@@ -206,6 +206,21 @@ async def test_an_inactive_principal_of_someone_else_is_not_replaced(stack: Stac
     assert categories(stack, "sven@example.com") == ["customer_already_registered"]
 
 
+async def test_the_leftover_of_a_terminated_registration_is_replaced(stack: Stack) -> None:
+    """Terminate runs no compensation: the next registration of the email finds the inactive
+    principal, which only a registration can have left, and replaces it."""
+    receipt = await register(stack, "tove@example.com")
+    await wait_for_state(stack, "tove@example.com", RegistrationState.PENDING)
+    left = await identity(stack).find_principal("tove@example.com")
+    assert left is not None and not left.active and left.replaceable
+    await stack.client.get_workflow_handle(receipt.registration_id).terminate("by hand")
+    await register(stack, "tove@example.com")
+    await wait_for_state(stack, "tove@example.com", RegistrationState.PENDING)
+    new = await identity(stack).find_principal("tove@example.com")
+    assert new is not None and new.id != left.id
+    assert await identity(stack).get_principal(left.id) is None
+
+
 async def test_cancel_while_waiting_deletes_the_principal(stack: Stack) -> None:
     receipt = await register(stack, "dave@example.com")
     await wait_for_state(stack, "dave@example.com", RegistrationState.PENDING)

@@ -174,6 +174,9 @@ def _principal(row: sqlite3.Row) -> Principal:
         active=bool(row["active"]),
         version=str(row["version"]),
         customer_id=row["customer_id"],
+        # Only registrations create principals here, inactive until activated: an inactive one
+        # is a registration's leftover (a terminated run), which the next registration replaces.
+        replaceable=not row["active"],
     )
 
 
