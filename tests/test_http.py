@@ -553,7 +553,7 @@ async def test_retries_end_with_the_time_budget(
     http = VendorHttp(TEST, server.base_url, retries=policy)
 
     def slow_try() -> None:
-        clock.now += 0.45
+        clock.now += 0.55
 
     server.flaky.on_hit = slow_try
     server.flaky.script = [503] * 10
@@ -562,7 +562,7 @@ async def test_retries_end_with_the_time_budget(
             await http.request("GET", "/flaky")
     finally:
         await http.aclose()
-    # 0.45 + wait <= 1.0: a second try; 0.9 + waits + 0.45 > 1.0: no third.
+    # 0.55 + a wait of at most 0.1 <= 1.0: a second try; after it 1.1 s have passed: no third.
     assert len(server.flaky.hits) == 2 and len(sleeps) == 1
 
 
