@@ -37,7 +37,13 @@ from activities.providers.hantera import (
 )
 from activities.roles import MailMessage, NewCustomer, NewPrincipal
 from common.settings import Settings
-from tests.simulators.hantera import ETAG_PLACES, GUIDE_GRANT_TYPES, HanteraSimulator, running
+from tests.simulators.hantera import (
+    ETAG_PLACES,
+    GUIDE_GRANT_TYPES,
+    Faults,
+    HanteraSimulator,
+    running,
+)
 
 PASSWORD = "correct horse battery staple 42"
 PRINCIPALS = "/resources/iam/principals"
@@ -261,7 +267,7 @@ async def test_create_principal_heals_an_attempt_that_stopped_before_the_passwor
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
     new = new_principal()
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/me/password")
+    sim.set_faults(lost_answer_rate=1.0, path_prefix="/resources/me/password")
     with pytest.raises(ProviderUnavailable):
         await hantera.identity.create_principal(new, PASSWORD)
     sim.reset_faults()
@@ -614,7 +620,7 @@ async def test_create_customer_again_returns_it(
 async def test_create_customer_retried_after_a_lost_answer(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/actors/asset/new")
+    sim.set_faults(lost_answer_rate=1.0, path_prefix="/resources/actors/asset/new")
     with pytest.raises(ProviderUnavailable):
         await hantera.customers.create_customer(new_customer())
     sim.reset_faults()
@@ -632,7 +638,9 @@ async def test_create_customer_whose_earlier_asset_is_not_in_the_graph_yet_retri
     """A create whose answer was lost, retried while the graph lags behind it: the taken
     ``externalReference`` (409) says it exists, the graph does not show it yet, so the retry
     is retryable; once the graph has caught up, the asset comes back as ours."""
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/actors/asset/new", graph_lag_queries=2)
+    sim.set_faults(
+        lost_answer_rate=1.0, path_prefix="/resources/actors/asset/new", graph_lag_queries=2
+    )
     with pytest.raises(ProviderUnavailable):
         await hantera.customers.create_customer(new_customer())
     sim.reset_faults()  # the asset made meanwhile still lags
@@ -807,7 +815,7 @@ async def test_server_error_is_retryable(hantera: HanteraClient, sim: HanteraSim
 async def test_dropped_connection_is_retryable(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/graph")
+    sim.set_faults(lost_answer_rate=1.0, path_prefix="/resources/graph")
     with pytest.raises(ProviderUnavailable, match="RemoteProtocolError") as err:
         await hantera.customers.find_customer("user1@example.com")
     assert not err.value.non_retryable
@@ -826,11 +834,74 @@ async def test_timeout_is_retryable(sim: HanteraSimulator) -> None:
 
 async def test_faults_switch_over_http(hantera: HanteraClient, sim: HanteraSimulator) -> None:
     async with httpx.AsyncClient(base_url=sim.base_url) as http:
-        answer = await http.post("/_sim/faults", json={"error_rate": 1.0})
-        assert answer.json()["error_rate"] == 1.0
+        answer = await http.post("/_sim/faults", json={"error_rate": 1.0, "seed": 5})
+        assert answer.json()["error_rate"] == 1.0 and answer.json()["seed"] == 5
+        assert "rng" not in answer.json()
         with pytest.raises(ProviderUnavailable):
             await hantera.customers.find_customer("user1@example.com")
         assert (await http.post("/_sim/faults", json={"nonsense": 1})).status_code == 400
+        assert (await http.get("/_sim/faults")).json() == sim.faults.settings()
+
+
+# The simulator's fault switches ----------------------------------------------------------------
+
+
+async def statuses(sim: HanteraSimulator, n: int) -> list[int]:
+    async with httpx.AsyncClient(base_url=sim.base_url) as http:
+        return [(await http.get("/resources/iam/principals")).status_code for _ in range(n)]
+
+
+async def test_fault_draws_repeat_for_a_seed(sim: HanteraSimulator) -> None:
+    sim.faults = Faults(error_rate=0.5, seed=9)
+    first = await statuses(sim, 40)
+    sim.faults = Faults(error_rate=0.5, seed=9)
+    assert await statuses(sim, 40) == first
+    assert 10 < first.count(503) < 30 and set(first) == {401, 503}  # 401: no token sent
+    sim.set_faults(seed=10)
+    assert await statuses(sim, 40) != first
+
+
+async def test_fault_rates_add_up_in_order(sim: HanteraSimulator) -> None:
+    sim.faults = Faults(rate_limit_rate=0.5, error_rate=0.5, seed=1, retry_after_seconds=2)
+    seen = await statuses(sim, 40)
+    assert set(seen) == {429, 503}
+    limited = [r for r in sim.requests if r.status == 429]
+    assert limited and limited[0].lost is False
+
+
+async def test_a_limit_caps_the_faults(sim: HanteraSimulator) -> None:
+    sim.faults = Faults(error_rate=1.0, limit=2)
+    assert await statuses(sim, 4) == [503, 503, 401, 401]
+    assert sim.faults.limit == 0
+
+
+async def test_a_disconnect_does_nothing_and_a_lost_answer_does_it(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    token, _ = await hantera.oauth_token({"grant_type": "client_credentials"})
+    body = {"email": "user1@example.com", "properties": {}}
+    async with httpx.AsyncClient(
+        base_url=sim.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        for fault, principal_id in (("disconnect_rate", "p-1"), ("lost_answer_rate", "p-2")):
+            sim.set_faults(**{fault: 1.0})
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.put(f"{PRINCIPALS}/{principal_id}", json=body)
+            sim.reset_faults()
+            body["email"] = "user2@example.com"
+    assert list(sim.principals) == ["p-2"]
+    puts = [(r.path, r.status, r.lost, r.body is not None) for r in sim.requests[-2:]]
+    assert puts == [(f"{PRINCIPALS}/p-1", 0, True, True), (f"{PRINCIPALS}/p-2", 200, True, True)]
+
+
+async def test_a_repeated_idempotency_key_is_sent_once(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    await hantera.mail.send(mail(key="k-1"))
+    await hantera.mail.send(mail(key="k-1"))
+    await hantera.mail.send(mail(key="k-2"))
+    assert [s["idempotency_key"] for s in sim.sendings] == ["k-1", "k-2"]
+    assert sim.count("/resources/sendings/email", 200) == 3
 
 
 @pytest.mark.parametrize(
