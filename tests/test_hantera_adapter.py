@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,19 @@ from activities.providers.hantera import (
     main,
     setup_plan,
 )
-from activities.roles import MailMessage, NewCustomer, NewPrincipal
+from activities.roles import MailMessage, NewCustomer, NewPrincipal, Principal
 from common.settings import Settings
-from tests.simulators.hantera import ETAG_PLACES, GUIDE_GRANT_TYPES, HanteraSimulator, running
+from tests.simulators.hantera import (
+    ETAG_PLACES,
+    GUIDE_GRANT_TYPES,
+    Faults,
+    HanteraSimulator,
+    running,
+)
 
 PASSWORD = "correct horse battery staple 42"
 PRINCIPALS = "/resources/iam/principals"
+ASSET_NEW = "/resources/actors/asset/new"
 INJECTION = "x' or '1'=='1@evil.test"
 ENV = ("BASE_URL", "CLIENT_ID", "CLIENT_SECRET", "TIMEOUT_SECONDS")
 
@@ -261,7 +268,7 @@ async def test_create_principal_heals_an_attempt_that_stopped_before_the_passwor
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
     new = new_principal()
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/me/password")
+    sim.set_faults(lost_answer_rate=1.0, path_prefix="/resources/me/password")
     with pytest.raises(ProviderUnavailable):
         await hantera.identity.create_principal(new, PASSWORD)
     sim.reset_faults()
@@ -611,14 +618,22 @@ async def test_create_customer_again_returns_it(
     assert len(sim.assets) == 1
 
 
-async def test_create_customer_retried_after_a_lost_answer(
+async def test_create_customer_whose_answers_stay_lost_is_retried_as_a_step(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/actors/asset/new")
+    """Every answer lost: the repeats in place fail too, the step fails retryably, and the
+    step's retry finds the asset its first try made."""
+    sim.set_faults(lost_answer_rate=1.0, path_prefix=ASSET_NEW)
     with pytest.raises(ProviderUnavailable):
         await hantera.customers.create_customer(new_customer())
     sim.reset_faults()
     assert len(sim.assets) == 1  # created, but the answer was lost
+    # Repeated in place: the repeats were refused (409) as the first try had made it.
+    assert [(r.status, r.lost) for r in sim.requests if r.path == ASSET_NEW] == [
+        (200, True),
+        (409, True),
+        (409, True),
+    ]
 
     customer = await hantera.customers.create_customer(new_customer())
 
@@ -629,21 +644,23 @@ async def test_create_customer_retried_after_a_lost_answer(
 async def test_create_customer_whose_earlier_asset_is_not_in_the_graph_yet_retries(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
-    """A create whose answer was lost, retried while the graph lags behind it: the taken
-    ``externalReference`` (409) says it exists, the graph does not show it yet, so the retry
-    is retryable; once the graph has caught up, the asset comes back as ours."""
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/actors/asset/new", graph_lag_queries=2)
-    with pytest.raises(ProviderUnavailable):
+    """A create whose answer was lost, repeated while the graph lags behind it: the taken
+    ``externalReference`` (409) says it exists, the graph does not show it yet, so the step
+    fails retryably; once the graph has caught up, the asset comes back as ours."""
+    sim.set_faults(lost_answer_rate=1.0, limit=1, path_prefix=ASSET_NEW, graph_lag_queries=2)
+    with pytest.raises(ProviderUnavailable, match="not in the graph yet"):
         await hantera.customers.create_customer(new_customer())
     sim.reset_faults()  # the asset made meanwhile still lags
     (asset,) = sim.assets.values()
 
-    with pytest.raises(ProviderUnavailable, match="not in the graph yet"):
-        await hantera.customers.create_customer(new_customer())
     customer = await hantera.customers.create_customer(new_customer())
 
     assert customer.id == asset["assetId"] and list(sim.assets) == [customer.id]
-    assert sim.count("/resources/actors/asset/new", 409) == 1
+    assert [(r.status, r.lost) for r in sim.requests if r.path == ASSET_NEW] == [
+        (200, True),
+        (409, False),
+        (409, False),
+    ]
 
 
 async def test_customer_of_another_registration_with_this_email_is_conflict(
@@ -807,7 +824,7 @@ async def test_server_error_is_retryable(hantera: HanteraClient, sim: HanteraSim
 async def test_dropped_connection_is_retryable(
     hantera: HanteraClient, sim: HanteraSimulator
 ) -> None:
-    sim.set_faults(drop_rate=1.0, path_prefix="/resources/graph")
+    sim.set_faults(lost_answer_rate=1.0, path_prefix="/resources/graph")
     with pytest.raises(ProviderUnavailable, match="RemoteProtocolError") as err:
         await hantera.customers.find_customer("user1@example.com")
     assert not err.value.non_retryable
@@ -826,11 +843,257 @@ async def test_timeout_is_retryable(sim: HanteraSimulator) -> None:
 
 async def test_faults_switch_over_http(hantera: HanteraClient, sim: HanteraSimulator) -> None:
     async with httpx.AsyncClient(base_url=sim.base_url) as http:
-        answer = await http.post("/_sim/faults", json={"error_rate": 1.0})
-        assert answer.json()["error_rate"] == 1.0
+        answer = await http.post("/_sim/faults", json={"error_rate": 1.0, "seed": 5})
+        assert answer.json()["error_rate"] == 1.0 and answer.json()["seed"] == 5
+        assert "rng" not in answer.json()
         with pytest.raises(ProviderUnavailable):
             await hantera.customers.find_customer("user1@example.com")
         assert (await http.post("/_sim/faults", json={"nonsense": 1})).status_code == 400
+        assert (await http.get("/_sim/faults")).json() == sim.faults.settings()
+
+
+# Transient failures inside a step: repeated in place, nothing twice ----------------------------
+
+FAULTS: dict[str, dict[str, Any]] = {
+    "503": {"error_rate": 1.0},
+    "429": {"rate_limit_rate": 1.0, "retry_after_seconds": 0},
+    "disconnect": {"disconnect_rate": 1.0},
+    "lost answer": {"lost_answer_rate": 1.0},
+}
+"""One request of a step fails so (``limit=1``): its repeat in place has to be enough."""
+
+
+def fail_once(sim: HanteraSimulator, fault: str, method: str, path: str) -> None:
+    sim.faults = Faults(path_prefix=path, method=method, limit=1, **FAULTS[fault])
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("target", ["read", "create", "reset", "principal token", "change"])
+async def test_create_principal_completes_through_a_failed_request(
+    hantera: HanteraClient, sim: HanteraSimulator, fault: str, target: str
+) -> None:
+    new = new_principal()
+    await hantera.identity.get_principal("warm-up")  # the client token, before the fault
+    principal = f"{PRINCIPALS}/{new.id}"
+    method, path = {
+        "read": ("GET", principal),
+        "create": ("PUT", principal),
+        "reset": ("POST", f"{principal}/password/reset"),
+        "principal token": ("POST", "/oauth/token"),
+        "change": ("POST", "/resources/me/password"),
+    }[target]
+    fail_once(sim, fault, method, path)
+
+    created = await hantera.identity.create_principal(new, PASSWORD)
+
+    assert sim.faults.limit == 0, "the fault happened"
+    assert list(sim.principals) == [new.id]
+    assert created.replaceable and not created.active
+    assert created.version == sim.principals[new.id]["etag"]
+    assert sim.passwords[new.id] == PASSWORD
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("target", ["query", "create"])
+async def test_link_or_create_completes_through_a_failed_request(
+    hantera: HanteraClient, sim: HanteraSimulator, fault: str, target: str
+) -> None:
+    await hantera.identity.get_principal("warm-up")
+    fail_once(sim, fault, "POST", {"query": "/resources/graph", "create": ASSET_NEW}[target])
+
+    link = await hantera.customers.link_or_create_customer(new_customer())
+
+    assert sim.faults.limit == 0
+    (asset,) = sim.assets.values()
+    assert link.created and link.customer.id == asset["assetId"]
+    assert link.customer.number == "CUST100001"
+    assert sim.asset_types["customer"].last_number == 100001  # no number burnt either
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+async def test_activate_completes_through_a_failed_request(
+    hantera: HanteraClient, sim: HanteraSimulator, fault: str, method: str
+) -> None:
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    fail_once(sim, fault, method, f"{PRINCIPALS}/{new.id}")
+
+    active = await hantera.identity.activate_principal(
+        new.id, "asset-1", "CUST100001", created.version
+    )
+
+    assert sim.faults.limit == 0
+    stored = sim.principals[new.id]
+    assert active.active and active.customer_id == "asset-1"
+    assert active.version == stored["etag"]
+    assert stored["properties"]["activated"] is True and "concurrentWrites" not in stored
+    written = [r for r in sim.requests if r.method == "PUT" and r.headers.get("if-match")]
+    assert [r.status for r in written if r.status == 200] == [200]  # activated once
+
+
+async def test_a_repeated_activation_refused_by_another_writer_is_still_a_conflict(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """The 412 of a write that was not ours (another customer linked meanwhile) stays one."""
+    new = new_principal()
+    created = await hantera.identity.create_principal(new, PASSWORD)
+    stored = sim.principals[new.id]
+    stored["properties"].update(activated=True, actorId="another")
+    stored["etag"] = "another-writers"
+    with pytest.raises(ConcurrentModification):
+        await hantera.identity.activate_principal(new.id, "asset-1", "CUST1", created.version)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_a_mail_is_sent_once_through_a_failed_request(
+    hantera: HanteraClient, sim: HanteraSimulator, fault: str
+) -> None:
+    await hantera.identity.get_principal("warm-up")
+    fail_once(sim, fault, "POST", "/resources/sendings/email")
+    await hantera.mail.send(mail())
+    assert sim.faults.limit == 0
+    assert [s["idempotency_key"] for s in sim.sendings] == ["k-1"]
+
+
+async def test_a_password_change_refused_for_another_reason_is_not_taken_as_done(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    """The check after a refusal is a password grant of the new password; it fails, and the
+    refusal stands (``test_a_wrong_current_password_is_not_a_policy_rejection`` too)."""
+    new = new_principal()
+    sim.set_faults(concurrent_password_resets=1)
+    with pytest.raises(InvalidRequest, match="INVALID_PASSWORD"):
+        await hantera.identity.create_principal(new, PASSWORD)
+    grants = [r for r in sim.requests if r.path == "/oauth/token"]
+    assert [r.status for r in grants][-2:] == [200, 400]  # the principal's token; the check
+
+
+async def with_step_retries(
+    step: Callable[[], Awaitable[Any]], retried: list[str], name: str, attempts: int = 5
+) -> Any:
+    """``step`` as Temporal runs an activity: again after a retryable failure (no backoff)."""
+    for _ in range(attempts - 1):
+        try:
+            return await step()
+        except ProviderUnavailable as err:
+            retried.append(f"{name}: {err}")
+    return await step()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_registrations_under_random_faults_complete_without_duplicates(
+    hantera: HanteraClient, sim: HanteraSimulator, seed: int
+) -> None:
+    """The issue's mix on every request, the token endpoint's too: every registration's steps
+    complete, mostly without a step retry, and nothing is made or sent twice."""
+    sim.faults = Faults(
+        error_rate=0.1,
+        rate_limit_rate=0.05,
+        retry_after_seconds=0,
+        disconnect_rate=0.05,
+        lost_answer_rate=0.05,
+        seed=seed,
+    )
+    retried: list[str] = []
+    count = 8
+    for n in range(1, count + 1):
+        new = new_principal(n)
+        customer = new_customer(n)
+
+        async def create(new: NewPrincipal = new) -> Principal:
+            return await hantera.identity.create_principal(new, PASSWORD)
+
+        async def activate(new: NewPrincipal = new, customer: NewCustomer = customer) -> Principal:
+            link = await hantera.customers.link_or_create_customer(customer)
+            current = await hantera.identity.get_principal(new.id)
+            assert current is not None
+            if current.active:
+                return current
+            number = link.customer.number
+            return await hantera.identity.activate_principal(
+                new.id, link.customer.id, number, current.version
+            )
+
+        async def send(n: int = n) -> None:
+            await hantera.mail.send(mail(key=f"k-{n}"))
+
+        await with_step_retries(create, retried, "create")
+        await with_step_retries(send, retried, "mail")
+        await with_step_retries(activate, retried, "activate")
+
+    faulted = [r for r in sim.requests if r.lost or r.status in (429, 503)]
+    assert len(faulted) > count  # the faults were there
+    assert len(sim.principals) == count
+    assert all(p["properties"]["activated"] for p in sim.principals.values())
+    assert len(sim.assets) == count
+    assert sim.asset_types["customer"].last_number == 100000 + count
+    assert sorted(s["idempotency_key"] for s in sim.sendings) == sorted(
+        f"k-{n}" for n in range(1, count + 1)
+    )
+    assert all(sim.passwords[p] == PASSWORD for p in sim.principals)
+    assert len(retried) <= count // 2, retried
+
+
+# The simulator's fault switches ----------------------------------------------------------------
+
+
+async def statuses(sim: HanteraSimulator, n: int) -> list[int]:
+    async with httpx.AsyncClient(base_url=sim.base_url) as http:
+        return [(await http.get("/resources/iam/principals")).status_code for _ in range(n)]
+
+
+async def test_fault_draws_repeat_for_a_seed(sim: HanteraSimulator) -> None:
+    sim.faults = Faults(error_rate=0.5, seed=9)
+    first = await statuses(sim, 40)
+    sim.faults = Faults(error_rate=0.5, seed=9)
+    assert await statuses(sim, 40) == first
+    assert 10 < first.count(503) < 30 and set(first) == {401, 503}  # 401: no token sent
+    sim.set_faults(seed=10)
+    assert await statuses(sim, 40) != first
+
+
+async def test_fault_rates_add_up_in_order(sim: HanteraSimulator) -> None:
+    sim.faults = Faults(rate_limit_rate=0.5, error_rate=0.5, seed=1, retry_after_seconds=2)
+    seen = await statuses(sim, 40)
+    assert set(seen) == {429, 503}
+    limited = [r for r in sim.requests if r.status == 429]
+    assert limited and limited[0].lost is False
+
+
+async def test_a_limit_caps_the_faults(sim: HanteraSimulator) -> None:
+    sim.faults = Faults(error_rate=1.0, limit=2)
+    assert await statuses(sim, 4) == [503, 503, 401, 401]
+    assert sim.faults.limit == 0
+
+
+async def test_a_disconnect_does_nothing_and_a_lost_answer_does_it(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    token, _ = await hantera.oauth_token({"grant_type": "client_credentials"})
+    body = {"email": "user1@example.com", "properties": {}}
+    async with httpx.AsyncClient(
+        base_url=sim.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        for fault, principal_id in (("disconnect_rate", "p-1"), ("lost_answer_rate", "p-2")):
+            sim.set_faults(**{fault: 1.0})
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.put(f"{PRINCIPALS}/{principal_id}", json=body)
+            sim.reset_faults()
+            body["email"] = "user2@example.com"
+    assert list(sim.principals) == ["p-2"]
+    puts = [(r.path, r.status, r.lost, r.body is not None) for r in sim.requests[-2:]]
+    assert puts == [(f"{PRINCIPALS}/p-1", 0, True, True), (f"{PRINCIPALS}/p-2", 200, True, True)]
+
+
+async def test_a_repeated_idempotency_key_is_sent_once(
+    hantera: HanteraClient, sim: HanteraSimulator
+) -> None:
+    await hantera.mail.send(mail(key="k-1"))
+    await hantera.mail.send(mail(key="k-1"))
+    await hantera.mail.send(mail(key="k-2"))
+    assert [s["idempotency_key"] for s in sim.sendings] == ["k-1", "k-2"]
+    assert sim.count("/resources/sendings/email", 200) == 3
 
 
 @pytest.mark.parametrize(

@@ -458,7 +458,7 @@ async def test_transient_errors_are_retried_to_an_active_registration(
     await eventually(rate_limited, "the customer lookup rate limited")
     # Next: the activation PUT is handled, but its answer never arrives.
     sim.reset_faults()
-    sim.set_faults(drop_rate=1.0, path_prefix=principal_path, method="PUT")
+    sim.set_faults(lost_answer_rate=1.0, path_prefix=principal_path, method="PUT")
 
     async def activated() -> bool:
         return sim.principals[principal_id]["properties"].get("activated") is True
@@ -473,9 +473,13 @@ async def test_transient_errors_are_retried_to_an_active_registration(
     (asset,) = sim.assets.values()
     principal = the_principal(sim, email)
     assert principal["properties"]["actorId"] == asset["assetId"] == result.customer_id
-    # One activation PUT: its retry read the principal back, saw it active, and wrote nothing.
-    puts = calls(sim, "PUT", principal_path)
-    (activation,) = [r for r in puts if r.headers.get("if-match")]
+    # One activation PUT wrote: its repeats were refused (412, its etag had changed), and a read
+    # of the principal found it active and linked.
+    activation, *repeats = [
+        r for r in calls(sim, "PUT", principal_path) if r.headers.get("if-match")
+    ]
+    assert activation.status == 200 and activation.lost
+    assert repeats and all(r.status == 412 for r in repeats)
     later = sim.requests[sim.requests.index(activation) + 1 :]
     assert any(r.method == "GET" and r.path == principal_path for r in later)
     assert [s["category"] for s in sim.sendings] == [ACTIVATION, WELCOME]

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from activities.errors import (
     ConcurrentModification,
@@ -30,9 +31,12 @@ from activities.errors import (
 )
 from activities.providers import http as http_module
 from activities.providers.http import (
+    DEFAULT_RETRIES,
+    NO_RETRIES,
     RETRY_AFTER_MAX,
     ClientCredentialsToken,
     Detail,
+    Retries,
     Vendor,
     VendorHttp,
     json_describer,
@@ -45,6 +49,36 @@ CLIENT_SECRET = "s3cret/client+value"
 PASSWORD = "pa ss&word=1"
 HINT = " (check TEST_CLIENT_SECRET)"
 TEST = Vendor("Test", auth_hint=HINT)
+DROP = "drop"
+"""A ``Flaky`` answer: handled, then the connection closed before the body."""
+
+
+class SimulatedDrop(Exception):
+    pass
+
+
+@dataclass
+class Flaky:
+    """An ASGI endpoint answering each request with the next of ``script`` (a status, a status
+    and its ``Retry-After``, or ``DROP``), then 200; ``hits`` are the methods it was sent."""
+
+    script: list[int | tuple[int, str] | str] = field(default_factory=list)
+    hits: list[str] = field(default_factory=list)
+    on_hit: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.hits.append(scope["method"])
+        if self.on_hit:
+            self.on_hit()
+        step = self.script.pop(0) if self.script else 200
+        if step == DROP:
+            head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            raise SimulatedDrop
+        status, after = step if isinstance(step, tuple) else (step, None)
+        assert isinstance(status, int)
+        headers = {"Retry-After": after} if after is not None else None
+        await JSONResponse({"try": len(self.hits)}, status, headers=headers)(scope, receive, send)
 
 
 @dataclass
@@ -55,6 +89,8 @@ class Server:
     base_url: str = ""
     lifetime: float | None = 300.0
     token_outage: bool = False
+    token_blips: int = 0
+    """The next this many token requests are answered 503 (no ``Retry-After``)."""
     reject_all_tokens: bool = False
     answer: tuple[int, dict[str, str]] = (200, {})
     """Status and headers of ``/answer``."""
@@ -63,10 +99,12 @@ class Server:
     token_forms: list[dict[str, str]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     """Of ``/data``, in order."""
+    flaky: Flaky = field(default_factory=Flaky)
 
     def app(self) -> Starlette:
         return Starlette(
             routes=[
+                Route("/flaky", self.flaky, methods=["GET", "HEAD", "PUT", "DELETE", "POST"]),
                 Route("/oauth/token", self._token, methods=["POST"]),
                 Route("/data", self._data),
                 Route("/answer", self._answer),
@@ -81,6 +119,9 @@ class Server:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         self.token_forms.append(form)
         await asyncio.sleep(0.05)  # long enough for concurrent callers to pile up
+        if self.token_blips:
+            self.token_blips -= 1
+            return JSONResponse({"error": "unavailable"}, 503)
         if self.token_outage:
             return JSONResponse({"error": "unavailable"}, 503, headers={"Retry-After": "3"})
         if form.get("client_secret") != CLIENT_SECRET:
@@ -158,6 +199,22 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     clock = Clock()
     monkeypatch.setattr(http_module, "time", clock)
     yield clock
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits between tries, recorded instead of waited (a ``clock`` moves on by them)."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock = getattr(http_module, "time")  # noqa: B009 - the module's, maybe a ``Clock``
+        if isinstance(clock, Clock):
+            clock.now += seconds
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(http_module, "_sleep", sleep)
+    return waits
 
 
 # Token cache ----------------------------------------------------------------------------------
@@ -413,6 +470,194 @@ async def test_a_timeout_is_retryable(http: VendorHttp) -> None:
     with pytest.raises(ProviderUnavailable, match=r": Test GET /slow: ReadTimeout") as err:
         await http.request("GET", "/slow")
     assert not err.value.non_retryable
+
+
+# Retries in place -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE"])
+async def test_a_request_safe_to_repeat_is_retried_through_transient_answers(
+    http: VendorHttp, server: Server, sleeps: list[float], method: str
+) -> None:
+    server.flaky.script = [503, 429, 200]
+    response = await http.request(method, "/flaky")
+    assert response.status_code == 200
+    assert server.flaky.hits == [method] * 3
+    # Full jitter: the first wait up to 0.1 s, the second up to 0.2 s.
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.1 and 0 <= sleeps[1] <= 0.2
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_tries_are_bounded_and_the_last_error_is_raised(
+    http: VendorHttp, server: Server, sleeps: list[float], status: int
+) -> None:
+    server.flaky.script = [status] * 5
+    with pytest.raises(ProviderUnavailable, match=f"HTTP {status}") as err:
+        await http.request("GET", "/flaky")
+    assert not err.value.non_retryable
+    assert len(server.flaky.hits) == DEFAULT_RETRIES.tries == 3 and len(sleeps) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 412, 422])
+async def test_other_errors_are_not_retried(
+    http: VendorHttp, server: Server, sleeps: list[float], status: int
+) -> None:
+    server.flaky.script = [status, 200]
+    with pytest.raises(ProviderError):
+        await http.request("GET", "/flaky", auth="tok-Jw2")
+    assert server.flaky.hits == ["GET"] and sleeps == []
+
+
+def test_backoff_is_full_jitter_doubling_up_to_the_cap() -> None:
+    policy = Retries(tries=6, budget_seconds=100.0, base_seconds=0.1, cap_seconds=0.5)
+    for tries, bound in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (5, 0.5)]:
+        waits = [policy.delay(tries, None, 0.0) for _ in range(200)]
+        assert all(w is not None and 0.0 <= w <= bound for w in waits)
+        spread = [w for w in waits if w is not None]
+        assert max(spread) > bound * 0.8 and min(spread) < bound * 0.2  # spread, not fixed
+    assert policy.delay(6, None, 0.0) is None  # tries used up
+    assert NO_RETRIES.delay(1, None, 0.0) is None
+
+
+def test_a_wait_that_would_end_past_the_budget_is_not_made() -> None:
+    policy = Retries(tries=5, budget_seconds=3.0)
+    assert policy.delay(1, timedelta(seconds=2), 0.5) == 2.0
+    assert policy.delay(1, timedelta(seconds=2), 1.5) is None
+    assert policy.delay(1, None, 3.0) is None
+    assert policy.delay(1, timedelta(0), 2.9) == 0.0
+
+
+async def test_retry_after_within_the_budget_is_waited(
+    http: VendorHttp, server: Server, sleeps: list[float]
+) -> None:
+    server.flaky.script = [(429, "1"), (503, "0"), 200]
+    assert (await http.request("GET", "/flaky")).status_code == 200
+    assert sleeps == [1.0, 0.0] and len(server.flaky.hits) == 3
+
+
+async def test_retry_after_beyond_the_budget_goes_to_temporal_at_once(
+    http: VendorHttp, server: Server, sleeps: list[float]
+) -> None:
+    server.flaky.script = [(429, "1"), (503, "7"), 200]
+    with pytest.raises(ProviderUnavailable, match="HTTP 503") as err:
+        await http.request("GET", "/flaky")
+    assert err.value.next_retry_delay == timedelta(seconds=7)
+    assert sleeps == [1.0] and len(server.flaky.hits) == 2
+
+
+async def test_retries_end_with_the_time_budget(
+    server: Server, clock: Clock, sleeps: list[float]
+) -> None:
+    """Tries that take long use the budget up: no wait may end past it."""
+    policy = Retries(tries=10, budget_seconds=1.0, base_seconds=0.1, cap_seconds=0.1)
+    http = VendorHttp(TEST, server.base_url, retries=policy)
+
+    def slow_try() -> None:
+        clock.now += 0.55
+
+    server.flaky.on_hit = slow_try
+    server.flaky.script = [503] * 10
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await http.request("GET", "/flaky")
+    finally:
+        await http.aclose()
+    # 0.55 + a wait of at most 0.1 <= 1.0: a second try; after it 1.1 s have passed: no third.
+    assert len(server.flaky.hits) == 2 and len(sleeps) == 1
+
+
+async def test_a_post_is_not_retried_unless_marked_idempotent(
+    http: VendorHttp, server: Server, sleeps: list[float]
+) -> None:
+    server.flaky.script = [503, 200]
+    with pytest.raises(ProviderUnavailable, match="HTTP 503"):
+        await http.request("POST", "/flaky", json={})
+    assert server.flaky.hits == ["POST"] and sleeps == []
+
+    server.flaky.script = [503, DROP, 200]
+    assert (await http.request("POST", "/flaky", json={}, idempotent=True)).status_code == 200
+    assert server.flaky.hits == ["POST"] * 4 and len(sleeps) == 2
+
+
+async def test_marked_not_idempotent_a_put_is_not_retried(
+    http: VendorHttp, server: Server, sleeps: list[float]
+) -> None:
+    server.flaky.script = [503, 200]
+    with pytest.raises(ProviderUnavailable):
+        await http.request("PUT", "/flaky", json={}, idempotent=False)
+    assert server.flaky.hits == ["PUT"] and sleeps == []
+
+
+async def test_a_dropped_answer_is_retried_only_when_safe(
+    http: VendorHttp, server: Server, sleeps: list[float]
+) -> None:
+    server.flaky.script = [DROP, 200]
+    assert (await http.request("GET", "/flaky")).status_code == 200
+    assert server.flaky.hits == ["GET", "GET"]
+
+    server.flaky.script = [DROP, 200]
+    with pytest.raises(ProviderUnavailable, match="RemoteProtocolError"):
+        await http.request("POST", "/flaky", json={})
+    assert server.flaky.hits == ["GET", "GET", "POST"]  # sent once: it may have been done
+
+
+async def test_a_post_whose_connection_could_not_be_made_is_retried(
+    sleeps: list[float],
+) -> None:
+    """A refused connection never reached the server: even a POST is safe to send again."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    closed = VendorHttp(TEST, f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(ProviderUnavailable, match="ConnectError"):
+            await closed.request("POST", "/x", json={})
+    finally:
+        await closed.aclose()
+    assert len(sleeps) == 2
+
+
+async def test_a_timed_out_try_past_the_budget_is_not_repeated(
+    server: Server, sleeps: list[float]
+) -> None:
+    http = VendorHttp(
+        TEST, server.base_url, timeout_seconds=0.3, retries=Retries(budget_seconds=0.2)
+    )
+    try:
+        with pytest.raises(ProviderUnavailable, match="ReadTimeout"):
+            await http.request("GET", "/slow")
+    finally:
+        await http.aclose()
+    assert sleeps == []
+
+
+async def test_a_token_request_is_retried_in_place(
+    http: VendorHttp, token: ClientCredentialsToken, server: Server, sleeps: list[float]
+) -> None:
+    server.token_blips = 2
+    await http.request("GET", "/data", auth=token)
+    assert len(server.token_forms) == 3 and len(sleeps) == 2
+    assert server.statuses == [200]
+
+
+async def test_each_retry_is_logged_without_secrets(
+    http: VendorHttp,
+    token: ClientCredentialsToken,
+    server: Server,
+    sleeps: list[float],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=http_module.__name__)
+    server.flaky.script = [502]
+    await http.request("GET", "/flaky", auth=token)
+    assert server.flaky.hits == ["GET", "GET"]
+    (logged,) = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == http_module.__name__ and "try" in r.getMessage()
+    ]
+    assert logged.startswith("Test GET /flaky: HTTP 502") and "try 2 in" in logged
+    assert server.tokens[0] not in logged
 
 
 # Secrets --------------------------------------------------------------------------------------

@@ -30,6 +30,35 @@ Why this shape:
   message allows it, so the registration's own customer id only finds assets through the graph);
   ``Idempotency-Key`` on sendings (``HanteraMail.send``).
 
+Every step survives a transient failure of any of its requests, and a retried step goes on from
+where the last attempt stopped. ``VendorHttp`` repeats each request that is safe to repeat within
+about 3 s (``activities.providers.http.Retries``), so one 503, 429 or dropped connection costs a
+retry of that request, not of the step; what fails for longer fails the step retryably, and
+Temporal's retry of the activity runs it again. Whether a request left its effect behind before
+its answer was lost cannot be told, so each step reads a repeat's refusal as its own earlier
+success where it can be, and each step's start skips what an earlier attempt did:
+
+* ``create_principal`` (read the id; PUT the principal; reset its password; a password-grant
+  token; change the password; read it back). The id is the workflow's, so the first read finds
+  an earlier attempt's principal and the PUT (which replaces: safe to repeat) is skipped. The
+  reset may be repeated (the newest temporary password answered is the one to use), the token
+  request too. The change is repeated as well: a repeat refused because the first one went
+  through (``currentPassword`` is no longer the temporary one) is checked with a password grant of
+  the chosen password, and if that works the change is done. A principal found inactive gets the
+  reset and change again (they cannot be read back); one found active is returned untouched.
+* ``link_or_create_customer`` (graph query by email; create with ``externalReference`` = the
+  registration's customer id). The query reads; the create is keyed by that id, which Hantera
+  keeps unique, so a repeat whose first try was done is a 409 and the asset is looked up by it
+  (``_created_before``); a retried step finds it by email first (``registrationId``).
+* ``activate_principal`` (read the principal; PUT it back activated under ``If-Match``). A repeat
+  of a PUT that was done is a 412 (its etag changed): the principal is read again and, found
+  active and linked to this customer, it is the result. The identity activity also reads the
+  principal first and returns it if it is already active.
+* ``send``: one request with an ``Idempotency-Key``, repeated with the same key (ASSUMPTION above).
+* ``find_principal``, ``find_customer``, ``get_principal`` and ``decoy_create`` only read;
+  ``undo_principal`` (DELETE) and ``undo_customer`` (the delete message) are repeated as they are:
+  a repeat of one that was done is a 404, gone either way (it then reports ``False``).
+
 ``python -m activities.providers.hantera setup [--apply]`` prints (or applies) the one-time setup.
 """
 
@@ -51,6 +80,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.errors import (
+    ConcurrentModification,
     ConfigurationError,
     Conflict,
     InvalidRequest,
@@ -227,16 +257,25 @@ class HanteraClient:
         bearer: str | None = None,
         redact: Sequence[str] = (),
         typed: Mapping[str, type[ProviderError]] | None = None,
+        idempotent: bool | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """A request with the client token (refreshed once on 401), or with ``bearer`` as is.
 
         Statuses in ``allow`` (e.g. 404 for a lookup) are returned instead of raised; ``typed``
-        as in ``Vendor.error``.
+        as in ``Vendor.error``; ``idempotent`` as in ``VendorHttp.request`` (a POST is repeated
+        after a transient failure only if it says so).
         """
         auth = bearer or self._token
         return await self._http.request(
-            method, path, auth=auth, allow=allow, redact=redact, typed=typed, **kwargs
+            method,
+            path,
+            auth=auth,
+            allow=allow,
+            redact=redact,
+            typed=typed,
+            idempotent=idempotent,
+            **kwargs,
         )
 
 
@@ -257,20 +296,46 @@ async def change_password_as_principal(
     policy's own code (``POLICY_REJECTION_CODE``) is ``PasswordRejected``: anything else, e.g. a
     wrong ``currentPassword`` after another reset, maps by status. Replace this function when
     Hantera documents the step (or an admin endpoint that sets a password directly).
+
+    Repeated after a transient failure: a change that went through but whose answer was lost
+    makes its repeat fail (the temporary password is no longer current), so a refusal other
+    than the policy's is checked with a password grant of ``new_password``: if that succeeds,
+    the password is already the chosen one and the change is done. (A grant that fails counts
+    as a failed login at Hantera: one per refused change.)
     """
     secrets = (temporary_password, new_password)
     token, _ = await client.oauth_token(
         {"grant_type": "password", "username": email, "password": temporary_password},
         redact=secrets,
     )
-    await client.call(
-        "POST",
-        "/resources/me/password",
-        bearer=token,
-        redact=secrets,
-        typed={POLICY_REJECTION_CODE: PasswordRejected},
-        json={"currentPassword": temporary_password, "newPassword": new_password},
-    )
+    try:
+        await client.call(
+            "POST",
+            "/resources/me/password",
+            bearer=token,
+            redact=secrets,
+            typed={POLICY_REJECTION_CODE: PasswordRejected},
+            idempotent=True,  # with the check below
+            json={"currentPassword": temporary_password, "newPassword": new_password},
+        )
+    except PasswordRejected:
+        raise
+    except InvalidRequest:
+        if not await _password_is(client, email, new_password):
+            raise
+        log.info("password change already done by an earlier try")
+
+
+async def _password_is(client: HanteraClient, email: str, password: str) -> bool:
+    """Whether ``password`` is the principal's password now (a password grant with it works)."""
+    try:
+        await client.oauth_token(
+            {"grant_type": "password", "username": email, "password": password},
+            redact=(password,),
+        )
+    except InvalidRequest:
+        return False
+    return True
 
 
 def _field(doc: dict[str, Any], key: str) -> Any:
@@ -357,7 +422,8 @@ class HanteraIdentity:
         Retry-safe: an existing principal with this id and email is kept (another email is a
         ``Conflict``); unless it is already active, the password steps run again, which heals
         an attempt that stopped between the PUT and the password change. A principal with this
-        email but another id makes Hantera answer 409: ``Conflict``.
+        email but another id makes Hantera answer 409: ``Conflict``. Each request is repeated
+        in place after a transient failure (module docstring).
         """
         existing = await self.get_principal(new.id)
         if existing is not None and existing.email.lower() != new.email_canonical:
@@ -383,7 +449,11 @@ class HanteraIdentity:
             if new.phone:
                 body["phone"] = new.phone
             await self._client.call("PUT", _path(PRINCIPALS, new.id), json=body)
-        reset = await self._client.call("POST", _path(PRINCIPALS, new.id, "password", "reset"))
+        # Idempotent: a repeated reset replaces the temporary password, and the answer we get
+        # carries the current one.
+        reset = await self._client.call(
+            "POST", _path(PRINCIPALS, new.id, "password", "reset"), idempotent=True
+        )
         temporary = HANTERA.json_object(reset).get("temporaryPassword")
         if not isinstance(temporary, str) or not temporary:
             raise InvalidRequest(f"Hantera password reset of {new.id}: no temporaryPassword")
@@ -414,7 +484,9 @@ class HanteraIdentity:
         ``customerNumber``; activation-code properties are dropped. The etag goes both as
         ``If-Match`` (the guide) and as ``etag`` in the body (the API reference), so whichever
         Hantera checks guards the write; a mismatch is 412, ``ConcurrentModification``. Strict
-        like the local provider: an already activated principal has a newer etag.
+        like the local provider: an already activated principal has a newer etag, unless it is
+        active and linked to ``customer_id``: then the 412 answered a repeat of this very write,
+        whose first try went through unanswered, and the principal is returned.
         """
         path = _path(PRINCIPALS, principal_id)
         doc = HANTERA.json_object(await self._client.call("GET", path))
@@ -424,9 +496,16 @@ class HanteraIdentity:
         properties.update(activated=True, actorId=customer_id, customerNumber=customer_number)
         body = {k: doc[k] for k in WRITABLE_PRINCIPAL_FIELDS if k in doc}
         body.update(properties=properties, etag=expected_version)
-        response = await self._client.call(
-            "PUT", path, json=body, headers={"If-Match": expected_version}
-        )
+        try:
+            response = await self._client.call(
+                "PUT", path, json=body, headers={"If-Match": expected_version}
+            )
+        except ConcurrentModification:
+            current = await self.get_principal(principal_id)
+            if current is None or not current.active or current.customer_id != customer_id:
+                raise
+            log.info("principal %s: activation already done by an earlier try", principal_id)
+            return current
         try:
             return _principal(response)
         except InvalidRequest:
@@ -524,7 +603,8 @@ class HanteraCustomers:
                 "node": {"fields": CUSTOMER_NODE_FIELDS},
             }
         ]
-        body = HANTERA.json(await self._client.call("POST", GRAPH_PATH, json=query))
+        response = await self._client.call("POST", GRAPH_PATH, json=query, idempotent=True)
+        body = HANTERA.json(response)
         first = body[0] if isinstance(body, list) and body else {}
         return list(first.get("nodes") or [])
 
@@ -550,6 +630,8 @@ class HanteraCustomers:
         attempt the graph has not indexed yet cannot be created twice. ASSUMPTION: a taken
         ``externalReference`` is answered 409; we then look the asset up by ``registrationId``
         (retryable while the graph has not caught up).
+        The create is repeated in place after a transient failure: a repeat of one that was done
+        gets that 409 too.
         ``new.number_prefix`` is not sent: the prefix is the type's, set up once (``setup``).
         The fields are set with the asset command reference's ``setDynamicFields`` (command
         fields at its top level), not the guide's ``setDynamic`` (fields under ``body``).
@@ -575,7 +657,9 @@ class HanteraCustomers:
             },
         }
         try:
-            response = await self._client.call("POST", _path(ASSETS_PATH, "new"), json=[message])
+            response = await self._client.call(
+                "POST", _path(ASSETS_PATH, "new"), json=[message], idempotent=True
+            )
         except Conflict:
             return CustomerLink(customer=await self._created_before(new), created=True)
         asset_id, number = _created_asset(HANTERA.json(response), type_key, new.id)
@@ -622,7 +706,11 @@ class HanteraCustomers:
         ``new``, so Hantera picks the GUID).
         """
         response = await self._client.call(
-            "POST", _path(ASSETS_PATH, asset_id), json=[{"type": "delete"}], allow=(404,)
+            "POST",
+            _path(ASSETS_PATH, asset_id),
+            json=[{"type": "delete"}],
+            allow=(404,),
+            idempotent=True,  # a repeat of a delete that was done is a 404: gone either way
         )
         return response.status_code != 404
 
@@ -646,7 +734,8 @@ class HanteraMail:
 
         ASSUMPTION: the ``Idempotency-Key`` header (our message key) makes Hantera deliver a
         retried send once; its docs do not mention it. Without that support a send whose answer
-        was lost (timeout, dropped connection) can be delivered twice.
+        was lost (timeout, dropped connection) can be delivered twice. On that assumption the
+        send is repeated in place after a transient failure, with the same key.
         """
         body = {
             "to": message.to,
@@ -657,7 +746,12 @@ class HanteraMail:
         }
         headers = {"Idempotency-Key": message.idempotency_key}
         await self._client.call(
-            "POST", SENDINGS_PATH, json=body, headers=headers, redact=message.redact
+            "POST",
+            SENDINGS_PATH,
+            json=body,
+            headers=headers,
+            redact=message.redact,
+            idempotent=True,
         )
         log.info("%s mail sent via Hantera", message.category)
 

@@ -12,6 +12,22 @@ read. Every vendor then fails the same way:
 * 401 (after one token refresh), 403 and an OAuth client-setup error are retryable too: they are
   our configuration, and fixing it should resume the pending work rather than fail it.
 
+Before any of that reaches Temporal, ``VendorHttp.request`` retries a request that is safe to
+repeat, briefly and in place (``Retries``): one 503 among the half-dozen requests of a step then
+costs a tenth of a second instead of the whole step and an activity backoff. Safe to repeat are
+GET, HEAD, OPTIONS, PUT and DELETE, and a POST the caller marks ``idempotent=True`` (a read such
+as a graph query, a create keyed by an id the workflow chose, a send with an idempotency key).
+Repeated are answers 408, 429 and 5xx and transport failures; at most ``Retries.tries`` tries,
+waiting a full-jitter exponential backoff (``base_seconds``, doubling, at most ``cap_seconds``) or
+the server's ``Retry-After``, and only while the wait ends within ``budget_seconds`` of the first
+try: a longer ``Retry-After`` ends the retries at once and goes to Temporal as
+``next_retry_delay``. Any other POST is sent again only when its connection could not even be
+made (connect error or timeout, no pooled connection): the server never saw it. What is repeated
+must be correct to repeat: a step whose first try was done but unanswered sees its own effect on
+the second (a 404 on a repeated DELETE, a 412 on a repeated conditional PUT, a 409 on a repeated
+create), and must read it as done; ``activities.providers.hantera`` says how each of its steps
+does.
+
 Secrets stay out of errors and logs, which end up in workflow history and log stores. Error
 messages name the method and the URL *path* only, and quote the server's explanation through
 ``scrub`` with the client secret, the current tokens and each call's ``redact`` removed. The rule
@@ -26,8 +42,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -65,6 +82,50 @@ TOKEN_REFRESH_FRACTION = 0.1
 """Refresh this fraction of a token's lifetime before it expires ..."""
 TOKEN_REFRESH_MAX_SECONDS = 60.0
 """... but at most this many seconds early."""
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+"""Methods retried in place without being marked ``idempotent`` (RFC 9110 section 9.2.2)."""
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How ``VendorHttp.request`` retries a transient failure of a request safe to repeat.
+
+    The defaults keep a request's retrying within 3 s (plus the last try's own duration): a
+    remote step of about eight requests stays well inside its 30 s start-to-close even if each
+    one used its whole budget, and Temporal's retry takes over for anything longer.
+    """
+
+    tries: int = 3
+    """Tries in all, the first one included (1: no retries)."""
+    budget_seconds: float = 3.0
+    """A retry is made only if its wait ends within this many seconds of the first try."""
+    base_seconds: float = 0.1
+    """The first retry waits up to this long (uniformly at random: full jitter), ..."""
+    cap_seconds: float = 1.0
+    """... each further one up to twice as long as the one before, at most this long."""
+
+    def delay(self, tries: int, retry_after: timedelta | None, elapsed: float) -> float | None:
+        """Seconds to wait after ``tries`` failed tries begun ``elapsed`` seconds ago, the last
+        one answered with ``retry_after``; ``None``: no more tries."""
+        if tries >= self.tries:
+            return None
+        if retry_after is not None:
+            wait = retry_after.total_seconds()
+        else:
+            wait = _jitter.uniform(0.0, min(self.cap_seconds, self.base_seconds * 2 ** (tries - 1)))
+        return wait if elapsed + wait <= self.budget_seconds else None
+
+
+DEFAULT_RETRIES = Retries()
+NO_RETRIES = Retries(tries=1)
+_jitter = random.SystemRandom()
+_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+"""Waits between tries (tests replace it)."""
+
+
+def _transient(status: int) -> bool:
+    """Statuses that a moment later may be answered otherwise."""
+    return status in (408, 429) or 500 <= status < 600
 
 
 # Reading a vendor's errors ---------------------------------------------------------------------
@@ -221,6 +282,20 @@ class _PublicUrls(logging.Filter):
 logging.getLogger("httpx").addFilter(_PublicUrls())
 
 
+class _NoAnswer(Exception):
+    """A transport failure: ``error`` to raise; ``sent``: the request may have reached the
+    server (anything but a connection that could not be made)."""
+
+    def __init__(self, error: ProviderUnavailable, *, sent: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.sent = sent
+
+
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport failures before the request left: a retry cannot repeat anything."""
+
+
 def _encodings(value: str) -> tuple[str, ...]:
     """A query value as given and as URL-encoded, the forms a server may echo."""
     return (value, quote(value, safe=""), quote_plus(value))
@@ -242,8 +317,10 @@ class VendorHttp:
         connect_timeout_seconds: float = 5.0,
         max_connections: int = 20,
         headers: Mapping[str, str] | None = None,
+        retries: Retries = DEFAULT_RETRIES,
     ) -> None:
         self.vendor = vendor
+        self.retries = retries
         self._secret_sources: list[Callable[[], Iterable[str]]] = []
         self._client = httpx.AsyncClient(
             base_url=base_url,
@@ -283,6 +360,7 @@ class VendorHttp:
         typed: Mapping[str, type[ProviderError]] | None = None,
         setup_codes: Collection[str] = (),
         secret_params: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request and map its status (``Vendor.error``); statuses in ``allow`` (e.g. 404
@@ -292,25 +370,45 @@ class VendorHttp:
         bearer token used as is (and scrubbed). ``url`` is relative to the base URL or absolute.
         ``secret_params`` are query parameters that must not be seen (module docstring);
         ``kwargs`` go to ``httpx`` (``json``, ``data``, ``params``, ``headers``).
+        ``idempotent``: whether the request may be sent again after a transient failure
+        (``Retries``); by default only for the methods in ``IDEMPOTENT_METHODS``.
         """
         if secret_params:
             kwargs["params"] = httpx.QueryParams(kwargs.get("params")).merge(secret_params)
             redact = (*redact, *(s for v in secret_params.values() for s in _encodings(v)))
-        token = await auth.get() if isinstance(auth, ClientCredentialsToken) else auth
-        response = await self._send(method, url, token, redact, kwargs)
-        if response.status_code == 401 and isinstance(auth, ClientCredentialsToken):
-            token = await auth.get(stale=token)
-            response = await self._send(method, url, token, redact, kwargs)
-        if response.status_code not in allow:
-            error = self.vendor.error(
-                response,
-                redact=self._redactions(redact, token),
-                typed=typed,
-                setup_codes=setup_codes,
-            )
-            if error is not None:
+        repeatable = method.upper() in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        started, tries = time.monotonic(), 0
+        while True:
+            tries += 1
+            token: str | None = None
+            try:
+                token = await auth.get() if isinstance(auth, ClientCredentialsToken) else auth
+                response = await self._send(method, url, token, redact, kwargs)
+                if response.status_code == 401 and isinstance(auth, ClientCredentialsToken):
+                    token = await auth.get(stale=token)
+                    response = await self._send(method, url, token, redact, kwargs)
+            except _NoAnswer as failure:
+                error: ProviderError = failure.error
+                again = repeatable or not failure.sent
+            else:
+                if response.status_code in allow:
+                    return response
+                mapped = self.vendor.error(
+                    response,
+                    redact=self._redactions(redact, token),
+                    typed=typed,
+                    setup_codes=setup_codes,
+                )
+                if mapped is None:
+                    return response
+                error = mapped
+                again = repeatable and error.retryable and _transient(response.status_code)
+            elapsed = time.monotonic() - started
+            wait = self.retries.delay(tries, error.next_retry_delay, elapsed) if again else None
+            if wait is None:
                 raise error
-        return response
+            log.info("%s; try %d in %.2f s", error.message, tries + 1, wait)
+            await _sleep(wait)
 
     async def _send(
         self,
@@ -320,7 +418,7 @@ class VendorHttp:
         redact: Sequence[str],
         kwargs: Mapping[str, Any],
     ) -> httpx.Response:
-        """One HTTP exchange; a transport failure (timeout, refused, dropped) is retryable."""
+        """One HTTP exchange; a transport failure (timeout, refused, dropped) is ``_NoAnswer``."""
         headers = dict(kwargs.get("headers") or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -330,9 +428,10 @@ class VendorHttp:
             response = await self._client.send(request)
         except httpx.RequestError as exc:
             reason = scrub(str(exc), self._redactions(redact, token)) or "no detail"
-            raise ProviderUnavailable(
+            error = ProviderUnavailable(
                 f"{self.vendor.name} {method} {path}: {type(exc).__name__}: {reason}"
-            ) from None
+            )
+            raise _NoAnswer(error, sent=not isinstance(exc, _UNSENT)) from None
         log.debug("%s %s %s -> %s", self.vendor.name, method, path, response.status_code)
         return response
 
@@ -373,8 +472,14 @@ class ClientCredentialsToken:
         """POST ``form`` plus our client credentials to the token URL: the token and its
         lifetime in seconds. Also for other grants made with our client (a password grant)."""
         form = {**form, "client_id": self._client_id, "client_secret": self._client_secret}
+        # Idempotent: a grant changes nothing (the token of a repeated one is as good).
         response = await self._http.request(
-            "POST", self._url, data=form, redact=redact, setup_codes=CLIENT_SETUP_ERRORS
+            "POST",
+            self._url,
+            data=form,
+            redact=redact,
+            setup_codes=CLIENT_SETUP_ERRORS,
+            idempotent=True,
         )
         body = self._http.vendor.json_object(response)
         token, lifetime = body.get("access_token"), body.get("expires_in")

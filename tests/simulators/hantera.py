@@ -11,15 +11,35 @@ default), password reset to a temporary password changed through ``/resources/me
 under a password-grant token, customer assets created with ``setDynamicFields`` and numbered
 from their type's prefix (CUST100001, ...) with unique ``externalReference``, a graph that only
 understands ``dynamic.<field> == '<text>'`` (anything else is 400: the injection tests rely on
-it), and sendings recorded instead of delivered. Error bodies may echo what was sent (an email, a
-wrong secret), as a real server's may: the adapter must scrub them.
+it), and sendings recorded instead of delivered, once per ``Idempotency-Key`` (the adapter's
+ASSUMPTION about Hantera: a repeated key is answered as the first and not sent again). Error
+bodies may echo what was sent (an email, a wrong secret), as a real server's may: the adapter must
+scrub them.
 
-Fault switches (``Faults``; Python ``set_faults`` or ``POST /_sim/faults``) add latency, 503s,
-429s with ``Retry-After``, and dropped connections; a drop happens after the request was handled,
-so the work is done but the answer is lost (the case idempotency must survive); a concurrent
-writer that changes a principal between a client's read and its conditional write (412), or
-resets its password under a password change; and a graph index that lags behind new assets.
-Inspection: the attributes below, or ``GET /_sim/sendings|principals|assets|faults``.
+Fault switches (``Faults``): transport faults, drawn at random for each request the switches'
+``path_prefix`` and ``method`` select, and scripted ones (a concurrent writer that changes a
+principal between a client's read and its conditional write, 412, or resets its password under a
+password change; a graph index that lags behind new assets; a few odd answers). Set them as a
+whole, in Python or over HTTP::
+
+    sim.faults = Faults(error_rate=0.1, rate_limit_rate=0.05, disconnect_rate=0.05,
+                        lost_answer_rate=0.05, seed=1)
+    sim.set_faults(error_rate=0.1)       # change some switches, keep the others
+    sim.reset_faults()                   # all off
+    POST /_sim/faults {"error_rate": 0.1, "seed": 1}    # as set_faults; GET shows them
+
+The transport faults, as fractions of the selected requests (one draw per request, in this order,
+so they add up; keep their sum at most 1): ``rate_limit_rate`` answers 429 with ``Retry-After:
+retry_after_seconds``, ``error_rate`` 503, ``disconnect_rate`` closes the connection before the
+request is handled (nothing done, no answer), ``lost_answer_rate`` handles it, then closes the
+connection before the answer's body (done, but the client cannot tell: the case idempotency must
+survive); ``latency_seconds`` delays each selected request; ``limit`` caps how many faults are
+injected (``lost_answer_rate=1.0, limit=1``: exactly the next answer is lost). With ``seed`` set
+the draws repeat exactly for the same sequence of requests (each ``Faults`` value restarts them);
+without it they come from the simulator's ``seed``. The token endpoint is a request like any
+other (``path_prefix="/resources"`` spares it). Every request is recorded (``requests``) with
+the status its handler gave, and ``lost`` if its answer never left. Inspection: the attributes
+below, or ``GET /_sim/sendings|principals|assets|faults``.
 
 Run alone: ``python -m tests.simulators.hantera --port 8900``. In tests: ``async with
 running() as sim`` (a free port on 127.0.0.1; ``sim.base_url``).
@@ -101,8 +121,15 @@ class Faults:
     rate_limit_rate: float = 0.0
     """Fraction answered 429 with ``Retry-After: retry_after_seconds``."""
     retry_after_seconds: int = 1
-    drop_rate: float = 0.0
-    """Fraction handled, then the connection closed before the answer's body."""
+    disconnect_rate: float = 0.0
+    """Fraction whose connection is closed before the request is handled: nothing is done."""
+    lost_answer_rate: float = 0.0
+    """Fraction handled, then the connection closed before the answer's body: done, unanswered."""
+    seed: int | None = None
+    """Seeds the draws of the four rates above (``None``: the simulator's own random)."""
+    limit: int | None = None
+    """At most this many of those four faults, then no more (``None``: no limit). Counts down:
+    ``lost_answer_rate=1.0, limit=1`` loses exactly the next answer."""
     path_prefix: str = "/"
     method: str = ""
     """Only requests with this HTTP method misbehave (``""``: any)."""
@@ -127,6 +154,16 @@ class Faults:
     queries: the graph is an index updated after the write. Neither the guide nor Hantera's
     public docs say whether it lags; the adapter allows for it (``_created_before``), this makes
     that, and the undo of an asset only its id finds, testable. Ignores ``path_prefix``."""
+    rng: random.Random | None = field(default=None, init=False, repr=False, compare=False)
+    """The draws' source when ``seed`` is set."""
+
+    def __post_init__(self) -> None:
+        if self.seed is not None:
+            self.rng = random.Random(self.seed)
+
+    def settings(self) -> dict[str, Any]:
+        """The switches as set (what ``GET /_sim/faults`` answers)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
 
 @dataclass
@@ -136,8 +173,12 @@ class RecordedRequest:
     query: str
     body: Any
     status: int = 0
+    """The handler's answer (0: not answered yet, or never handled)."""
     headers: dict[str, str] = field(default_factory=dict)
     """Request headers, lower-cased names, without ``authorization`` (a secret)."""
+    lost: bool = False
+    """The connection was closed instead of answering (``disconnect_rate``: not handled, status
+    0; ``lost_answer_rate``: handled, the status its handler gave)."""
 
 
 @dataclass
@@ -191,6 +232,7 @@ class HanteraSimulator:
     registry: dict[str, Any] = field(default_factory=dict)
     roles: dict[str, Any] = field(default_factory=dict)
     sendings: list[dict[str, Any]] = field(default_factory=list)
+    """Sendings made, each once: a repeated ``Idempotency-Key`` is answered, not recorded."""
     requests: list[RecordedRequest] = field(default_factory=list)
     """Every non-``/_sim`` request with its answer's status (no secrets in bodies)."""
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
@@ -235,7 +277,8 @@ class HanteraSimulator:
     # Python API -------------------------------------------------------------------------------
 
     def set_faults(self, **changes: Any) -> Faults:
-        """Change some fault switches (``Faults`` field names); unknown names raise."""
+        """Change some fault switches (``Faults`` field names); unknown names raise. A new
+        ``Faults`` value: with a ``seed``, its draws start over."""
         self.faults = dataclasses.replace(self.faults, **changes)
         return self.faults
 
@@ -309,11 +352,20 @@ class HanteraSimulator:
                     record.status = message["status"]
                 await send(message)
 
-            await self._faulty(scope, recording_receive, recording_send, app)
+            await self._faulty(scope, recording_receive, recording_send, app, record, send)
 
         return middleware
 
-    async def _faulty(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+    async def _faulty(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: ASGIApp,
+        record: RecordedRequest,
+        raw_send: Send,
+    ) -> None:
+        """The request as the fault switches say: ``send`` records, ``raw_send`` does not."""
         faults = self.faults
         if not scope["path"].startswith(faults.path_prefix) or (
             faults.method and scope["method"] != faults.method
@@ -322,24 +374,48 @@ class HanteraSimulator:
             return
         if faults.latency_seconds:
             await asyncio.sleep(faults.latency_seconds)
-        if self._random.random() < faults.rate_limit_rate:
+        draw = (faults.rng or self._random).random()
+        thresholds = [
+            ("429", faults.rate_limit_rate),
+            ("503", faults.error_rate),
+            ("disconnect", faults.disconnect_rate),
+            ("lost", faults.lost_answer_rate),
+        ]
+        fault, bound = None, 0.0
+        for name, rate in thresholds:
+            bound += rate
+            if draw < bound:
+                fault = name
+                break
+        if fault is not None and faults.limit is not None:
+            if faults.limit <= 0:
+                fault = None
+            else:
+                faults.limit -= 1
+        if fault == "429":
             retry_after = {"Retry-After": str(faults.retry_after_seconds)}
-            response = _error(429, "TOO_MANY_REQUESTS", "rate limited", retry_after)
-        elif self._random.random() < faults.error_rate:
-            response = _error(503, "SERVICE_UNAVAILABLE", "simulated outage")
-        elif self._random.random() < faults.drop_rate:
+            await _error(429, "TOO_MANY_REQUESTS", "rate limited", retry_after)(
+                scope, receive, send
+            )
+        elif fault == "503":
+            await _error(503, "SERVICE_UNAVAILABLE", "simulated outage")(scope, receive, send)
+        elif fault in ("disconnect", "lost"):
+            if fault == "lost":
 
-            async def discard(message: Message) -> None:
-                pass
+                async def unanswered(message: Message) -> None:
+                    if message["type"] == "http.response.start":
+                        record.status = message["status"]
 
-            await self._authenticated(scope, receive, discard, app)
+                await self._authenticated(scope, receive, unanswered, app)
+            else:
+                while (await receive()).get("more_body"):
+                    pass  # read (and record) the body, then hang up without handling it
+            record.lost = True
             head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
-            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await raw_send({"type": "http.response.start", "status": 200, "headers": head})
             raise SimulatedDrop(scope["path"])
         else:
             await self._authenticated(scope, receive, send, app)
-            return
-        await response(scope, receive, send)
 
     async def _authenticated(
         self, scope: Scope, receive: Receive, send: Send, app: ASGIApp
@@ -504,8 +580,7 @@ class HanteraSimulator:
 
     def _concurrent_write(self, current: dict[str, Any]) -> None:
         """Another writer wins the race for ``current``: a change and a new etag."""
-        remaining = self.faults.concurrent_principal_writes - 1
-        self.faults = dataclasses.replace(self.faults, concurrent_principal_writes=remaining)
+        self.faults.concurrent_principal_writes -= 1  # in place: the draws go on
         properties = current["properties"]
         properties["concurrentWrites"] = int(properties.get("concurrentWrites", 0)) + 1
         current["etag"] = uuid.uuid4().hex[:16]
@@ -524,8 +599,7 @@ class HanteraSimulator:
         if not isinstance(body, dict):
             return _error(400, "INVALID_BODY", "a JSON object is required")
         if self.faults.concurrent_password_resets > 0:
-            remaining = self.faults.concurrent_password_resets - 1
-            self.faults = dataclasses.replace(self.faults, concurrent_password_resets=remaining)
+            self.faults.concurrent_password_resets -= 1
             self.passwords[principal_id] = secrets.token_urlsafe(12)
         if body.get("currentPassword") != self.passwords.get(principal_id):
             return _error(400, "INVALID_PASSWORD", "current password is wrong")
@@ -678,6 +752,10 @@ class HanteraSimulator:
             return _error(422, "RESERVED_CATEGORY", "system: categories are reserved")
         if self.faults.echo_rejected_sendings:
             return _error(422, "MESSAGE_REJECTED", f"content refused: {content.get('plainText')}")
+        key = request.headers.get("Idempotency-Key")
+        earlier = next((s for s in self.sendings if key and s["idempotency_key"] == key), None)
+        if earlier is not None:
+            return JSONResponse({"id": earlier["id"]})
         sending = {
             "id": str(uuid.uuid4()),
             "to": body["to"],
@@ -686,7 +764,7 @@ class HanteraSimulator:
             "plainText": content.get("plainText"),
             "category": body["category"],
             "dynamic": body.get("dynamic") or {},
-            "idempotency_key": request.headers.get("Idempotency-Key"),
+            "idempotency_key": key,
         }
         self.sendings.append(sending)
         return JSONResponse({"id": sending["id"]})
@@ -706,7 +784,7 @@ class HanteraSimulator:
                 self.set_faults(**(await _json(request) or {}))
             except TypeError as exc:
                 return _error(400, "INVALID_FAULTS", str(exc))
-        return JSONResponse(dataclasses.asdict(self.faults))
+        return JSONResponse(self.faults.settings())
 
 
 def _email_of(doc: dict[str, Any]) -> str:
