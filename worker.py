@@ -25,8 +25,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -38,11 +49,19 @@ from activities.errors import ConfigurationError
 from activities.identity import IdentityActivities
 from activities.mail import MailActivities
 from activities.profile import ProfileActivities
-from activities.providers import Providers, check_email, open_providers, provider_prefixes
+from activities.providers import (
+    Providers,
+    check_email,
+    configured,
+    open_providers,
+    provider_prefixes,
+)
 from activities.rendering import MailRenderer
+from activities.sweep import SweepActivities
 from codec_server import bound_server, server_url
 from common.converter import data_converter
-from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_keys
+from common.identifiers import WorkflowIdMode
+from common.keys import KeyConfigError, create_dev_keys, fernet_keys, hmac_key, hmac_keys
 from common.passwords import PasswordPolicy
 from common.sealing import Sealer
 from common.settings import (
@@ -62,6 +81,7 @@ from common.temporal import (
 )
 from workflows import visibility
 from workflows.registration import RegistrationWorkflow
+from workflows.sweep import SCHEDULE_ID, SweepInput, SweepWorkflow
 
 log = logging.getLogger("worker")
 
@@ -128,14 +148,87 @@ def registration_activities(providers: Providers, settings: Settings) -> list[Ca
     ]
 
 
+def sweep_activities(
+    client: Client, providers: Providers, settings: Settings
+) -> list[Callable[..., Any]]:
+    """The sweep's activities (``workflows/sweep.py``): they describe registrations with
+    ``client`` and undo through the configured providers."""
+    hashed = settings.workflow_id_mode is WorkflowIdMode.HASHED
+    sweep = SweepActivities(
+        client,
+        providers.identity,
+        providers.customers,
+        settings.workflow_id_mode,
+        hmac_key(settings.id_key, settings.data_dir, "id") if hashed else None,
+    )
+    return [sweep.sweepable, sweep.judge_leftovers, sweep.undo_leftover]
+
+
 def create_worker(client: Client, settings: Settings, providers: Providers) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[RegistrationWorkflow],
-        activities=registration_activities(providers, settings),
+        workflows=[RegistrationWorkflow, SweepWorkflow],
+        activities=registration_activities(providers, settings)
+        + sweep_activities(client, providers, settings),
         workflow_runner=SANDBOX,
     )
+
+
+def sweep_schedule_id(settings: Settings) -> str:
+    """One sweep schedule per task queue (a deployment) on the namespace."""
+    return f"{SCHEDULE_ID}-{settings.task_queue}"
+
+
+async def ensure_sweep_schedule(client: Client, settings: Settings) -> bool:
+    """Creates the sweep's schedule, or updates it to the settings (every worker does at
+    start-up: idempotent), or deletes it when ``REGISTRATION_SWEEP_INTERVAL`` is 0/off or no
+    configured provider can list its leftovers. Whether a schedule is in force."""
+    chosen = configured(settings)
+    listable = []
+    for role in ("identity", "customers"):
+        spec = chosen[role]
+        if spec.listable_leftovers:
+            listable.append(role)
+        else:
+            log.info("%s provider %s cannot list its leftovers: not swept", role, spec.name)
+    schedule_id = sweep_schedule_id(settings)
+    handle = client.get_schedule_handle(schedule_id)
+    if not settings.sweep_interval or not listable:
+        try:
+            await handle.delete()
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        else:
+            log.info("sweep schedule %s deleted", schedule_id)
+        log.info("sweep of leftovers off (%s)", env_variable("sweep_interval"))
+        return False
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            SweepWorkflow.run,
+            SweepInput(grace=settings.sweep_grace),
+            id=schedule_id,
+            task_queue=settings.task_queue,
+            static_summary="sweep of the records terminated registrations left behind",
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.sweep_interval)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule)
+        verb = "created"
+    except ScheduleAlreadyRunningError:
+        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+        verb = "updated"
+    log.info(
+        "sweep schedule %s %s: every %s, %s",
+        schedule_id,
+        verb,
+        settings.sweep_interval,
+        " and ".join(listable),
+    )
+    return True
 
 
 def runtime(settings: Settings) -> Runtime | None:
@@ -248,6 +341,7 @@ async def serve(settings: Settings, dev: bool) -> None:
         await check_namespace(client)
         await check_search_attributes(client, settings)
         async with running(create_worker(client, settings, providers), hurry) as worker_task:
+            await ensure_sweep_schedule(client, settings)
             log.info(
                 "worker on task queue %r; providers: identity=%s customers=%s mail=%s",
                 settings.task_queue,

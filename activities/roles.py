@@ -11,6 +11,7 @@ and the workflow follows the declaration, never a vendor's name.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -268,6 +269,43 @@ class MailProvider(Protocol):
     async def send(self, message: MailMessage) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class Leftover(_Record):
+    """A record a registration created and may have left behind (``Leftovers``)."""
+
+    id: str
+    """What the provider's undo takes (``undo_principal`` or ``undo_customer``)."""
+    email_canonical: str
+    """Finds the registration: its workflow ID derives from the email (``common.identifiers``)."""
+    registration: str | None = None
+    """The workflow ID of the registration that created it, where the provider recorded one
+    (it wins over the ID derived from the email)."""
+    created_at: datetime | None = None
+    """``None`` where the provider does not say (the record then counts as old enough)."""
+
+
+class LeftoverPage(_Record):
+    records: list[Leftover] = Field(default_factory=list)
+    after: str | None = None
+    """The cursor of the next page; ``None`` after the last one."""
+
+
+@runtime_checkable
+class Leftovers(Protocol):
+    """An identity or customers provider that can list what registrations may have left behind
+    (``ProviderSpec.listable_leftovers``), for the sweep (``workflows/sweep.py``) to judge
+    against the registrations and undo through the role's own undo.
+
+    An identity provider lists its *inactive* logins that registrations created; a customers
+    provider the customers that registrations created and that no active login is linked to.
+    Only records created before ``created_before``, ordered by a cursor that stays valid while
+    records are deleted (an id), at most ``limit`` per page. It never lists a record that
+    something other than a registration created (an imported customer, a login made by staff)."""
+
+    async def list_leftovers(
+        self, created_before: datetime, after: str | None, limit: int
+    ) -> LeftoverPage: ...
 
 
 class OneStepActivation(Protocol):

@@ -73,6 +73,18 @@ def _duration_shorthand(value: object) -> object:
         raise ValueError("duration out of range") from None
 
 
+def _off_or_duration(value: object) -> object:
+    """A duration of at least a minute, or ``0``/``off``: nothing (``timedelta(0)``)."""
+    if isinstance(value, str) and value.strip().lower() in {"off", "0", ""}:
+        return timedelta(0)
+    duration = DURATION.validate_python(value)
+    if timedelta(0) < duration < timedelta(minutes=1):
+        raise ValueError("at least 1 minute, or 0/off to turn it off")
+    if duration < timedelta(0):
+        raise ValueError("must not be negative")
+    return duration
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration_shorthand)]
 """A duration as settings and the CLI take it: ``86400`` (seconds), ``24h`` or ``PT24H``."""
 DURATION: TypeAdapter[timedelta] = TypeAdapter(Duration)
@@ -176,6 +188,12 @@ class Settings(BaseSettings):
     registered on the namespace; the embedded dev server does it)."""
     metrics_bind_address: str | None = "127.0.0.1:9464"
     """Prometheus endpoint of the worker (``/metrics``); empty to turn it off."""
+
+    # The sweep of what compensation could not reach (workflows/sweep.py).
+    sweep_interval: Annotated[timedelta, BeforeValidator(_off_or_duration)] = timedelta(hours=1)
+    """How often the worker's schedule runs the sweep; ``0`` or ``off`` deletes the schedule."""
+    sweep_grace: Annotated[Duration, Field(ge=timedelta(minutes=1))] = timedelta(minutes=15)
+    """Records younger than this are not judged (an in-flight registration's fresh ones)."""
 
     # Embedded Temporal dev server (worker.py --dev).
     dev_server_port: Port = 7233

@@ -72,6 +72,7 @@ import re
 import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -95,6 +96,8 @@ from activities.roles import (
     Customer,
     CustomerLink,
     IdentityCapabilities,
+    Leftover,
+    LeftoverPage,
     MailMessage,
     NewCustomer,
     NewPrincipal,
@@ -524,6 +527,14 @@ class HanteraIdentity:
         response = await self._client.call("DELETE", _path(PRINCIPALS, principal_id), allow=(404,))
         return response.status_code != 404
 
+    async def list_leftovers(
+        self, created_before: datetime, after: str | None, limit: int
+    ) -> LeftoverPage:
+        """``Leftovers``: the principals as ``create_principal`` leaves them (our
+        ``registrationPending`` mark, ``activated: false``, no ``actorId``: ``replaceable``)."""
+        pending, cursor = await _pending_principals(self._client, created_before, after, limit)
+        return LeftoverPage(records=pending, after=cursor)
+
 
 # Customers ------------------------------------------------------------------------------------
 
@@ -713,6 +724,64 @@ class HanteraCustomers:
             idempotent=True,  # a repeat of a delete that was done is a 404: gone either way
         )
         return response.status_code != 404
+
+    async def list_leftovers(
+        self, created_before: datetime, after: str | None, limit: int
+    ) -> LeftoverPage:
+        """``Leftovers``: the customer assets a registration created (``registrationId``) for
+        the email of a principal that a registration left inactive (``HanteraIdentity``'s
+        leftovers), so linked to no active login. Found through those principals: the graph
+        filter we know takes equality only, so "every asset that has a ``registrationId``"
+        cannot be asked; an asset whose principal is already gone is not found."""
+        pending, cursor = await _pending_principals(self._client, created_before, after, limit)
+        records = []
+        for principal in pending:
+            for node in await self._customers_where("email", principal.email_canonical):
+                if (node.get("dynamic") or {}).get("registrationId"):
+                    customer = _customer(node)
+                    records.append(principal.model_copy(update={"id": customer.id}))
+        return LeftoverPage(records=records, after=cursor)
+
+
+async def _pending_principals(
+    client: HanteraClient, created_before: datetime, after: str | None, limit: int
+) -> tuple[list[Leftover], str | None]:
+    """One page of the principal list (``after`` = the previous page's ``lastCursor``): those a
+    registration left inactive and created before ``created_before``, and the next cursor.
+
+    ASSUMPTION: a principal's creation time is ``createdAt`` (epoch seconds or ISO 8601); one
+    without it counts as old enough (the registration's state still decides)."""
+    params = {"limit": str(min(limit, PRINCIPALS_PAGE)), "includeSuspended": "true"}
+    if after:
+        params["after"] = after
+    page = HANTERA.json_object(await client.call("GET", PRINCIPALS, params=params))
+    items = page.get("principals") or []
+    found = []
+    for item in items:
+        properties = item.get("properties") or {}
+        email = str(_field(item, "email") or "").lower()
+        pending = properties.get(PENDING_MARK) is True and properties.get("activated") is False
+        if not pending or properties.get("actorId") or not item.get("id") or not email:
+            continue
+        created = _created_at(item.get("createdAt"))
+        if created is not None and created >= created_before:
+            continue
+        found.append(Leftover(id=str(item["id"]), email_canonical=email, created_at=created))
+    cursor = page.get("lastCursor")
+    more = items and cursor and str(cursor) != after
+    return found, str(cursor) if more else None
+
+
+def _created_at(value: Any) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None
 
 
 # Mail -----------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from temporalio import activity
 
 from activities.errors import (
     ConcurrentModification,
@@ -46,6 +47,8 @@ from activities.roles import (
     Customer,
     CustomerLink,
     IdentityCapabilities,
+    Leftover,
+    LeftoverPage,
     NewCustomer,
     NewPrincipal,
     Principal,
@@ -105,9 +108,16 @@ CREATE TABLE IF NOT EXISTS customer_number_sequences (
 """Created on open if missing. ``customer_number_sequences`` holds the last number per prefix."""
 
 
-_ADDED_COLUMNS = {("customers", "profile"): "TEXT NOT NULL DEFAULT '{}'"}
+_ADDED_COLUMNS = {
+    ("customers", "profile"): "TEXT NOT NULL DEFAULT '{}'",
+    ("principals", "registration"): "TEXT",
+    ("customers", "registration"): "TEXT",
+}
 """Columns newer than some database files: added on open (``CREATE TABLE IF NOT EXISTS`` leaves
-an existing table as it is)."""
+an existing table as it is). ``registration``: the workflow ID of the registration whose activity
+created the row (``_registration``), for the sweep (``list_leftovers``); ``NULL`` for rows from
+before the column and for customers created outside a registration (the import tool), which the
+sweep never lists."""
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -119,6 +129,13 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _registration() -> str | None:
+    """The workflow ID of the registration whose activity is creating a row (a local activity
+    too), ``None`` outside an activity (the import tool, a test). Read on the event loop: the
+    activity context does not reach the database thread."""
+    return activity.info().workflow_id if activity.in_activity() else None
 
 
 @contextmanager
@@ -251,7 +268,7 @@ class LocalDirectory:
         self, principal_id: str, customer: NewCustomer
     ) -> tuple[CustomerLink, Principal]:
         """``OneStepActivation``: both tables are in this file, so step 5 is one transaction."""
-        return await self.run(_link_and_activate, principal_id, customer, _now())
+        return await self.run(_link_and_activate, principal_id, customer, _now(), _registration())
 
     async def hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a password hash (or check) on the hashing pool."""
@@ -307,7 +324,9 @@ class LocalIdentity:
         if existing is not None:
             return existing
         password_hash = await self.directory.hash(_hash_password, password)
-        return await self.directory.run(_insert_principal, new, password_hash, _now())
+        return await self.directory.run(
+            _insert_principal, new, password_hash, _now(), _registration()
+        )
 
     async def decoy_create(self, new: NewPrincipal, password: str) -> None:
         """The create's steps without a row: a read (the create's own check would refuse this
@@ -339,6 +358,14 @@ class LocalIdentity:
         phc = await self.directory.run(_password_hash, principal_id)
         return await self.directory.hash(_verify_password, password, phc)
 
+    async def list_leftovers(
+        self, created_before: datetime, after: str | None, limit: int
+    ) -> LeftoverPage:
+        """``Leftovers``: the inactive principals (only registrations create principals here)."""
+        return await self.directory.run(
+            _leftovers, _LEFTOVER_PRINCIPALS, _iso(created_before), after, limit
+        )
+
 
 class LocalCustomers:
     """``CustomerProvider`` on the ``customers`` table with per-prefix number sequences."""
@@ -363,10 +390,19 @@ class LocalCustomers:
 
     async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
         """Lookup and create in one transaction (see ``CustomerProvider``)."""
-        return await self.directory.run(_link_or_insert_customer, new, _now())
+        return await self.directory.run(_link_or_insert_customer, new, _now(), _registration())
 
     async def undo_customer(self, customer_id: str) -> bool:
         return await self.directory.run(_delete, "customers", customer_id)
+
+    async def list_leftovers(
+        self, created_before: datetime, after: str | None, limit: int
+    ) -> LeftoverPage:
+        """``Leftovers``: customers a registration created (``registration`` recorded) that no
+        active principal is linked to; imported ones and those from before the column never."""
+        return await self.directory.run(
+            _leftovers, _LEFTOVER_CUSTOMERS, _iso(created_before), after, limit
+        )
 
 
 # Database-thread functions: each takes the connection first and runs to completion there.
@@ -407,7 +443,11 @@ def _rolled_back_insert(conn: sqlite3.Connection, new: NewPrincipal) -> None:
 
 
 def _insert_principal(
-    conn: sqlite3.Connection, new: NewPrincipal, password_hash: str, now: str
+    conn: sqlite3.Connection,
+    new: NewPrincipal,
+    password_hash: str,
+    now: str,
+    registration: str | None = None,
 ) -> Principal:
     with _transaction(conn):
         existing = _existing_principal(conn, new)
@@ -415,8 +455,8 @@ def _insert_principal(
             return existing
         conn.execute(
             "INSERT INTO principals (id, email, email_canonical, name, phone, locale, tenant,"
-            " password_hash, active, version, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 1, ?, ?)",
+            " password_hash, active, version, created_at, updated_at, registration)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 1, ?, ?, ?)",
             (
                 new.id,
                 new.email,
@@ -428,6 +468,7 @@ def _insert_principal(
                 password_hash,
                 now,
                 now,
+                registration,
             ),
         )
         row = conn.execute("SELECT * FROM principals WHERE id = ?", (new.id,)).fetchone()
@@ -464,12 +505,16 @@ def _activate_in(
 
 
 def _link_and_activate(
-    conn: sqlite3.Connection, principal_id: str, new: NewCustomer, now: str
+    conn: sqlite3.Connection,
+    principal_id: str,
+    new: NewCustomer,
+    now: str,
+    registration: str | None = None,
 ) -> tuple[CustomerLink, Principal]:
     """Step 5 in one transaction: a failure (the principal gone, or active for another customer)
     rolls the customer back too, and nothing can change the principal in between."""
     with _transaction(conn):
-        link = _link_or_insert_in(conn, new, now)
+        link = _link_or_insert_in(conn, new, now, registration)
         customer = link.customer
         principal = activation_target(_get_principal(conn, principal_id), principal_id, customer.id)
         if not principal.active:
@@ -511,7 +556,9 @@ def _next_customer_number(conn: sqlite3.Connection, prefix: str) -> str:
             return number
 
 
-def _link_or_insert_in(conn: sqlite3.Connection, new: NewCustomer, now: str) -> CustomerLink:
+def _link_or_insert_in(
+    conn: sqlite3.Connection, new: NewCustomer, now: str, registration: str | None = None
+) -> CustomerLink:
     """Look up, allocate the number and insert, within the caller's transaction (so nobody can
     take the email in between, and a customer found by email burns no number);
     ``_link_or_insert_customer`` is the call in a transaction of its own."""
@@ -528,7 +575,7 @@ def _link_or_insert_in(conn: sqlite3.Connection, new: NewCustomer, now: str) -> 
     number = _next_customer_number(conn, new.number_prefix)
     conn.execute(
         "INSERT INTO customers (id, number, email, email_canonical, name, phone, tenant,"
-        " created_at, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, profile, registration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id,
             number,
@@ -539,6 +586,7 @@ def _link_or_insert_in(conn: sqlite3.Connection, new: NewCustomer, now: str) -> 
             new.tenant,
             now,
             json.dumps(new.profile),
+            registration,
         ),
     )
     customer = Customer(id=new.id, number=number, email=new.email, name=new.name)
@@ -549,6 +597,39 @@ def _delete(conn: sqlite3.Connection, table: str, record_id: str) -> bool:
     """Idempotent delete: ``False`` when the row was already gone."""
     assert table in {"principals", "customers"}
     return conn.execute(f"DELETE FROM {table} WHERE id = ?", (record_id,)).rowcount > 0  # noqa: S608
+
+
+_LEFTOVER_PRINCIPALS = (
+    "SELECT id, email_canonical, registration, created_at FROM principals"
+    " WHERE active = 0 AND created_at < ? AND id > ? ORDER BY id LIMIT ?"
+)
+_LEFTOVER_CUSTOMERS = (
+    "SELECT id, email_canonical, registration, created_at FROM customers c"
+    " WHERE registration IS NOT NULL AND created_at < ? AND id > ?"
+    " AND NOT EXISTS (SELECT 1 FROM principals p WHERE p.customer_id = c.id AND p.active = 1)"
+    " ORDER BY id LIMIT ?"
+)
+
+
+def _iso(moment: datetime) -> str:
+    """As ``_now`` writes ``created_at`` (UTC, so the text compares like the time)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _leftovers(
+    conn: sqlite3.Connection, query: str, created_before: str, after: str | None, limit: int
+) -> LeftoverPage:
+    rows = conn.execute(query, (created_before, after or "", limit)).fetchall()
+    records = [
+        Leftover(
+            id=row["id"],
+            email_canonical=row["email_canonical"],
+            registration=row["registration"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+        )
+        for row in rows
+    ]
+    return LeftoverPage(records=records, after=records[-1].id if len(records) == limit else None)
 
 
 def _in_own_transaction(
