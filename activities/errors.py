@@ -59,6 +59,12 @@ class ConcurrentModification(Conflict):
     """The record changed since it was read (etag/version mismatch, HTTP 412)."""
 
 
+class AccountExists(ProviderError):
+    """The provider holds an account for the email that a lookup could not see (an imported
+    customer without a login, a login of another kind) and that this registration may not take
+    over: the registration is answered as for an email with an account, and its owner told."""
+
+
 class TooManyAttempts(ProviderError):
     """The provider's own brute-force protection refused a code check (HTTP 429 on a code):
     the caller is told too many attempts; retrying would only prolong the lock."""

@@ -19,10 +19,17 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities.errors import Conflict, InvalidRequest, NotFound
+from activities.errors import AccountExists, Conflict, InvalidRequest, NotFound
 from common.keys import fernet_keys
 from common.sealing import Sealer
-from tests.helpers import PASSWORD, local_activities, register, result_of, wait_for_state
+from tests.helpers import (
+    PASSWORD,
+    categories,
+    local_activities,
+    register,
+    result_of,
+    wait_for_state,
+)
 from tests.outbox import messages_to
 from tests.shapes import (
     CODE_LENGTH,
@@ -513,3 +520,47 @@ async def test_the_client_takes_a_provider_code(stack: Stack) -> None:
         await pending(shaped, email)
         reply = await shaped.registrations.submit_code(email, mailed_code(shaped, email))
         assert reply.outcome is ActivationOutcome.ACTIVATED
+
+
+# -- An account the lookup could not see (AccountExists) ------------------------------------------
+
+
+@WHERE
+async def test_an_account_found_at_activation_ends_already_registered_and_tells_the_owner(
+    stack: Stack, in_process: bool
+) -> None:
+    """A login created only once the address is proven meets an account of another kind (the
+    provider raises ``AccountExists``): the customer step 5 created is undone, the owner (who
+    just proved the address) is mailed the notice, and the caller hears ``already_registered``."""
+    shape = LoginAtActivation.make(in_process=in_process)
+    shape.identity.calls.fail("create_principal", error(AccountExists, "a login of another kind"))
+    email = new_email("late-exists")
+    async for shaped in with_shape(stack, shape):
+        registration_id = await pending(shaped, email)
+        reply = await shaped.registrations.submit_code(email, shaped.code_for(email))
+        assert reply.outcome is ActivationOutcome.ALREADY_REGISTERED
+        result = await result_of(shaped, registration_id)
+        assert result.state is RegistrationState.ALREADY_REGISTERED
+        assert result.customer_id is None and "AccountExists" in (result.reason or "")
+        subjects = [
+            m["X-Category"] or m["Subject"] for m in messages_to(shaped.settings.outbox_path, email)
+        ]
+        assert len(subjects) == 2  # the code, then the notice
+    assert shape.customers.records == {} and shape.identity.logins == {}
+
+
+async def test_an_account_found_at_sign_up_is_answered_as_if_pending(stack: Stack) -> None:
+    """A login created at sign-up meets an account the lookup could not see (an imported
+    customer without a login, at a one-record provider): the caller is answered exactly as for
+    an email with an account (no code exists; wrong codes and expiry), and its owner told."""
+    shape = SeparateRecords.make()
+    shape.identity.calls.fail("create_principal", error(AccountExists, "an imported record"))
+    email = new_email("signup-exists")
+    async for shaped in with_shape(stack, shape):
+        await register(shaped, email)
+        await wait_for_state(shaped, email, RegistrationState.ALREADY_REGISTERED)
+        reply = await shaped.registrations.submit_code(email, "123456")
+        assert reply.outcome is ActivationOutcome.INVALID_CODE
+        assert categories(shaped, email) == ["customer_already_registered"]  # no code
+        await shaped.registrations.cancel(email, "test over")
+    assert shape.identity.logins == {} and shape.customers.records == {}

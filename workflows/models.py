@@ -300,6 +300,9 @@ class ActivationOutcome(StrEnum):
     NOT_PENDING = "not_pending"
     FAILED = "failed"
     """The code was right but the activation itself failed and was compensated (see status)."""
+    ALREADY_REGISTERED = "already_registered"
+    """The code was right, and the provider then found an account for the address that this
+    registration may not take over: its owner (who just proved the address) got a mail."""
 
 
 class ActivationReply(_Model):

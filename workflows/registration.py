@@ -89,6 +89,9 @@ ENDINGS = frozenset(RegistrationState) - {
 }
 PROVIDER_LOCKOUT = "TooManyAttempts"
 """Error type of a code check the identity provider refused (``activities.errors``)."""
+ACCOUNT_EXISTS = "AccountExists"
+"""Error type of a login the provider cannot create: the email has an account there that the
+lookup could not see (``activities.errors``)."""
 NO_ATTEMPTS_LEFT = "NoAttemptsLeft"
 """Error type of a code the update validator refuses because the current code has no attempts
 left, or the registration is locked out (``_code_only_while_pending``): the client answers it
@@ -115,6 +118,8 @@ class RegistrationWorkflow:
         self._linked_existing = False
         self._existing_account = False
         """The email has an active account: calls are answered as if a code were pending."""
+        self._account_at_activation = False
+        """The provider found an account at step 5, after the address was proven."""
         self._gate = CodeGate(
             input.policy, self._started_at, workflow.now, prior=input.prior_failures
         )
@@ -178,13 +183,20 @@ class RegistrationWorkflow:
         # whose answer was lost is undone too (by the id chosen here; undoing nothing is a no-op).
         if shape.login_created is LoginCreated.SIGNUP:
             self._saga.add(lambda: self._undo_principal(self._new_principal_id))
-            self._principal = await self._saga.step(
-                self._identity(
-                    IdentityActivities.create_principal,
-                    self._new_login(),
-                    "create inactive principal",
+            try:
+                self._principal = await self._saga.step(
+                    self._identity(
+                        IdentityActivities.create_principal,
+                        self._new_login(),
+                        "create inactive principal",
+                    )
                 )
-            )
+            except (ActivityError, ApplicationError) as err:
+                if _error_type(err) != ACCOUNT_EXISTS:
+                    raise
+                await self._saga.compensate()  # whatever a half-done create left
+                await self._answer_as_if_pending(decoy=False)  # the create took its time
+                return self._result()
         # From now on a code may be accepted, and step 5 run, in the same workflow task as a
         # cancel: the undos of what step 5 creates under the ids chosen here go in now.
         if not shape.one_record:
@@ -211,7 +223,13 @@ class RegistrationWorkflow:
         self._state = RegistrationState.ACTIVATING
         if not self._profile.activation_in_process:  # else nobody could see it
             self._visibility.state(self._state)
-        await self._link_customer_and_activate(shape)
+        try:
+            await self._link_customer_and_activate(shape)
+        except (ActivityError, ApplicationError) as err:
+            if _error_type(err) != ACCOUNT_EXISTS:
+                raise
+            await self._account_found_at_activation(_describe(err))
+            return self._result()
         self._saga.commit()
         self._activated_at = workflow.now()
         self._visibility.activation_latency(self._activated_at - self._started_at)
@@ -219,14 +237,26 @@ class RegistrationWorkflow:
         await self._send_welcome()
         return self._result()
 
-    async def _answer_as_if_pending(self) -> None:
+    async def _account_found_at_activation(self, reason: str) -> None:
+        """Step 5's other ending: the provider found an account for the address that this
+        registration may not take over (a login created only now meets one of another kind).
+        The address is proven by now, so its owner is told (the notice points to the password
+        reset) and the caller hears ``already_registered``; what step 5 created is undone."""
+        self._account_at_activation = True
+        self._end(RegistrationState.ALREADY_REGISTERED, reason)
+        await self._saga.compensate()
+        await self._mail(
+            MailActivities.send_already_registered, self._notice(), "mail: already registered"
+        )
+
+    async def _answer_as_if_pending(self, *, decoy: bool = True) -> None:
         """Step 1's other ending. The owner of the account is told (instead of getting a code);
         the caller cannot tell: wrong codes, resends and their limits, and finally expiry, are
         answered exactly as for a new email until the activation window ends, and the first mail
         goes out no sooner (``decoy_create`` spends what creating a login would). The status
         query (staff) and the search attributes say ``already_registered`` from the start."""
         self._existing_account = True
-        if self._shape.login_created is LoginCreated.SIGNUP:
+        if decoy and self._shape.login_created is LoginCreated.SIGNUP:
             await self._identity(
                 IdentityActivities.decoy_create,
                 self._new_login(),
@@ -297,10 +327,7 @@ class RegistrationWorkflow:
                 deadline=LOCAL_STEP_DEADLINE,
             )
         except (ActivityError, ApplicationError) as err:
-            # A remote check fails as an ActivityError; an in-process one (a local activity) as
-            # the provider's ApplicationError itself.
-            cause = err.cause if isinstance(err, ActivityError) else err
-            if isinstance(cause, ApplicationError) and cause.type == PROVIDER_LOCKOUT:
+            if _error_type(err) == PROVIDER_LOCKOUT:
                 raise ProviderLockout from err
             raise
 
@@ -618,6 +645,8 @@ class RegistrationWorkflow:
         )
 
     def outcome_for_caller(self) -> ActivationOutcome:
+        if self._account_at_activation:  # the caller proved the address: no secret to keep
+            return ActivationOutcome.ALREADY_REGISTERED
         if self._state is RegistrationState.ALREADY_REGISTERED:  # as a new email's would end
             locked = self._gate.locked_out
             return ActivationOutcome.TOO_MANY_ATTEMPTS if locked else ActivationOutcome.EXPIRED
@@ -716,6 +745,13 @@ class RegistrationWorkflow:
             in_process=self._profile_known.customers_in_process,
             undo=True,
         )
+
+
+def _error_type(err: ActivityError | ApplicationError) -> str | None:
+    """The provider error's type: a remote step fails as an ActivityError caused by it, an
+    in-process one (a local activity) as the ApplicationError itself."""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _describe(err: BaseException) -> str:
