@@ -23,17 +23,19 @@ EXAMPLES = 100
 THOROUGH = 20
 """How many times the examples of ``ci`` and ``dev`` the ``thorough`` profile runs."""
 
-_common = {
-    "deadline": None,
+settings.register_profile(
+    "base",
+    deadline=None,
     # The stack, the settings and monkeypatch are shared by a test's examples on purpose: each
     # example uses its own emails and files, and a worker per example would take seconds.
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
-settings.register_profile(
-    "ci", max_examples=EXAMPLES, derandomize=True, database=None, print_blob=True, **_common
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-settings.register_profile("dev", max_examples=EXAMPLES, **_common)
-settings.register_profile("thorough", max_examples=EXAMPLES * THOROUGH, **_common)
+_base = settings.get_profile("base")
+settings.register_profile(
+    "ci", _base, max_examples=EXAMPLES, derandomize=True, database=None, print_blob=True
+)
+settings.register_profile("dev", _base, max_examples=EXAMPLES)
+settings.register_profile("thorough", _base, max_examples=EXAMPLES * THOROUGH)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 settings.load_profile(PROFILE)
 

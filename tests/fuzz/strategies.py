@@ -58,6 +58,9 @@ def or_junk(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 text_maps = st.dictionaries(any_text, any_text, max_size=5) | st.dictionaries(
-    st.text(st.characters(categories=["Ll"]), min_size=1, max_size=6), st.just("x"), min_size=30, max_size=40
+    st.text(st.characters(categories=["Ll"]), min_size=1, max_size=6),
+    st.just("x"),
+    min_size=30,
+    max_size=40,
 )
 """Profile and metadata maps: any keys and values, or more entries than allowed (32)."""

@@ -79,7 +79,9 @@ _call = st.one_of(
             "reason": st.just("ticket 42") | any_text,
         }
     ),
-    st.fixed_dictionaries({"call": st.just("cancel"), "email": _emails}, optional={"reason": any_text}),
+    st.fixed_dictionaries(
+        {"call": st.just("cancel"), "email": _emails}, optional={"reason": any_text}
+    ),
     st.fixed_dictionaries({"call": st.just("terminate"), "email": st.sampled_from(POOL)}),
 )
 calls = st.lists(_call, min_size=1, max_size=4)
@@ -131,7 +133,9 @@ async def test_a_call_succeeds_or_raises_a_documented_error(
     finally:  # the next example starts afresh: no registration open for the pool's emails
         for email in POOL:
             with contextlib.suppress(RPCError):
-                handle = stack.client.get_workflow_handle(stack.registrations.registration_id(email))
+                handle = stack.client.get_workflow_handle(
+                    stack.registrations.registration_id(email)
+                )
                 await handle.terminate("fuzz example done")
 
 
