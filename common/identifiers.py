@@ -68,13 +68,24 @@ def canonical_email(email: str) -> str:
     ideographic full stop (U+3002), gives ``x@example.com``: one canonical email, one principal,
     one workflow ID.
 
-    An address the validator refuses (which no registration has) is only trimmed, NFKC and
-    lower-cased, so that asking for it names no other registration."""
+    An address the validator refuses (which no registration has) is only NFKC, trimmed and
+    lower-cased, so that asking for it names no other registration.
+
+    Idempotent: the canonical email of a canonical email is itself. Lower-casing may undo NFKC
+    (``Ϊ́``, U+03AA U+0301, has no precomposed form, its lower case ``ΐ`` has: U+0390), so the
+    lower-cased text is made NFKC again (``_folded``); else ``Ϊ́@x.com`` and ``ΐ@x.com``, one
+    mailbox, were two canonical emails and two registrations. Trimmed after NFKC, which may
+    make a leading space (U+00B8 is a space and a combining cedilla)."""
     try:
         local, _, domain = _mailbox(email)
     except EmailNotValidError:
-        return unicodedata.normalize("NFKC", email.strip()).lower()
-    return f"{local.lower()}@{domain}"
+        return _folded(unicodedata.normalize("NFKC", email).strip())
+    return f"{_folded(local)}@{domain}"
+
+
+def _folded(text: str) -> str:
+    """``text`` lower-cased and NFKC again (for NFKC ``text``): what ``canonical_email`` keys on."""
+    return unicodedata.normalize("NFKC", text.lower())
 
 
 def registration_id(email: str, mode: WorkflowIdMode, key: bytes | None = None) -> str:

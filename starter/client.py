@@ -572,11 +572,17 @@ class RegistrationClient:
         return (await self._status_of(email, run)).state
 
     async def _status_of(self, email: str, handle: WorkflowHandle[Any, Any]) -> RegistrationStatus:
-        """The status query of ``handle``'s run; ``NoWorkerAnswered`` if no worker answers."""
+        """The status query of ``handle``'s run; ``NoWorkerAnswered`` if no worker answers. A run
+        that ended before any worker started it (terminated from the UI right after its start)
+        has no state to answer with: it registered nothing, and is ``UnknownRegistration``."""
         query = handle.query(RegistrationWorkflow.status, rpc_timeout=self._answer_timeout)
         try:
             return await self._registered(email, query)
         except RPCError as err:
+            if err.status is RPCStatusCode.FAILED_PRECONDITION and _NEVER_RAN in err.message:
+                raise UnknownRegistration(
+                    f"no registration for {email}: its run ended before a worker started it"
+                ) from None
             # The RPC's own timeout: "Timeout expired", with CANCELLED (or DEADLINE_EXCEEDED);
             # or the server's own verdict once the task queue's worker has gone: "no poller seen
             # for task queue recently, worker may be down" (FAILED_PRECONDITION).
@@ -845,6 +851,10 @@ def _cancel_reached(description: WorkflowExecutionDescription) -> bool:
         WorkflowExecutionStatus.CANCELED,
     )
 
+
+_NEVER_RAN = "closed before WorkflowTaskStarted"
+"""The server's words (FAILED_PRECONDITION, ``WorkflowNotReadyFailure``) for a query of a run
+that closed before a worker started its first task: there is nothing to replay."""
 
 _STATES = frozenset(state.value for state in RegistrationState)
 _DECIDED = frozenset(

@@ -272,7 +272,9 @@ class CodeSubmission(_Model):
     once, but it does appear in that workflow's history, so prefer ``approve`` there.
     """
 
-    sealed_code: str | None = Field(None, repr=False)
+    sealed_code: str | None = Field(None, repr=False, min_length=1)
+    """Not empty, and a constrained string: pydantic refuses a lone surrogate in it, which a
+    plain ``str`` took (from Python) and could then not be encoded."""
     code: str | None = Field(None, repr=False, max_length=200, coerce_numbers_to_str=True)
     """A number is taken as typed (``{"code": 123456}``); the SDK would drop the signal else."""
 
