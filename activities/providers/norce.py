@@ -148,8 +148,8 @@ def _classify(response: httpx.Response, detail: Detail) -> type[ProviderError] |
     business error (a document with a message) is ``InvalidRequest``: non-retryable, so it is
     never retried forever. A 500 without a document (a proxy's page, an empty body) or whose
     message says transient stays ``ProviderUnavailable``, retried."""
-    if response.status_code not in (400, 500):
-        return None
+    if response.status_code not in (400, 500) or not response.request.url.path.startswith(SERVICE):
+        return None  # the token endpoint answers RFC 6749 errors: the shared mapping reads them
     text = f"{detail.code or ''} {detail.text}"
     if not detail.text.strip() and not detail.code:
         return None
