@@ -34,7 +34,7 @@ from activities.providers.norce import (
     parse_date,
 )
 from activities.roles import NewCustomer, NewPrincipal
-from tests.simulators.norce import Faults, NorceSimulator, running
+from tests.simulators.norce import SERVICE, Faults, NorceSimulator, running
 from tests.stack import make_settings
 
 PASSWORD = "Tr0ub4dor&3-horse+battery staple"  # '&', '+' and ' ' must be encoded in the query
@@ -376,3 +376,30 @@ def test_registry_requires_norce_customers_for_norce_identity(tmp_path: Path) ->
     assert configured(both)["identity"].name == "norce"
     mixed = make_settings(tmp_path, identity_provider="local", customers_provider="norce")
     assert configured(mixed)["customers"].name == "norce"
+
+
+async def test_a_create_whose_answer_was_lost_is_found_by_its_code_on_retry(
+    client: NorceClient, sim: NorceSimulator
+) -> None:
+    """CreateCustomer3 is not repeated in place (a repeat could create twice); the activity's
+    retry finds the earlier attempt's customer by its deterministic code."""
+    sim.faults = Faults(path_prefix=f"{SERVICE}/CreateCustomer3", lost_answer_rate=1.0, limit=1)
+    new = new_principal("lost@example.com")
+    with pytest.raises(ProviderUnavailable):
+        await client.identity.create_principal(new, PASSWORD)
+    assert sim.count("CreateCustomer3") == 1 and len(sim.customers) == 1  # done, unanswered
+    again = await client.identity.create_principal(new, PASSWORD)
+    assert sim.count("CreateCustomer3") == 1 and len(sim.customers) == 1
+    assert again.customer_id == str(the_only(sim)["Id"]) and not again.active
+
+    link_new = new_customer("lost2@example.com")
+    sim.faults = Faults(path_prefix=f"{SERVICE}/CreateCustomer3", lost_answer_rate=1.0, limit=1)
+    with pytest.raises(ProviderUnavailable):
+        await client.customers.link_or_create_customer(link_new)
+    link = await client.customers.link_or_create_customer(link_new)
+    assert link.created and sim.count("CreateCustomer3") == 2 and len(sim.customers) == 2
+
+
+def the_only(sim: NorceSimulator) -> dict[str, object]:
+    (doc,) = sim.customers.values()
+    return doc
