@@ -559,6 +559,8 @@ async def test_an_account_found_at_sign_up_is_answered_as_if_pending(stack: Stac
     async for shaped in with_shape(stack, shape):
         await register(shaped, email)
         await wait_for_state(shaped, email, RegistrationState.ALREADY_REGISTERED)
+        status = await shaped.registrations.status(email)
+        assert status.reason is not None and "AccountExists" in status.reason  # for staff
         reply = await shaped.registrations.submit_code(email, "123456")
         assert reply.outcome is ActivationOutcome.INVALID_CODE
         assert categories(shaped, email) == ["customer_already_registered"]  # no code

@@ -182,7 +182,7 @@ class RegistrationWorkflow:
         # 2. The login, inactive until the email is proven. Its undo goes in first: a create
         # whose answer was lost is undone too (by the id chosen here; undoing nothing is a no-op).
         if shape.login_created is LoginCreated.SIGNUP:
-            self._saga.add(lambda: self._undo_principal(self._new_principal_id))
+            self._saga.add(lambda: self._undo_principal(self._login_id))
             try:
                 self._principal = await self._saga.step(
                     self._identity(
@@ -195,7 +195,8 @@ class RegistrationWorkflow:
                 if _error_type(err) != ACCOUNT_EXISTS:
                     raise
                 await self._saga.compensate()  # whatever a half-done create left
-                await self._answer_as_if_pending(decoy=False)  # the create took its time
+                # The create took its time; staff see why in the reason.
+                await self._answer_as_if_pending(decoy=False, reason=_describe(err))
                 return self._result()
         # From now on a code may be accepted, and step 5 run, in the same workflow task as a
         # cancel: the undos of what step 5 creates under the ids chosen here go in now.
@@ -249,7 +250,7 @@ class RegistrationWorkflow:
             MailActivities.send_already_registered, self._notice(), "mail: already registered"
         )
 
-    async def _answer_as_if_pending(self, *, decoy: bool = True) -> None:
+    async def _answer_as_if_pending(self, *, decoy: bool = True, reason: str | None = None) -> None:
         """Step 1's other ending. The owner of the account is told (instead of getting a code);
         the caller cannot tell: wrong codes, resends and their limits, and finally expiry, are
         answered exactly as for a new email until the activation window ends, and the first mail
@@ -264,7 +265,7 @@ class RegistrationWorkflow:
             )
         await self._gate.issue_first(self._issue)
         self._registered_again = None  # as for a new email: this notice answers it
-        self._end(RegistrationState.ALREADY_REGISTERED)
+        self._end(RegistrationState.ALREADY_REGISTERED, reason)
         await self._activation_arrived()  # no code exists: only expiry or a lockout ends it
         self._existing_account = False
 
@@ -284,7 +285,7 @@ class RegistrationWorkflow:
             MailActivities.issue_activation,
             IssueActivationInput(
                 registration_id=workflow.info().workflow_id,
-                principal_id=self._new_principal_id,
+                principal_id=self._login_id,
                 sequence=sequence,
                 email=self._input.email,
                 name=self._input.name,
@@ -320,7 +321,7 @@ class RegistrationWorkflow:
                     registration_id=workflow.info().workflow_id,
                     issued=issued,
                     submission=submission,
-                    principal_id=self._new_principal_id if confirm else None,
+                    principal_id=self._login_id if confirm else None,
                 ),
                 "verify activation code",
                 in_process=not confirm or self._profile_known.identity_in_process,
@@ -470,7 +471,7 @@ class RegistrationWorkflow:
         login brings its own customer part; a provider that creates logins only now creates it
         here, active."""
         activation = ActivatePrincipalInput(
-            principal_id=self._new_principal_id,
+            principal_id=self._login_id,
             login=self._new_login() if shape.login_created is LoginCreated.ACTIVATION else None,
         )
         if self._profile_known.activation_in_process:
@@ -703,6 +704,13 @@ class RegistrationWorkflow:
         )
 
     # -- Provider calls, per role --------------------------------------------------------------
+
+    @property
+    def _login_id(self) -> str:
+        """The login's id as the provider answered its create (which may be an id of its own
+        that it can resolve, e.g. for a record it bound instead of creating); the id chosen
+        here until then."""
+        return self._principal.id if self._principal else self._new_principal_id
 
     @property
     def _profile_known(self) -> ProviderProfile:
