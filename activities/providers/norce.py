@@ -65,8 +65,16 @@ ASSUMPTIONS, each isolated below in one named constant or function: the applicat
 ``DUPLICATE_EMAIL``, ``NOT_FOUND``, ``INVALID``), that an Account can be created inactive
 (``IsActive: false`` in the body) and that inactive customers still hold their email
 (``create_principal``'s ``AccountExists``), and the in-process binding ledger
-(``NorceClient.bindings``): Norce cannot look up an imported customer by our id, and the
-seam hands get/activate/undo nothing but that id.
+(``NorceClient.bindings``).
+
+A login bound to an imported customer cannot be found by our id (the customer's ``Code`` is
+the importer's), so ``create_principal`` answers it with an id of its own, ``bound_id``, which
+names the customer: the workflow uses the id a create answered for everything after it
+(activation, the code, the undo), so those need no memory. What still does is recognising a
+binding this worker made when the create itself is retried after a lost answer, or when
+``find_principal`` judges an inactive bound login replaceable: the ledger, kept in process
+(after a restart such a retry is answered as an account that exists, and such a login is not
+replaced).
 """
 
 from __future__ import annotations
@@ -261,6 +269,29 @@ def code_for(record_id: str) -> str:
     if len(code) > CODE_MAX or not re.fullmatch(r"[A-Za-z0-9-]+", record_id):
         raise InvalidRequest("a registration id does not fit a Norce customer Code")
     return code
+
+
+BOUND_PREFIX = "norce-bound-"
+
+
+def bound_id(customer_id: int, record_id: str) -> str:
+    """The principal id of a login bound to imported customer ``customer_id``."""
+    return f"{BOUND_PREFIX}{customer_id}-{record_id}"
+
+
+def _bound_customer(principal_id: str) -> int | None:
+    """The imported customer a ``bound_id`` names, else ``None``."""
+    if not principal_id.startswith(BOUND_PREFIX):
+        return None
+    number, _, _ = principal_id.removeprefix(BOUND_PREFIX).partition("-")
+    return int(number) if number.isdigit() else None
+
+
+def _record_id(principal_id: str) -> str:
+    """The workflow-chosen id in a ``bound_id`` (the id itself for any other)."""
+    if _bound_customer(principal_id) is None:
+        return principal_id
+    return principal_id.removeprefix(BOUND_PREFIX).partition("-")[2]
 
 
 def _ours(doc: Mapping[str, Any]) -> str | None:
@@ -483,6 +514,9 @@ class NorceIdentity:
 
     async def _record(self, principal_id: str) -> tuple[dict[str, Any] | None, bool]:
         """The login's customer (``None`` if none or inactive), and whether it was bound."""
+        customer_id = _bound_customer(principal_id)
+        if customer_id is not None:
+            return await self._client.by_id(customer_id), True
         binding = self._client.bindings.get(principal_id)
         if binding is not None:
             return await self._client.by_id(binding.customer_id), True
@@ -498,9 +532,10 @@ class NorceIdentity:
         mine = _ours(doc)
         if mine is not None:
             return self._principal(doc, mine, linked=False)
-        bound = self._bound_id(_customer_id(doc))
+        customer_id = _customer_id(doc)
+        bound = self._bound_id(customer_id)
         if bound is not None:
-            return self._principal(doc, bound, linked=True)
+            return self._principal(doc, bound_id(customer_id, bound), linked=True)
         principal = self._principal(doc, f"norce-{doc.get('Id')}", linked=True)
         return principal.model_copy(update={"replaceable": False})
 
@@ -508,7 +543,8 @@ class NorceIdentity:
         doc, bound = await self._record(principal_id)
         if doc is None or not doc.get("Account"):
             return None
-        if bound and self._client.bindings[principal_id].undone:
+        binding = self._client.bindings.get(_record_id(principal_id))
+        if bound and binding is not None and binding.undone:
             return None
         return self._principal(doc, principal_id, linked=bound)
 
@@ -570,7 +606,7 @@ class NorceIdentity:
                 del self._client.bindings[new.id]
             raise
         log.info("principal %s bound to imported Norce customer %s", new.id, customer_id)
-        return self._principal(updated, new.id, linked=True)
+        return self._principal(updated, bound_id(customer_id, new.id), linked=True)
 
     async def decoy_create(self, new: NewPrincipal, password: str) -> None:
         """The create's first lookups (by code, then email); nothing is written."""
@@ -605,12 +641,14 @@ class NorceIdentity:
             return False
         customer_id = _customer_id(doc)
         if bound:
-            binding = self._client.bindings[principal_id]
-            if binding.undone:
+            binding = self._client.bindings.get(_record_id(principal_id))
+            if binding is not None and binding.undone:
                 return False
-            await self._client.account_status(customer_id, False)
+            if doc["Account"].get("IsActive"):
+                await self._client.account_status(customer_id, False)
             await self._client.update(dict(doc), secrets.token_urlsafe(32))
-            binding.undone = True
+            if binding is not None:
+                binding.undone = True
             return True
         if doc["Account"].get("IsActive"):
             await self._client.account_status(customer_id, False)
