@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -119,6 +119,11 @@ class RecordedRequest:
     status: int = 0
     lost: bool = False
     content_type: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Request headers, lower-cased names; ``authorization`` as ``Bearer ***``."""
+    raw_body: bytes = b""
+    """The body as sent, passwords and the client secret replaced by ``***`` (for the contract
+    test)."""
     response_body: bytes = b""
     response_type: str = ""
 
@@ -270,6 +275,9 @@ class EmporixSimulator:
                 scope["query_string"].decode(),
                 None,
                 content_type=headers.get("content-type", ""),
+                headers={
+                    k: ("Bearer ***" if k == "authorization" else v) for k, v in headers.items()
+                },
             )
             self.requests.append(record)
             chunks: list[bytes] = []
@@ -277,7 +285,11 @@ class EmporixSimulator:
             async def recording_receive() -> Message:
                 message = await receive()
                 chunks.append(message.get("body", b""))
-                if not message.get("more_body") and path not in _SECRET_BODIES:
+                if not message.get("more_body") and path in _SECRET_BODIES:
+                    form = parse_qs(b"".join(chunks).decode(errors="replace"))
+                    form = {k: ["***"] if k == "client_secret" else v for k, v in form.items()}
+                    record.raw_body = urlencode(form, doseq=True).encode()
+                elif not message.get("more_body"):
                     raw = b"".join(chunks)
                     try:
                         body = json.loads(raw or b"null")
@@ -286,6 +298,11 @@ class EmporixSimulator:
                     if isinstance(body, dict) and "password" in body:
                         body = {**body, "password": "***"}
                     record.body = body
+                    record.raw_body = (
+                        raw
+                        if body is None or not isinstance(body, dict)
+                        else (json.dumps(body).encode())
+                    )
                 return message
 
             async def recording_send(message: Message) -> None:
