@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from activities.errors import ConfigurationError
-from activities.providers import hantera, local, norce, outbox, smtp
+from activities.providers import emporix, hantera, local, norce, outbox, smtp
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     CodeIssuer,
@@ -30,7 +30,14 @@ from common.settings import Settings, env_variable
 
 T = TypeVar("T")
 
-SPECS: tuple[ProviderSpec, ...] = (local.SPEC, hantera.SPEC, norce.SPEC, outbox.SPEC, smtp.SPEC)
+SPECS: tuple[ProviderSpec, ...] = (
+    local.SPEC,
+    hantera.SPEC,
+    emporix.SPEC,
+    norce.SPEC,
+    outbox.SPEC,
+    smtp.SPEC,
+)
 BY_NAME = {spec.name: spec for spec in SPECS}
 ROLES = ("identity", "customers", "mail")
 
