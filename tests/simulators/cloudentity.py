@@ -69,6 +69,9 @@ class Faults:
     method: str = ""
     limit: int | None = None
     seed: int = 1
+    reject_metadata: bool = False
+    """``systemUpdateUser`` refuses any ``metadata`` (422): the pool's metadata schema lacks the
+    customer fields (a setup mistake). Ignores ``path_prefix``."""
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -455,6 +458,8 @@ class CloudentitySimulator:
             if not isinstance(body, dict):
                 return error(400, "invalid body", "bad_request")
             user = self.users[user_id]
+            if self.faults.reject_metadata and "metadata" in body:
+                return error(422, "metadata does not match the schema", "validation_error")
             for key in ("payload", "metadata"):
                 if key in body:
                     if not isinstance(body[key], dict):
