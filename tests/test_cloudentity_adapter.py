@@ -125,7 +125,7 @@ async def test_create_makes_a_new_user_with_an_unverified_address(
     assert sim.passwords["u-alice"] == PASSWORD
     (create,) = [r for r in sim.requests if r.method == "POST" and r.path == f"{API}/users"]
     assert create.headers["x-idempotency-key"] == idempotency_key("u-alice")
-    assert create.body is None  # the simulator does not record the password
+    assert create.body["credentials"] == [{"type": "password", "password": "***"}]
 
 
 async def test_a_retried_create_returns_the_same_user(

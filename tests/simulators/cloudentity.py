@@ -20,8 +20,8 @@ and drops the connection after the answer's head (done, but unanswered), ``laten
 delays; each for requests whose path starts with ``path_prefix`` (and ``method``, if set),
 at most ``limit`` of them.
 
-Every request is recorded (``requests``) with its status; bodies of the token request and of
-creates (the password) are not recorded. Run alone: ``python -m tests.simulators.cloudentity``.
+Every request is recorded (``requests``) with its answer; the token request without its body,
+a create's password as ``***``. Run alone: ``python -m tests.simulators.cloudentity``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ class Recorded:
     headers: dict[str, str]
     status: int = 0
     response: Any = None
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,10 +227,7 @@ class CloudentitySimulator:
         except ValueError:
             body = raw.decode(errors="replace")
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"}
-        secret_body = request.url.path.endswith("/oauth2/token") or (
-            request.method == "POST" and request.url.path.endswith("/users")
-        )
-        record = Recorded(request.method, request.url.path, None if secret_body else body, headers)
+        record = Recorded(request.method, request.url.path, _without_passwords(body), headers)
         self.requests.append(record)
         faults = self.faults
         selected = faults.selects(request)
@@ -243,6 +241,7 @@ class CloudentitySimulator:
             )
         record.status = response.status_code
         record.response = json.loads(bytes(response.body)) if response.body else None
+        record.response_headers = {k.lower(): v for k, v in response.headers.items()}
         if selected and faults.draw(faults.lost_answer_rate):
             request.scope["sim.lost"] = True
         return response
@@ -564,6 +563,17 @@ class CloudentitySimulator:
             return error(404, "address not found", "not_found")
 
         return await self._recorded(request, "identity", handle)
+
+
+def _without_passwords(body: Any) -> Any:
+    """A create's body as recorded: its password credentials' values replaced by ``***``."""
+    if not isinstance(body, dict) or not isinstance(body.get("credentials"), list):
+        return body
+    credentials = [
+        {**c, "password": "***"} if isinstance(c, dict) and "password" in c else c
+        for c in body["credentials"]
+    ]
+    return {**body, "credentials": credentials}
 
 
 def _now() -> str:
