@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from activities.errors import ConfigurationError
-from activities.providers import emporix, hantera, local, norce, outbox, smtp
+from activities.providers import cloudentity, emporix, hantera, local, norce, outbox, smtp
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     CodeIssuer,
@@ -35,6 +35,7 @@ SPECS: tuple[ProviderSpec, ...] = (
     hantera.SPEC,
     emporix.SPEC,
     norce.SPEC,
+    cloudentity.SPEC,
     outbox.SPEC,
     smtp.SPEC,
 )
