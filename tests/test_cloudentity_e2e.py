@@ -1,14 +1,14 @@
 """End to end with Cloudentity as the identity provider: dev server + worker + the loopback
 Cloudentity simulator, its codes mailed by the outbox.
 
-The compositions are parametrized (``COMPOSITIONS``): identity=cloudentity with customers=local
-now; customers=norce joins with one entry once the Norce provider and its simulator are merged
-(its ``CustomersSetup`` points ``REGISTRATION_NORCE_*`` at a Norce simulator and reads its
-customers). Assertions read the simulator's state, not our own view.
+The compositions are parametrized (``COMPOSITIONS``): identity=cloudentity with customers=local,
+and with customers=norce (a Norce simulator beside it, named by ``REGISTRATION_NORCE_*``).
+Assertions read the simulators' state, not our own view.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,9 +25,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.providers.cloudentity import METADATA_CUSTOMER_ID, METADATA_CUSTOMER_NUMBER
 from activities.providers.local import LocalCustomers
+from activities.providers.norce import NorceCustomers
 from tests.helpers import categories, register, result_of, wait_for_state
 from tests.outbox import messages_to
 from tests.simulators.cloudentity import POOL, TENANT, CloudentitySimulator, running
+from tests.simulators.norce import NorceSimulator
+from tests.simulators.norce import running as running_norce
 from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState, ResendOutcome
 
@@ -63,8 +66,39 @@ async def _local_customer(stack: Stack, email: str) -> dict[str, str] | None:
 
 
 LOCAL = CustomersSetup("local", _nothing, _local_customer)
-COMPOSITIONS = [pytest.param(LOCAL, id="customers=local")]
-"""customers=norce: add ``pytest.param(NORCE, id="customers=norce")`` with its setup."""
+
+
+@asynccontextmanager
+async def _norce(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[NorceSimulator]:
+    """A Norce simulator for the customers, named by ``REGISTRATION_NORCE_*``."""
+    async with running_norce(NorceSimulator(seed=5)) as sim:
+        for name in list(os.environ):
+            if name.startswith("REGISTRATION_NORCE_"):
+                monkeypatch.delenv(name)
+        for name, value in {
+            "BASE_URL": sim.base_url,
+            "CLIENT_ID": sim.client_id,
+            "CLIENT_SECRET": sim.client_secret,
+            "SCOPE": "playground",
+            "APPLICATION_ID": sim.application_id,
+        }.items():
+            monkeypatch.setenv(f"REGISTRATION_NORCE_{name}", value)
+        yield sim
+
+
+async def _norce_customer(stack: Stack, email: str) -> dict[str, str] | None:
+    """The email's customer as Norce's lookup shows it (inactivated ones are hidden)."""
+    customers = stack.providers.customers
+    assert isinstance(customers, NorceCustomers)
+    found = await customers.find_customer(email)
+    return None if found is None else {"id": found.id, "number": found.number}
+
+
+NORCE = CustomersSetup("norce", _norce, _norce_customer)
+COMPOSITIONS = [
+    pytest.param(LOCAL, id="customers=local"),
+    pytest.param(NORCE, id="customers=norce"),  # seed 003: "look up the correct customer"
+]
 
 
 def cloudentity_settings(tmp_path: Path, customers: str, **overrides: Any) -> Any:
@@ -224,7 +258,7 @@ async def test_a_wrong_code_never_reaches_cloudentity(c: Composition) -> None:
 
 
 async def test_our_limit_comes_first(c: Composition) -> None:
-    email = "carol@example.com"
+    email = f"carol.{c.customers.name}@example.com"  # a locked one holds its email a while
     _registration_id, user_id = await pending(c, email)
     code = mailed_code(c.stack, email)
     outcomes = [
@@ -233,6 +267,7 @@ async def test_our_limit_comes_first(c: Composition) -> None:
     ]
     assert outcomes[-1] is ActivationOutcome.TOO_MANY_ATTEMPTS
     assert activations(c.sim, user_id) == []  # Cloudentity counted nothing
+    await c.stack.registrations.cancel(email, "test over")  # releases the email
 
 
 async def test_cloudentitys_brute_force_lock_ends_the_registration_locked(
@@ -240,7 +275,7 @@ async def test_cloudentitys_brute_force_lock_ends_the_registration_locked(
 ) -> None:
     """Its limit reached elsewhere (its own pages, another client): the right code meets the
     429, the registration ends locked and is undone."""
-    email = "dan@example.com"
+    email = f"dan.{c.customers.name}@example.com"  # a locked one holds its email a while
     registration_id, user_id = await pending(c, email)
     code = mailed_code(c.stack, email)
     c.sim.wrong[user_id] = [c.sim.clock()] * c.sim.max_wrong_codes
@@ -248,8 +283,11 @@ async def test_cloudentitys_brute_force_lock_ends_the_registration_locked(
     reply = await c.stack.registrations.submit_code(email, code)
     assert reply.outcome is ActivationOutcome.TOO_MANY_ATTEMPTS
     await wait_for_state(c.stack, email, RegistrationState.LOCKED)
+    for _ in range(300):  # the undos run after the outcome is decided
+        if user_id not in c.sim.users:
+            break
+        await asyncio.sleep(0.1)
     assert activations(c.sim, user_id) == [429]  # once: no retry storm
-    assert user_id not in c.sim.users
     assert await c.customers.customer_of(c.stack, email) is None
     await c.stack.registrations.cancel(email, "test over")
     assert (await result_of(c.stack, registration_id)).state is RegistrationState.LOCKED

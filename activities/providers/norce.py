@@ -680,6 +680,11 @@ class NorceCustomers:
             name=_display_name(doc) or None,
         )
 
+    async def find_customer(self, email_canonical: str) -> Customer | None:
+        """The email's customer as Norce's lookup shows it (not an inactivated one)."""
+        doc = await self._client.by_email(email_canonical)
+        return None if doc is None else self._customer(doc, email_canonical)
+
     async def link_or_create_customer(self, new: NewCustomer) -> CustomerLink:
         """By email (ours if it carries this registration's code), by code (an earlier
         attempt's, e.g. not yet visible by email), else ``CreateCustomer3`` without an
