@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from activities.errors import ConfigurationError
-from activities.providers import hantera, local, outbox, smtp
+from activities.providers import hantera, local, medusa, outbox, smtp
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     CodeIssuer,
@@ -30,7 +30,7 @@ from common.settings import Settings, env_variable
 
 T = TypeVar("T")
 
-SPECS: tuple[ProviderSpec, ...] = (local.SPEC, hantera.SPEC, outbox.SPEC, smtp.SPEC)
+SPECS: tuple[ProviderSpec, ...] = (local.SPEC, hantera.SPEC, medusa.SPEC, outbox.SPEC, smtp.SPEC)
 BY_NAME = {spec.name: spec for spec in SPECS}
 ROLES = ("identity", "customers", "mail")
 
