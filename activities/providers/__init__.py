@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from activities.errors import ConfigurationError
-from activities.providers import cloudentity, emporix, hantera, local, norce, outbox, smtp
+from activities.providers import cloudentity, emporix, hantera, local, medusa, norce, outbox, smtp
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     CodeIssuer,
@@ -33,6 +33,7 @@ T = TypeVar("T")
 SPECS: tuple[ProviderSpec, ...] = (
     local.SPEC,
     hantera.SPEC,
+    medusa.SPEC,
     emporix.SPEC,
     norce.SPEC,
     cloudentity.SPEC,
