@@ -54,7 +54,11 @@ def configured(settings: Settings) -> dict[str, ProviderSpec]:
         serving = sorted(s.name for s in SPECS if getattr(s, role) is not None)
         if spec is None or getattr(spec, role) is None:
             known = ", ".join(serving)
-            what = "is not a known provider" if spec is None else f"does not serve {role}"
+            what = (
+                "is not a known provider"
+                if spec is None
+                else f"does not serve {role}: it serves {' and '.join(spec.roles)} only"
+            )
             raise ConfigurationError(f"{variable}={name!r} {what} (known: {known})")
         chosen[role] = spec
     identity = chosen["identity"]
