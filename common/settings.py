@@ -226,8 +226,6 @@ class Settings(BaseSettings):
     # HTTP API and hosted pages (starter/http): ``python -m starter.http``, also in ``make run``.
     api_host: str = "127.0.0.1"
     api_port: Port = 8000
-    api_public_url: str = "http://localhost:8000"
-    """Where customers reach the pages (links, the form's own URL): scheme, host, optional path."""
     api_cors_origins: Annotated[list[str], NoDecode] = []
     """Storefront origins whose pages may call ``/v1`` from a browser (JSON list; ``*`` for any:
     the API takes no cookies, so an origin gains nothing a server-side caller lacks)."""
@@ -248,12 +246,6 @@ class Settings(BaseSettings):
     api_tls_cert_file: FilePath | None = None
     """PEM certificate chain: the API speaks HTTPS itself (else behind a TLS-terminating proxy)."""
     api_tls_key_file: FilePath | None = None
-    api_login_url: str = "http://localhost:8000/login"
-    """The shop's login page, linked from the hosted pages once an account is active."""
-    api_logo_url: str | None = None
-    """Logo shown on the hosted pages (an absolute URL or a path)."""
-    api_accent_colour: str = Field("#1f5f8b", pattern=r"^#[0-9a-fA-F]{6}$")
-    """Accent colour of the hosted pages (buttons, links), ``#rrggbb``."""
 
     @field_validator("code_pattern")
     @classmethod

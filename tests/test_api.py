@@ -329,3 +329,32 @@ def test_the_committed_openapi_document_is_current() -> None:
 def test_settings_reach_the_api(stack: Stack) -> None:
     settings = api_settings(stack, api_trusted_proxies='["10.0.0.0/8", "::1"]')
     assert [str(network) for network in settings.api_trusted_proxies] == ["10.0.0.0/8", "::1/128"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "REGISTRATION_API_RATE_LIMIT_PER_ADDRESS",
+            "lots",
+            "REGISTRATION_API_RATE_LIMIT_PER_ADDRESS",
+        ),
+        (
+            "REGISTRATION_API_TRUSTED_PROXIES",
+            '["not-an-address"]',
+            "REGISTRATION_API_TRUSTED_PROXIES",
+        ),
+        ("REGISTRATION_API_STAFF_TOKEN", "short", "REGISTRATION_API_STAFF_TOKEN"),
+        ("REGISTRATION_API_PROT", "8000", "did you mean REGISTRATION_API_PORT"),
+    ],
+)
+def test_api_settings_are_checked_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    from common.settings import InvalidSettings, load_settings
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv(variable, value)
+    for prefixes in (None, ("REGISTRATION_HANTERA_",)):  # the API's check and the worker's
+        with pytest.raises(InvalidSettings, match=message):
+            load_settings(prefixes)
