@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits.errors import StorageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -463,6 +464,14 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(NoWorkerAnswered)
     async def unavailable(request: Request, err: Exception) -> Response:
         log.warning("%s %s: %s", request.method, request.url.path, err)
+        return problem(
+            "unavailable", 503, "the registration service is not available: retry in a moment",
+            headers={"Retry-After": "5"}, retry_after=5,
+        )  # fmt: skip
+
+    @app.exception_handler(StorageError)
+    async def no_counts(request: Request, err: StorageError) -> Response:
+        log.warning("the rate limits' storage failed: %s", err.storage_error)
         return problem(
             "unavailable", 503, "the registration service is not available: retry in a moment",
             headers={"Retry-After": "5"}, retry_after=5,

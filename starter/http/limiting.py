@@ -38,7 +38,9 @@ def storage_for(uri: str | None) -> Storage:
     if uri is None:
         storage = storage_from_string("async+memory://")
     elif uri.startswith(("redis://", "rediss://", "redis+unix://")):
-        storage = storage_from_string(f"async+{uri}", implementation="redispy")
+        storage = storage_from_string(
+            f"async+{uri}", implementation="redispy", wrap_exceptions=True
+        )
     else:
         storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
     assert isinstance(storage, Storage)
