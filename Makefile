@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # the benchmark's baseline workflow (bench/baseline.py) is re-imported the same way, and compiling
 # it from source for every workflow made the baseline look slower than it is.
 compile: $(STAMP)
-	$(BIN)/python -m compileall -q workflows activities common bench
+	$(BIN)/python -m compileall -q workflows activities common bench starter
 
+# The HTTP API (http://localhost:8000, REGISTRATION_API_*) runs beside the worker, as in
+# production; it connects to Temporal at its first request, so it may start first. Ctrl-C stops
+# both (the terminal's SIGINT reaches each); the trap ends the API if the worker stops alone.
 run: compile
+	$(BIN)/python -m starter.http & api=$$!; trap 'kill $$api 2>/dev/null' EXIT; \
 	$(BIN)/python worker.py --dev
 
 lint: $(STAMP)

@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     FilePath,
+    IPvAnyNetwork,
     SecretStr,
     TypeAdapter,
     ValidationError,
@@ -222,6 +223,30 @@ class Settings(BaseSettings):
     codec_server_tls_key_file: FilePath | None = None
     """Its private key (PEM, not encrypted); set with the certificate or not at all."""
 
+    # HTTP API and hosted pages (starter/http): ``python -m starter.http``, also in ``make run``.
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8000
+    api_cors_origins: Annotated[list[str], NoDecode] = []
+    """Storefront origins whose pages may call ``/v1`` from a browser (JSON list; ``*`` for any:
+    the API takes no cookies, so an origin gains nothing a server-side caller lacks)."""
+    api_trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed (JSON
+    list); from anyone else the peer's address is the client's."""
+    api_staff_token: SecretStr | None = None
+    """Bearer token of the staff endpoints; unset, they refuse every call."""
+    api_rate_limit_per_address: str = "5/15minutes"
+    """Starts, activations and resends per client address, each counted on its own (the ``limits``
+    library's notation, several separated by ``;``: ``5/15minutes;50/day``)."""
+    api_rate_limit_per_email: str = "10/15minutes"
+    """The same per email address (its registration), whoever asks."""
+    api_rate_limit_storage: SecretStr | None = None
+    """Where the counts are kept: unset, in this process's memory; ``redis://host:6379/0`` (or
+    ``rediss://``) to share them between several API processes."""
+    api_max_body_bytes: int = Field(16384, ge=1024, le=1048576)
+    api_tls_cert_file: FilePath | None = None
+    """PEM certificate chain: the API speaks HTTPS itself (else behind a TLS-terminating proxy)."""
+    api_tls_key_file: FilePath | None = None
+
     @field_validator("code_pattern")
     @classmethod
     def _a_pattern(cls, pattern: str) -> str:
@@ -242,7 +267,15 @@ class Settings(BaseSettings):
             raise ValueError(f"below {env_variable('password_min_length')} ({minimum})")
         return value
 
-    @field_validator("seal_key", "code_key", "id_key", "encryption_keys", "codec_server_token")
+    @field_validator(
+        "seal_key",
+        "code_key",
+        "id_key",
+        "encryption_keys",
+        "codec_server_token",
+        "api_staff_token",
+        "api_rate_limit_storage",
+    )
     @classmethod
     def _set_means_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         """A blank secret is a mistake (a Kubernetes secret that is missing, say), not "unset":
@@ -251,7 +284,9 @@ class Settings(BaseSettings):
             raise ValueError("is empty: set a value, or unset the variable for the default")
         return value
 
-    @field_validator("codec_server_origins", mode="before")
+    @field_validator(
+        "codec_server_origins", "api_cors_origins", "api_trusted_proxies", mode="before"
+    )
     @classmethod
     def _json_list(cls, value: object) -> object:
         """Parsed here, not by pydantic-settings, so a bad value is named by its variable (the
@@ -278,6 +313,37 @@ class Settings(BaseSettings):
                     f"{origin!r} would let any web site read decrypted payloads: list the origins"
                     ' of the Temporal UI, e.g. ["https://temporal.example.com"]'
                 )
+        return value
+
+    @field_validator("api_rate_limit_per_address", "api_rate_limit_per_email")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        """Checked at start-up, not at the first request: ``5/15minutes``, ``10 per hour``."""
+        from limits import parse_many  # the API's library; only its settings need it here
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                "not a rate limit such as 5/15minutes or 10 per hour (several separated by ;)"
+            ) from None
+        return value
+
+    @field_validator("api_staff_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("shorter than 16 characters: use a long random token")
+        return value
+
+    @field_validator("api_tls_key_file")
+    @classmethod
+    def _api_key_with_its_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "api_tls_cert_file" not in info.data:
+            return value
+        if (value is None) != (info.data["api_tls_cert_file"] is None):
+            certificate = env_variable("api_tls_cert_file")
+            raise ValueError(f"set both, or neither, of it and {certificate}")
         return value
 
     @field_validator("codec_server_tls_key_file")
