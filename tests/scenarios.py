@@ -51,6 +51,7 @@ from workflows.models import (
     ResendRequest,
 )
 from workflows.registration import RegistrationWorkflow
+from workflows.sweep import SweepInput, SweepWorkflow
 
 EMAIL = "Riley.Recorded@Example.com"
 NAME_GIVEN = "Riley Recorded"
@@ -246,6 +247,24 @@ async def locked_then_registered_again(stack: Stack, env: WorkflowEnvironment) -
         assert (status.attempts_left, status.code_attempts_left) == (1, 1)
         await cancel_the_next_run(strict, receipt)
     return receipt.registration_id
+
+
+async def swept_after_a_terminate(stack: Stack, env: WorkflowEnvironment) -> str:
+    """Staff terminate a pending registration (no compensation runs); the sweep then finds its
+    inactive principal, asks Temporal, and undoes it. The sweep's run is recorded."""
+    receipt = await register(stack, EMAIL, NAME_GIVEN)
+    await wait_for_state(stack, EMAIL, RegistrationState.PENDING)
+    await stack.client.get_workflow_handle(receipt.registration_id).terminate("staff")
+    sweep_id = f"sweep-{receipt.registration_id}"
+    report = await stack.client.execute_workflow(
+        SweepWorkflow.run,
+        SweepInput(grace=timedelta(0)),
+        id=sweep_id,
+        task_queue=stack.settings.task_queue,
+    )
+    assert (report.found, report.undone) == (1, 1)
+    assert await identity(stack).find_principal(EMAIL.lower()) is None
+    return sweep_id
 
 
 async def cancelled_during_activation(stack: Stack, env: WorkflowEnvironment) -> str:
@@ -497,6 +516,8 @@ class Scenario(NamedTuple):
     """Mails at least one activation code (all but a registration cancelled before its start)."""
     first_run: bool = False
     """The path is the first run of the workflow ID's latest chain, which continued as new."""
+    sweep: bool = False
+    """The recorded run is the sweep's (``SweepWorkflow``), not a registration's."""
 
     async def history(self, client: Client, workflow_id: str) -> WorkflowHistory:
         """The history of the run that took the path (``run`` returned ``workflow_id``)."""
@@ -536,5 +557,6 @@ SCENARIOS = {
     "expired": Scenario(expired, True),
     "expired_remote": Scenario(expired, True, remote=True),
     "locked": Scenario(locked, True),
+    "swept_after_a_terminate": Scenario(swept_after_a_terminate, False, sweep=True),
     "locked_then_registered_again": Scenario(locked_then_registered_again, False, first_run=True),
 }

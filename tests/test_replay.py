@@ -19,6 +19,7 @@ from tests.scenarios import SCENARIOS
 from worker import SANDBOX
 from workflows.models import RegistrationInput, RegistrationResult
 from workflows.registration import RegistrationWorkflow
+from workflows.sweep import SweepWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -44,7 +45,7 @@ def test_every_scenario_has_a_recorded_history() -> None:
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
     replayer = Replayer(
-        workflows=[RegistrationWorkflow],
+        workflows=[RegistrationWorkflow, SweepWorkflow],
         data_converter=data_converter(None),
         workflow_runner=SANDBOX,
     )
