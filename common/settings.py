@@ -21,6 +21,7 @@ from typing import Annotated, Self
 
 from dotenv import dotenv_values
 from pydantic import (
+    AnyHttpUrl,
     BeforeValidator,
     Field,
     FilePath,
@@ -246,6 +247,19 @@ class Settings(BaseSettings):
     api_tls_cert_file: FilePath | None = None
     """PEM certificate chain: the API speaks HTTPS itself (else behind a TLS-terminating proxy)."""
     api_tls_key_file: FilePath | None = None
+    # The hosted pages (/register, /activate): the shop's look and where a customer goes next.
+    # The shop's name is ``shop_name``, the one the mails carry.
+    api_login_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000/login")
+    """The shop's sign-in page, linked from the page that says the account is active."""
+    api_logo_url: AnyHttpUrl | None = None
+    """An image shown above every page (``https://`` in production); unset, the shop's name."""
+    api_accent_color: str = Field("#1f5fbf", pattern=r"^#[0-9a-fA-F]{6}$")
+    """The pages' accent (buttons, links, focus rings) as ``#rrggbb``; the text on it is black or
+    white, whichever contrasts more."""
+    api_csrf_key: SecretStr | None = None
+    """Signs the pages' CSRF tokens (32 characters at least). Unset, each process makes its own
+    at start: set one shared key when several API processes serve the pages without sticky
+    sessions, or a form rendered by one is refused by another."""
 
     @field_validator("code_pattern")
     @classmethod
@@ -275,6 +289,7 @@ class Settings(BaseSettings):
         "codec_server_token",
         "api_staff_token",
         "api_rate_limit_storage",
+        "api_csrf_key",
     )
     @classmethod
     def _set_means_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
@@ -327,6 +342,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "not a rate limit such as 5/15minutes or 10 per hour (several separated by ;)"
             ) from None
+        return value
+
+    @field_validator("api_csrf_key")
+    @classmethod
+    def _long_csrf_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("shorter than 32 characters: use a long random key")
         return value
 
     @field_validator("api_staff_token")

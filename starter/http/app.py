@@ -1,4 +1,5 @@
-"""The JSON API under ``/v1``, the staff endpoints, ``/healthz`` and ``/readyz``, as a FastAPI app.
+"""The JSON API under ``/v1``, the staff endpoints, ``/healthz`` and ``/readyz``, as a FastAPI app;
+the hosted pages (``pages.py``) are served by the same app.
 
 Every error is a problem (``problems.py``). The routes call ``RegistrationClient`` and map its
 verdicts to statuses; they never reach a provider. See docs/api.md for the whole contract.
@@ -34,7 +35,7 @@ from starter.client import (
     UnknownRegistration,
 )
 from starter.http.backend import Backend
-from starter.http.limiting import Limits, Network, client_address, storage_for
+from starter.http.limiting import Limits, Network, Refused, client_address, storage_for
 from starter.http.models import (
     Accepted,
     Activated,
@@ -47,6 +48,7 @@ from starter.http.models import (
     ResendSent,
     StaffAccepted,
 )
+from starter.http.pages import add_pages
 from starter.http.problems import MEDIA_TYPE, FieldError, Problem, documented, problem
 from workflows.models import (
     ActivationOutcome,
@@ -111,15 +113,20 @@ def create_app(
 
     Registrations = Annotated[RegistrationClient, Depends(registrations)]
 
-    async def limited(
+    async def over_limit(
         request: Request, action: str, email: str, registrations: RegistrationClient
-    ) -> None:
+    ) -> Refused | None:
         address = client_address(
             request.client.host if request.client else None,
             ",".join(request.headers.getlist("x-forwarded-for")) or None,
             trusted,
         )
-        refused = await limits.hit(action, address, registrations.registration_id(email))
+        return await limits.hit(action, address, registrations.registration_id(email))
+
+    async def limited(
+        request: Request, action: str, email: str, registrations: RegistrationClient
+    ) -> None:
+        refused = await over_limit(request, action, email, registrations)
         if refused is not None:
             raise ApiError(
                 problem(
@@ -322,6 +329,7 @@ def create_app(
             return problem("unavailable", 503, trouble, headers={"Retry-After": "5"})
         return Health()
 
+    add_pages(app, settings, backend, over_limit)
     _handle_errors(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
