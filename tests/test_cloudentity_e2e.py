@@ -258,7 +258,7 @@ async def test_a_wrong_code_never_reaches_cloudentity(c: Composition) -> None:
 
 
 async def test_our_limit_comes_first(c: Composition) -> None:
-    email = f"carol.{c.customers.name}@example.com"  # a locked one holds its email a while
+    email = f"carol@{c.customers.name}.cloudentity.example.com"  # a locked one holds it
     _registration_id, user_id = await pending(c, email)
     code = mailed_code(c.stack, email)
     outcomes = [
@@ -275,7 +275,7 @@ async def test_cloudentitys_brute_force_lock_ends_the_registration_locked(
 ) -> None:
     """Its limit reached elsewhere (its own pages, another client): the right code meets the
     429, the registration ends locked and is undone."""
-    email = f"dan.{c.customers.name}@example.com"  # a locked one holds its email a while
+    email = f"dan@{c.customers.name}.cloudentity.example.com"  # a locked one holds it
     registration_id, user_id = await pending(c, email)
     code = mailed_code(c.stack, email)
     c.sim.wrong[user_id] = [c.sim.clock()] * c.sim.max_wrong_codes
@@ -339,7 +339,7 @@ async def test_a_failure_after_the_customer_was_created_is_compensated(c: Compos
 
 
 async def test_an_email_with_an_active_user_is_answered_as_registered(c: Composition) -> None:
-    email = "hal@example.com"
+    email = f"hal@{c.customers.name}.cloudentity.example.com"  # its run stays open a while
     existing = c.sim.add_user(email)
     await register(c.stack, email)
     await wait_for_state(c.stack, email, RegistrationState.ALREADY_REGISTERED)

@@ -173,7 +173,7 @@ async def test_failure_after_sign_up_is_compensated(nstack: Stack, sim: NorceSim
 
 
 async def test_an_email_with_an_active_account(nstack: Stack, sim: NorceSimulator) -> None:
-    email = "carol.norce@example.com"  # its run stays open: an email of its own
+    email = "carol@norce-e2e.example.com"  # its run stays open: an address of its own
     owner = sim.add_customer(email, "Carol", code="ERP-1", login=email, password="her own")
     await register(nstack, email)
     await wait_for_state(nstack, email, RegistrationState.ALREADY_REGISTERED)
