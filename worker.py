@@ -78,6 +78,7 @@ from common.temporal import (
     connect,
     dev_server_path,
     dev_server_sqlite_args,
+    set_retention,
 )
 from workflows import visibility
 from workflows.registration import RegistrationWorkflow
@@ -273,9 +274,11 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
     database = settings.data_dir / "temporal.sqlite3"
     async with codec_server(settings), await dev_server(settings, database) as env:
         log.info(
-            "embedded Temporal dev server on localhost:%d, state in %s, Web UI on http://localhost:%d",
+            "embedded Temporal dev server on localhost:%d, state in %s (closed registrations kept"
+            " %s), Web UI on http://localhost:%d",
             settings.dev_server_port,
             database,
+            settings.dev_retention,
             settings.dev_ui_port,
         )
         yield env.client
@@ -289,7 +292,7 @@ async def dev_server(settings: Settings, database: Path) -> WorkflowEnvironment:
     codec_endpoint = server_url(settings)
     metrics = runtime(settings)
     try:
-        return await WorkflowEnvironment.start_local(
+        env = await WorkflowEnvironment.start_local(
             data_converter=data_converter(settings),
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(database),
@@ -307,6 +310,12 @@ async def dev_server(settings: Settings, database: Path) -> WorkflowEnvironment:
             f"the embedded Temporal dev server did not start (its error is above); its state is"
             f" {database} in {env_variable('data_dir')}: move a damaged file away"
         ) from None
+    try:
+        await set_retention(env.client, settings.dev_retention)
+    except BaseException:
+        await env.shutdown()
+        raise
+    return env
 
 
 @asynccontextmanager

@@ -199,6 +199,11 @@ class Settings(BaseSettings):
     # Embedded Temporal dev server (worker.py --dev).
     dev_server_port: Port = 7233
     dev_ui_port: Port = 8233
+    dev_retention: Annotated[Duration, Field(ge=timedelta(days=1))] = timedelta(days=7)
+    """How long the embedded server keeps a closed registration's history (the namespace's
+    retention, set at every start): then it is deleted, so ``.data`` does not grow without bound.
+    The dev server's own default is 1 day; at least a day here: staff and the sweep judge an
+    ended registration by its closed history."""
 
     # Payload encryption (common/codec.py): everything Temporal stores is AES-256-GCM ciphertext.
     encryption: bool = True
