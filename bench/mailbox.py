@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from email import message_from_bytes
 from email.policy import compat32
 from pathlib import Path
@@ -97,3 +98,18 @@ async def read_code(root: Path, email: str) -> str:
     folder = shard(root, email)
     await wait_for(folder, mail=True)
     return newest_code(folder)
+
+
+async def wait_all_mailed(root: Path, emails: list[str], report_every: float = 10.0) -> None:
+    """Until every one of ``emails`` has a delivered mail: one pass over the folders still
+    missing per second (20,000 idle pollers, as ``read_code`` has, would take a core)."""
+    missing = [shard(root, email) for email in emails]
+    loop = asyncio.get_running_loop()
+    reported = loop.time()
+    while missing:
+        missing = [folder for folder in missing if not _has_mail(folder)]
+        if missing and loop.time() - reported >= report_every:
+            print(f"bench: {len(emails) - len(missing)} of {len(emails)} mailed", file=sys.stderr)
+            reported = loop.time()
+        if missing:
+            await asyncio.sleep(1.0)
