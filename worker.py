@@ -89,6 +89,9 @@ log = logging.getLogger("worker")
 DEV_SERVER_HOST = "127.0.0.1"
 """Where the embedded dev server and its UI listen."""
 
+WORKFLOW_TASK_SLOTS = 100
+"""Workflow tasks the worker runs at once (the SDK's default), fewer with a smaller cache."""
+
 SHUTDOWN_DEADLINE = 10.0
 """Seconds a shutdown waits for the worker's tasks before it stops anyway. Unbounded, it could wait
 forever: sdk-core keeps retrying a failing local activity after a shutdown was requested
@@ -173,6 +176,9 @@ def create_worker(client: Client, settings: Settings, providers: Providers) -> W
         activities=registration_activities(providers, settings)
         + sweep_activities(client, providers, settings),
         workflow_runner=SANDBOX,
+        max_cached_workflows=settings.worker_cache_size,
+        # The SDK refuses more workflow tasks at once than it can cache (its default is 100).
+        max_concurrent_workflow_tasks=min(WORKFLOW_TASK_SLOTS, settings.worker_cache_size),
     )
 
 

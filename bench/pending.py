@@ -149,6 +149,8 @@ async def run(args: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="registration-pending-") as temp:
         root = Path(temp)
         values = settings_values(root, "pending", generated_keys())
+        if args.cache_size is not None:
+            values["worker_cache_size"] = args.cache_size
         settings = Settings(_env_file=None, **values)
         async with fresh_server(root / "server", data_converter(settings)) as (env, server):
             scenario = RegistrationScenario(env.client, settings, secrets.token_urlsafe(18))
@@ -216,7 +218,8 @@ async def run(args: argparse.Namespace) -> list[str]:
         f"failures: {len(failures)}" + (f", first: {failures[:3]}" if failures else ""),
         "",
         f"--n {args.n} --sample {args.sample} --concurrency {args.concurrency}"
-        f"{' --no-argon2id' if args.no_argon2id else ''}; payload encryption on",
+        f"{' --no-argon2id' if args.no_argon2id else ''};"
+        f" worker cache {settings.worker_cache_size}; payload encryption on",
         machine_line(load_before),
     ]
     return lines
@@ -233,6 +236,7 @@ def main(argv: list[str]) -> None:
     add("--sample", type=at_least(2), default=100, help="activations timed per phase (100)")
     add("--concurrency", type=at_least(1), default=20, help="starts in flight (20)")
     add("--warmup", type=at_least(0), default=20, help="registrations before, not counted (20)")
+    add("--cache-size", type=at_least(2), help="REGISTRATION_WORKER_CACHE_SIZE of the worker")
     add("--seed", type=int, default=None, help="of the random sample")
     add(
         "--no-argon2id",

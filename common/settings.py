@@ -190,6 +190,14 @@ class Settings(BaseSettings):
     metrics_bind_address: str | None = "127.0.0.1:9464"
     """Prometheus endpoint of the worker (``/metrics``); empty to turn it off."""
 
+    # The worker.
+    worker_cache_size: int = Field(1000, ge=2)
+    """Registrations the worker keeps in memory between their steps (the SDK's sticky cache, its
+    default). Each costs about 0.2 MiB of worker RSS (measured: 1,000 cached took the worker to
+    ~390 MiB); one not cached is rebuilt from its history at its next step (~10 ms more worker
+    CPU). Smaller saves memory, but with 400 the worker stopped polling with 2,000 pending
+    (docs/benchmarks.md): lower it only with ``python -m bench pending`` run at your size."""
+
     # The sweep of what compensation could not reach (workflows/sweep.py).
     sweep_interval: Annotated[timedelta, BeforeValidator(_off_or_duration)] = timedelta(hours=1)
     """How often the worker's schedule runs the sweep; ``0`` or ``off`` deletes the schedule."""
