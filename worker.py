@@ -78,6 +78,7 @@ from common.temporal import (
     connect,
     dev_server_path,
     dev_server_sqlite_args,
+    set_retention,
 )
 from workflows import visibility
 from workflows.registration import RegistrationWorkflow
@@ -87,6 +88,9 @@ log = logging.getLogger("worker")
 
 DEV_SERVER_HOST = "127.0.0.1"
 """Where the embedded dev server and its UI listen."""
+
+WORKFLOW_TASK_SLOTS = 100
+"""Workflow tasks the worker runs at once (the SDK's default), fewer with a smaller cache."""
 
 SHUTDOWN_DEADLINE = 10.0
 """Seconds a shutdown waits for the worker's tasks before it stops anyway. Unbounded, it could wait
@@ -172,6 +176,9 @@ def create_worker(client: Client, settings: Settings, providers: Providers) -> W
         activities=registration_activities(providers, settings)
         + sweep_activities(client, providers, settings),
         workflow_runner=SANDBOX,
+        max_cached_workflows=settings.worker_cache_size,
+        # The SDK refuses more workflow tasks at once than it can cache (its default is 100).
+        max_concurrent_workflow_tasks=min(WORKFLOW_TASK_SLOTS, settings.worker_cache_size),
     )
 
 
@@ -273,9 +280,11 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
     database = settings.data_dir / "temporal.sqlite3"
     async with codec_server(settings), await dev_server(settings, database) as env:
         log.info(
-            "embedded Temporal dev server on localhost:%d, state in %s, Web UI on http://localhost:%d",
+            "embedded Temporal dev server on localhost:%d, state in %s (closed registrations kept"
+            " %s), Web UI on http://localhost:%d",
             settings.dev_server_port,
             database,
+            settings.dev_retention,
             settings.dev_ui_port,
         )
         yield env.client
@@ -289,7 +298,7 @@ async def dev_server(settings: Settings, database: Path) -> WorkflowEnvironment:
     codec_endpoint = server_url(settings)
     metrics = runtime(settings)
     try:
-        return await WorkflowEnvironment.start_local(
+        env = await WorkflowEnvironment.start_local(
             data_converter=data_converter(settings),
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(database),
@@ -307,6 +316,12 @@ async def dev_server(settings: Settings, database: Path) -> WorkflowEnvironment:
             f"the embedded Temporal dev server did not start (its error is above); its state is"
             f" {database} in {env_variable('data_dir')}: move a damaged file away"
         ) from None
+    try:
+        await set_retention(env.client, settings.dev_retention)
+    except BaseException:
+        await env.shutdown()
+        raise
+    return env
 
 
 @asynccontextmanager

@@ -14,21 +14,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import secrets
-import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from bench import pending
 from bench.load import BaselineScenario, RegistrationScenario, Scenario, count_unfinished, drive
 from bench.report import Kind, Report, RunFigures
-from bench.stack import REPO, Cpu, fresh_server, generated_keys, peak_rss_bytes, settings_values
+from bench.stack import (
+    Cpu,
+    at_least,
+    fresh_server,
+    generated_keys,
+    machine_line,
+    peak_rss_bytes,
+    progress,
+    settings_values,
+)
 from bench.worker_process import WorkerConfig, started
 from common.converter import data_converter
 from common.settings import Settings
@@ -52,10 +58,6 @@ def plan(pairs: int) -> list[Run]:
         pair = [Run("baseline", f"baseline{suffix}"), Run("no-argon2id", f"no-argon2id{suffix}")]
         runs += pair[::-1] if number % 2 == 0 else pair
     return runs
-
-
-def progress(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 async def measure(
@@ -109,20 +111,10 @@ async def measure(
 def describe(args: argparse.Namespace, load_before: float) -> list[str]:
     """The summary's last lines: what ran, on what, at which commit, how busy the machine was."""
 
-    def git(*argv: str) -> str:
-        command = ["git", "--no-optional-locks", *argv]
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)  # noqa: S603
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " + uncommitted changes"
     return [
         f"{args.count} units per run at {args.concurrency} in flight after {args.warmup} warm-up,"
         f" then {args.latency_count} at 1 in flight; payload encryption on; {args.pairs} pair(s)",
-        f"code {commit}; {len(os.sched_getaffinity(0))} cores; Python {platform.python_version()},"
-        f" temporalio {version('temporalio')}; load average {load_before:.2f} before,"
-        f" {os.getloadavg()[0]:.2f} after",
+        machine_line(load_before),
     ]
 
 
@@ -141,17 +133,10 @@ async def main_async(args: argparse.Namespace) -> Report:
     return Report(runs, describe(args, load_before))
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
-        return value
-
-    return parse
-
-
 def main() -> None:
+    if sys.argv[1:2] == ["pending"]:
+        pending.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="CPU per registration and registrations/s against a baseline workflow;"

@@ -26,9 +26,8 @@ from typing import Any
 
 import httpx
 
-from bench.__main__ import at_least, progress
 from bench.report import percentile_ms
-from bench.stack import REPO, fresh_server, generated_keys, settings_values
+from bench.stack import REPO, at_least, fresh_server, generated_keys, progress, settings_values
 from bench.worker_process import WorkerConfig, started
 from common.converter import data_converter
 from common.settings import Settings, env_variable

@@ -6,16 +6,20 @@ Process figures are read from ``/proc`` (Linux only; psutil is not a dependency)
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import compileall
 import os
+import platform
 import resource
 import secrets
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +134,19 @@ def cpu_seconds(pid: int) -> float:
 
 def peak_rss_bytes(pid: int) -> int:
     """Peak resident set size (``VmHWM``) of a live process."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size now (``VmRSS``) of a live process."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def _status_bytes(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise LookupError(f"no VmHWM for pid {pid}")
+    raise LookupError(f"no {field} for pid {pid}")
 
 
 @dataclass(frozen=True)
@@ -170,3 +183,38 @@ class Cpu:
     def others(self) -> float:
         """CPU seconds other programs (other sessions' tests, the OS) took: the noise."""
         return max(0.0, self.machine - self.server - self.worker - self.load_generator)
+
+
+def machine_line(load_before: float) -> str:
+    """What a summary ends with: the code measured, the machine, and how busy it was."""
+
+    def git(*argv: str) -> str:
+        command = ["git", "--no-optional-locks", *argv]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)  # noqa: S603
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " + uncommitted changes"
+    return (
+        f"code {commit}; {len(os.sched_getaffinity(0))} cores; Python {platform.python_version()},"
+        f" temporalio {version('temporalio')}; load average {load_before:.2f} before,"
+        f" {os.getloadavg()[0]:.2f} after"
+    )
+
+
+def progress(message: str) -> None:
+    """A line on stderr while the benchmark runs (stdout is the report)."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An ``argparse`` type: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse

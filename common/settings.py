@@ -191,6 +191,14 @@ class Settings(BaseSettings):
     metrics_bind_address: str | None = "127.0.0.1:9464"
     """Prometheus endpoint of the worker (``/metrics``); empty to turn it off."""
 
+    # The worker.
+    worker_cache_size: int = Field(1000, ge=2)
+    """Registrations the worker keeps in memory between their steps (the SDK's sticky cache, its
+    default). Each costs about 0.2 MiB of worker RSS (measured: 1,000 cached took the worker to
+    ~390 MiB); one not cached is rebuilt from its history at its next step (~10 ms more worker
+    CPU). Smaller saves memory, but with 400 the worker stopped polling with 2,000 pending
+    (docs/benchmarks.md): lower it only with ``python -m bench pending`` run at your size."""
+
     # The sweep of what compensation could not reach (workflows/sweep.py).
     sweep_interval: Annotated[timedelta, BeforeValidator(_off_or_duration)] = timedelta(hours=1)
     """How often the worker's schedule runs the sweep; ``0`` or ``off`` deletes the schedule."""
@@ -200,6 +208,11 @@ class Settings(BaseSettings):
     # Embedded Temporal dev server (worker.py --dev).
     dev_server_port: Port = 7233
     dev_ui_port: Port = 8233
+    dev_retention: Annotated[Duration, Field(ge=timedelta(days=1))] = timedelta(days=7)
+    """How long the embedded server keeps a closed registration's history (the namespace's
+    retention, set at every start): then it is deleted, so ``.data`` does not grow without bound.
+    The dev server's own default is 1 day; at least a day here: staff and the sweep judge an
+    ended registration by its closed history."""
 
     # Payload encryption (common/codec.py): everything Temporal stores is AES-256-GCM ciphertext.
     encryption: bool = True

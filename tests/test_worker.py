@@ -10,11 +10,13 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -356,3 +358,16 @@ async def test_a_worker_without_trouble_stops_at_the_first_signal(
     assert await dev_worker.exit_code(10) == 0
     assert "stopping without waiting" not in dev_worker.log
     assert dev_server_stopped(dev_worker)
+
+
+async def test_the_dev_server_keeps_closed_registrations_for_the_retention(
+    dev_worker: RunningWorker,
+) -> None:
+    """REGISTRATION_DEV_RETENTION (default 7 days) is the namespace's retention: closed histories
+    are deleted after it, so the server's file does not grow without bound."""
+    await dev_worker.wait_for("ready;")
+    client = await Client.connect(f"127.0.0.1:{dev_worker.ports['dev_server_port']}")
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=client.namespace)
+    )
+    assert described.config.workflow_execution_retention_ttl.ToTimedelta() == timedelta(days=7)
