@@ -18,9 +18,10 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from pydantic import ValidationError
 
+from common.i18n import SUPPORTED
 from common.settings import Settings
 from starter.http import pages as pages_module
-from starter.http.i18n import choose, from_accept_language
+from starter.http.i18n import LANGUAGES, choose, from_accept_language
 from starter.http.pages import on_accent
 from tests.api_stack import Api, running_api
 from tests.helpers import NAME, PASSWORD, nothing_started, wait_for_state
@@ -182,6 +183,7 @@ def test_accept_language_weights() -> None:
     assert from_accept_language("sv;q=abc, de") == "de"
     assert choose("sv_SE", "de") == "sv"
     assert choose("xx", None) == "en"
+    assert tuple(LANGUAGES) == SUPPORTED  # the switcher names every language the mails have
 
 
 def test_the_catalogs_hold_every_message_of_the_pages() -> None:
