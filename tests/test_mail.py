@@ -19,10 +19,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities import mail as mail_module
 from activities.codes import ActivationCodes
 from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable
 from activities.mail import MailActivities
@@ -31,9 +34,10 @@ from activities.providers import mime
 from activities.providers.mime import MimeBuilder
 from activities.providers.outbox import OutboxMail
 from activities.providers.smtp import SmtpMail
-from activities.rendering import MailRenderer
+from activities.rendering import MailRenderer, mail_language
 from activities.roles import MailMessage
 from bench.mailbox import newest_code
+from common.i18n import catalog
 from common.settings import Settings, SmtpSecurity
 from tests.certificates import LoopbackCertificates, loopback_certificates
 from tests.outbox import latest_code, messages_to
@@ -43,6 +47,7 @@ RESET_URL = "https://shop.test/password-reset?from=mail&x=1"
 EVIL_NAME = "<script>alert(1)</script>"
 
 renderer = MailRenderer("Test shop", RESET_URL)
+ACTIVITIES = Path(mail_module.__file__).parent
 
 
 def activation(to: str = "ann@example.com", key: str = "reg-1/activation/1") -> MailMessage:
@@ -126,6 +131,167 @@ def test_welcome_has_customer_number() -> None:
     assert "CUST-000042" in message.text
     assert "CUST-000042" in message.html
     assert message.category == "customer_welcome"
+
+
+# Languages
+
+STAMP = datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
+LINK = "https://shop.test/activate?email=ann%40example.com&token=abc&lang=sv"
+
+TRANSLATED = {
+    "sv-SE": {
+        "activation": (
+            "Din aktiveringskod för Test shop",
+            ["Hej Ann,", "Ange den här koden", "Koden gäller till 2030-01-02 03:04 UTC."],
+            ["Aktivera mitt konto", "Vänliga hälsningar"],
+        ),
+        "welcome": (
+            "Välkommen till Test shop",
+            ["Hej Ann,", "Ditt kundnummer är CUST-000042."],
+            ["Ditt kundnummer är <strong>CUST-000042</strong>.", "Vänliga hälsningar"],
+        ),
+        "already_registered": (
+            "Du har redan ett konto hos Test shop",
+            ["Hej,", "Om du har glömt ditt lösenord"],
+            ["<p>Hej,</p>", "Du har redan ett konto"],
+        ),
+    },
+    "de": {
+        "activation": (
+            "Ihr Aktivierungscode für Test shop",
+            ["Hallo Ann,", "Geben Sie diesen Code ein", "Der Code ist gültig bis 2030-01-02"],
+            ["Mein Konto aktivieren", "Viele Grüße"],
+        ),
+        "welcome": (
+            "Willkommen bei Test shop",
+            ["Hallo Ann,", "Ihre Kundennummer ist CUST-000042."],
+            ["Ihre Kundennummer ist <strong>CUST-000042</strong>.", "Viele Grüße"],
+        ),
+        "already_registered": (
+            "Sie haben bereits ein Konto bei Test shop",
+            ["Hallo,", "Wenn Sie Ihr Passwort vergessen haben"],
+            ["<p>Hallo,</p>", "Sie haben bereits ein Konto"],
+        ),
+    },
+}
+
+
+def each_mail(locale: str | None) -> dict[str, MailMessage]:
+    return {
+        "activation": renderer.activation(
+            "ann@example.com", "Ann", "042137", STAMP, LINK, "k", locale=locale
+        ),
+        "welcome": renderer.welcome("ann@example.com", "Ann", "CUST-000042", "k", locale=locale),
+        "already_registered": renderer.already_registered("ann@example.com", "k", locale=locale),
+    }
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_each_mail_is_translated(locale: str) -> None:
+    english = each_mail(None)
+    language = locale[:2]
+    for kind, message in each_mail(locale).items():
+        subject, in_text, in_html = TRANSLATED[locale][kind]
+        assert message.subject == subject
+        for words in in_text:
+            assert words in message.text, (kind, words)
+        for words in in_html:
+            assert words in message.html, (kind, words)
+        assert f'<html lang="{language}">' in message.html
+        assert "Hello" not in message.text + message.html and "Kind regards" not in message.text
+        # Only the words change: the same key, category, recipient and values.
+        same = english[kind]
+        assert (message.idempotency_key, message.category, message.to) == (
+            same.idempotency_key,
+            same.category,
+            same.to,
+        )
+    activation, welcome, notice = each_mail(locale).values()
+    assert "042137" in activation.text.splitlines() and LINK in activation.text
+    assert LINK.replace("&", "&amp;") in activation.html
+    assert "CUST-000042" in welcome.text
+    assert RESET_URL in notice.text and RESET_URL.replace("&", "&amp;") in notice.html
+
+
+def test_a_translated_mail_still_escapes_and_folds_the_name() -> None:
+    message = renderer.activation(
+        "ann@example.com", f"{EVIL_NAME}\n042000", "042137", STAMP, None, "k", locale="sv"
+    )
+    assert f"Hej {EVIL_NAME} 042000," in message.text.splitlines()
+    assert "<script>" not in message.html and "&lt;script&gt;" in message.html
+    shop = MailRenderer("Bücher & <Söhne>", RESET_URL)
+    welcome = shop.welcome("ann@example.com", "Ann", "<b>1</b>", "k", locale="de")
+    assert welcome.subject == "Willkommen bei Bücher & <Söhne>"
+    assert "Ihr Konto bei Bücher &amp; &lt;Söhne&gt; ist jetzt aktiv" in welcome.html
+    assert "<strong>&lt;b&gt;1&lt;/b&gt;</strong>" in welcome.html
+
+
+@pytest.mark.parametrize("locale", [None, "", "en", "en-GB", "fr-FR", "nb_NO", "svenska", "x"])
+def test_another_locale_gets_the_mails_in_english(locale: str | None) -> None:
+    assert mail_language(locale) == "en"
+    assert each_mail(locale) == each_mail("en")
+    assert each_mail(locale)["activation"].subject == "Your activation code for Test shop"
+
+
+def test_locale_tags_map_to_their_language() -> None:
+    assert [mail_language(tag) for tag in ("sv-SE", "sv_FI", "SV", "de", "de-AT", "de_CH")] == [
+        "sv",
+        "sv",
+        "sv",
+        "de",
+        "de",
+        "de",
+    ]
+
+
+def test_a_message_missing_from_a_catalog_is_english(tmp_path: Path) -> None:
+    """An entry left out, untranslated or fuzzy (``pybabel update`` marks changed ones so) is
+    read as missing: the English text, never an empty or a stale one."""
+    folder = tmp_path / "sv" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    (folder / "mails.po").write_text(
+        'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
+        'msgid "Hello,"\nmsgstr "Hej,"\n\n'
+        'msgid "Kind regards,"\nmsgstr ""\n\n'
+        '#, fuzzy\nmsgid "Welcome to %(shop_name)s"\nmsgstr "Hejdå från %(shop_name)s"\n',
+        encoding="utf-8",
+    )
+    translations = catalog(tmp_path, "mails", "sv")
+    assert translations.gettext("Hello,") == "Hej,"
+    assert translations.gettext("Kind regards,") == "Kind regards,"
+    assert translations.gettext("Welcome to %(shop_name)s") == "Welcome to %(shop_name)s"
+    assert translations.gettext("Not in the catalog") == "Not in the catalog"
+    assert catalog(tmp_path, "mails", "de").gettext("Hello,") == "Hello,"  # no catalog at all
+
+
+def test_the_catalogs_hold_every_message_of_the_mails() -> None:
+    """In step with the templates and the subjects (``activities/babel.cfg``): no message
+    missing, none empty or fuzzy, and the placeholders of each kept."""
+    method_map = [("rendering.py", "python"), ("templates/**.*", "jinja2")]
+    options = {"templates/**.*": {"extensions": "jinja2.ext.i18n"}}
+    extracted = {
+        message if isinstance(message, str) else message[0]
+        for _, _, message, _, _ in extract_from_dir(ACTIVITIES, method_map, options)
+    }
+    assert "Your activation code for %(shop_name)s" in extracted  # the subjects, from Python
+    assert "Kind regards," in extracted  # the layout, from the templates
+    for language in ("sv", "de"):
+        path = ACTIVITIES / "locales" / language / "LC_MESSAGES" / "mails.po"
+        with path.open("rb") as file:
+            messages = read_po(file)
+        ids = {message.id for message in messages if message.id}
+        assert ids == extracted, f"{path}: run pybabel update (docs/providers/mail.md)"
+        for message in messages:
+            if message.id:
+                assert message.string, f"{language}: no translation of {message.id!r}"
+                assert not message.fuzzy, f"{language}: fuzzy {message.id!r}"
+                placeholders = re.findall(r"%\((\w+)\)s", str(message.id))
+                assert sorted(re.findall(r"%\((\w+)\)s", str(message.string))) == sorted(
+                    placeholders
+                ), f"{language}: placeholders of {message.id!r}"
+                assert "%" not in re.sub(r"%\(\w+\)s", "", str(message.string))
+    with (ACTIVITIES / "locales" / "mails.pot").open("rb") as file:
+        assert {message.id for message in read_po(file) if message.id} == extracted
 
 
 # Outbox
@@ -445,15 +611,20 @@ RECIPIENTS = [
 SHOPS = ["Test shop", "Bücher & Söhne AB", "A shop whose name is long enough to fold the subject"]
 
 
+LOCALES = [None, "sv-SE", "de"]
+"""Each mail in each language: a subject of its own (``ö``, ``ü``: encoded words), so a layout."""
+
+
 def messages(shop: str) -> Iterator[MailMessage]:
     shop_renderer = MailRenderer(shop, RESET_URL)
     for number, (name, to) in enumerate(zip(NAMES * 2, RECIPIENTS * 4, strict=False)):
         key = f"registration-{number}/run/purpose"
         link = f"https://shop.test/activate?email={to}&token={'t' * 43}" if number % 2 else None
         expires = datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
-        yield shop_renderer.activation(to, name, f"{number:06d}", expires, link, key)
-        yield shop_renderer.welcome(to, name, f"CUST{100000 + number}", key)
-        yield shop_renderer.already_registered(to, key)
+        locale = LOCALES[number % len(LOCALES)]
+        yield shop_renderer.activation(to, name, f"{number:06d}", expires, link, key, locale)
+        yield shop_renderer.welcome(to, name, f"CUST{100000 + number}", key, locale)
+        yield shop_renderer.already_registered(to, key, locale)
 
 
 SENDERS = [
@@ -471,7 +642,8 @@ def test_fast_mime_writes_the_bytes_of_the_email_package(
     shop: str, sender: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same date and boundary, same bytes: for plain recipients from the layout (it exists for
-    each template, so the fast way is the one compared), for others from ``build``."""
+    each template in each language, so the fast way is the one compared), for others from
+    ``build``."""
     monkeypatch.setattr(mime, "format_datetime", lambda moment: "Wed, 02 Jan 2030 03:04:05 +0000")
     monkeypatch.setattr(mime, "_boundary", lambda: f"=={'9f' * 16}==")
     builder = MimeBuilder(sender)
@@ -504,6 +676,22 @@ def test_a_layout_is_made_once_per_template_for_every_builder() -> None:
         MimeBuilder(SENDER).as_bytes(activation(key=f"reg-{number}/activation/1"))
     info = mime._layout.cache_info()
     assert (info.misses, info.hits) == (1, 2)
+
+
+def test_a_layout_is_made_once_per_language_of_a_template() -> None:
+    """Each language has its subject, so its layout; the languages' layouts all stay kept."""
+    mime._layout.cache_clear()
+    for _ in range(2):
+        for locale in LOCALES:
+            message = renderer.activation(
+                "ann@example.com", "Ann", "042137", STAMP, None, "k", locale
+            )
+            data, _ = MimeBuilder(SENDER).as_bytes(message)
+            parsed = BytesParser(policy=default).parsebytes(data)
+            assert parsed["Subject"] == message.subject
+    info = mime._layout.cache_info()
+    assert (info.misses, info.hits) == (3, 3)
+    assert mime.LAYOUT_CACHE_SIZE >= 3 * len(LOCALES)  # a worker's three mails in each language
 
 
 def test_a_subject_holding_a_stand_in_takes_the_email_package() -> None:
