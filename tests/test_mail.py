@@ -15,6 +15,7 @@ from email.parser import BytesParser
 from email.policy import SMTP, SMTPUTF8, default
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -506,6 +507,43 @@ async def test_the_activation_mail_names_its_secrets_for_the_provider_to_redact(
     code, token = message.redact
     assert codes.matches(ANN_FIRST_CODE.registration_id, issued, code) and code in message.text
     assert f"token={token}" in message.text
+
+
+@pytest.mark.parametrize(
+    ("locale", "lang"), [("sv-SE", "sv"), ("de", "de"), ("en-US", None), (None, None)]
+)
+async def test_the_mails_follow_the_registration_locale_under_the_same_keys(
+    locale: str | None, lang: str | None
+) -> None:
+    """The language changes the words and the link's ``lang``, never the code, the token, the
+    secrets to redact or a mail's idempotency key."""
+    codes = ActivationCodes([b"k" * 32])
+    sent = Captured()
+    mail = MailActivities(sent, renderer, codes, "https://shop.test/activate")
+    runs = ActivityEnvironment()
+    for chosen in (None, locale):
+        await runs.run(mail.issue_activation, ANN_FIRST_CODE.model_copy(update={"locale": chosen}))
+        notice = NoticeInput(
+            email="ann@example.com", name="Ann", locale=chosen, customer_number="C1"
+        )
+        await runs.run(mail.send_welcome, notice)
+        await runs.run(mail.send_already_registered, notice)
+    english, localized = sent.messages[:3], sent.messages[3:]
+    assert mail_keys(localized) == mail_keys(english)
+    assert localized[0].redact == english[0].redact
+    code, token = localized[0].redact
+    assert code in localized[0].text.splitlines()
+    (link,) = re.findall(r"https://shop\.test/activate\?\S+", localized[0].text)
+    query = parse_qs(urlsplit(link).query)
+    assert query == {
+        "email": ["ann@example.com"],
+        "token": [token],
+        **({"lang": [lang]} if lang else {}),
+    }
+    expected = mail_language(locale)
+    for message in localized:
+        assert f'<html lang="{expected}">' in message.html
+    assert (localized[1].subject == english[1].subject) is (lang is None)
 
 
 async def test_already_registered_notice_leaves_out_the_typed_name(tmp_path: Path) -> None:
