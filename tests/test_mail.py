@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import mail as mail_module
+from activities import rendering
 from activities.codes import ActivationCodes
 from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable
 from activities.mail import MailActivities
@@ -225,6 +226,26 @@ def test_a_translated_mail_still_escapes_and_folds_the_name() -> None:
     assert welcome.subject == "Willkommen bei Bücher & <Söhne>"
     assert "Ihr Konto bei Bücher &amp; &lt;Söhne&gt; ist jetzt aktiv" in welcome.html
     assert "<strong>&lt;b&gt;1&lt;/b&gt;</strong>" in welcome.html
+
+
+@pytest.mark.parametrize("language", ["en", "sv", "de"])
+def test_the_templates_underscore_is_the_extensions_gettext(language: str) -> None:
+    """``_`` is bound to a one-call equivalent of the i18n extension's newstyle ``gettext``."""
+    env = rendering._environment(language)
+    calls = (
+        '"Hello %(name)s,", name=name',
+        '"Kind regards,"',
+        '"Welcome to %(shop_name)s", shop_name=name',
+    )
+    for escaping in ("true", "false"):
+        for call in calls:
+            source = (
+                f"{{% autoescape {escaping} %}}{{{{ _({call}) }}}}|{{{{ gettext({call}) }}}}"
+                "{% endautoescape %}"
+            )
+            ours, extensions = env.from_string(source).render(name=EVIL_NAME).split("|")
+            assert ours == extensions, (escaping, call)
+            assert ("&lt;script" in ours) is (escaping == "true" and "name" in call)
 
 
 @pytest.mark.parametrize("locale", [None, "", "en", "en-GB", "fr-FR", "nb_NO", "svenska", "x"])
