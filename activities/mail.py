@@ -9,8 +9,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.codes import ActivationCodes, Issuance
 from activities.models import IssueActivationInput, IssuedActivation, NoticeInput
-from activities.rendering import MailRenderer
+from activities.rendering import MailRenderer, mail_language
 from activities.roles import CodeIssuer, MailProvider
+from common.i18n import DEFAULT
 
 
 def _idempotency_key(purpose: str) -> str:
@@ -70,11 +71,13 @@ class MailActivities:
         else:
             code = self._codes.code(issuance)
             token = self._codes.link_token(issuance) if self._link_base else None
-        link = (
-            f"{self._link_base}?{urlencode({'email': request.email, 'token': token})}"
-            if token
-            else None
-        )
+        # The link's page speaks the mail's language: ``lang`` where it is not English (the
+        # pages' default, which a browser's Accept-Language may still override).
+        language = mail_language(request.locale)
+        query = {"email": request.email, "token": token}
+        if language != DEFAULT:
+            query["lang"] = language
+        link = f"{self._link_base}?{urlencode(query)}" if token else None
         tag = self._codes.mail_tag(issuance, code, token or "")
         message = self._renderer.activation(
             to=request.email,
@@ -83,6 +86,7 @@ class MailActivities:
             expires_at=request.expires_at,
             link=link,
             idempotency_key=_idempotency_key(f"activation/{request.sequence}/{tag}"),
+            locale=request.locale,
         )
         await self._mail.send(message.model_copy(update={"redact": (code, *filter(None, [token]))}))
         digest = self._codes.digest
@@ -102,6 +106,7 @@ class MailActivities:
                 name=notice.name,
                 customer_number=notice.customer_number or "",
                 idempotency_key=_idempotency_key("welcome"),
+                locale=notice.locale,
             )
         )
 
@@ -115,5 +120,6 @@ class MailActivities:
                 idempotency_key=_idempotency_key(
                     purpose if notice.sequence == 1 else f"{purpose}/{notice.sequence}"
                 ),
+                locale=notice.locale,
             )
         )

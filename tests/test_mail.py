@@ -15,14 +15,19 @@ from email.parser import BytesParser
 from email.policy import SMTP, SMTPUTF8, default
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities import mail as mail_module
+from activities import rendering
 from activities.codes import ActivationCodes
 from activities.errors import ConfigurationError, InvalidRequest, ProviderUnavailable
 from activities.mail import MailActivities
@@ -31,9 +36,10 @@ from activities.providers import mime
 from activities.providers.mime import MimeBuilder
 from activities.providers.outbox import OutboxMail
 from activities.providers.smtp import SmtpMail
-from activities.rendering import MailRenderer
+from activities.rendering import MailRenderer, mail_language
 from activities.roles import MailMessage
 from bench.mailbox import newest_code
+from common.i18n import catalog
 from common.settings import Settings, SmtpSecurity
 from tests.certificates import LoopbackCertificates, loopback_certificates
 from tests.outbox import latest_code, messages_to
@@ -43,6 +49,7 @@ RESET_URL = "https://shop.test/password-reset?from=mail&x=1"
 EVIL_NAME = "<script>alert(1)</script>"
 
 renderer = MailRenderer("Test shop", RESET_URL)
+ACTIVITIES = Path(mail_module.__file__).parent
 
 
 def activation(to: str = "ann@example.com", key: str = "reg-1/activation/1") -> MailMessage:
@@ -126,6 +133,187 @@ def test_welcome_has_customer_number() -> None:
     assert "CUST-000042" in message.text
     assert "CUST-000042" in message.html
     assert message.category == "customer_welcome"
+
+
+# Languages
+
+STAMP = datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
+LINK = "https://shop.test/activate?email=ann%40example.com&token=abc&lang=sv"
+
+TRANSLATED = {
+    "sv-SE": {
+        "activation": (
+            "Din aktiveringskod för Test shop",
+            ["Hej Ann,", "Ange den här koden", "Koden gäller till 2030-01-02 03:04 UTC."],
+            ["Aktivera mitt konto", "Vänliga hälsningar"],
+        ),
+        "welcome": (
+            "Välkommen till Test shop",
+            ["Hej Ann,", "Ditt kundnummer är CUST-000042."],
+            ["Ditt kundnummer är <strong>CUST-000042</strong>.", "Vänliga hälsningar"],
+        ),
+        "already_registered": (
+            "Du har redan ett konto hos Test shop",
+            ["Hej,", "Om du har glömt ditt lösenord"],
+            ["<p>Hej,</p>", "Du har redan ett konto"],
+        ),
+    },
+    "de": {
+        "activation": (
+            "Ihr Aktivierungscode für Test shop",
+            ["Hallo Ann,", "Geben Sie diesen Code ein", "Der Code ist gültig bis 2030-01-02"],
+            ["Mein Konto aktivieren", "Viele Grüße"],
+        ),
+        "welcome": (
+            "Willkommen bei Test shop",
+            ["Hallo Ann,", "Ihre Kundennummer ist CUST-000042."],
+            ["Ihre Kundennummer ist <strong>CUST-000042</strong>.", "Viele Grüße"],
+        ),
+        "already_registered": (
+            "Sie haben bereits ein Konto bei Test shop",
+            ["Hallo,", "Wenn Sie Ihr Passwort vergessen haben"],
+            ["<p>Hallo,</p>", "Sie haben bereits ein Konto"],
+        ),
+    },
+}
+
+
+def each_mail(locale: str | None) -> dict[str, MailMessage]:
+    return {
+        "activation": renderer.activation(
+            "ann@example.com", "Ann", "042137", STAMP, LINK, "k", locale=locale
+        ),
+        "welcome": renderer.welcome("ann@example.com", "Ann", "CUST-000042", "k", locale=locale),
+        "already_registered": renderer.already_registered("ann@example.com", "k", locale=locale),
+    }
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_each_mail_is_translated(locale: str) -> None:
+    english = each_mail(None)
+    language = locale[:2]
+    for kind, message in each_mail(locale).items():
+        subject, in_text, in_html = TRANSLATED[locale][kind]
+        assert message.subject == subject
+        for words in in_text:
+            assert words in message.text, (kind, words)
+        for words in in_html:
+            assert words in message.html, (kind, words)
+        assert f'<html lang="{language}">' in message.html
+        assert "Hello" not in message.text + message.html and "Kind regards" not in message.text
+        # Only the words change: the same key, category, recipient and values.
+        same = english[kind]
+        assert (message.idempotency_key, message.category, message.to) == (
+            same.idempotency_key,
+            same.category,
+            same.to,
+        )
+    activation, welcome, notice = each_mail(locale).values()
+    assert "042137" in activation.text.splitlines() and LINK in activation.text
+    assert LINK.replace("&", "&amp;") in activation.html
+    assert "CUST-000042" in welcome.text
+    assert RESET_URL in notice.text and RESET_URL.replace("&", "&amp;") in notice.html
+
+
+def test_a_translated_mail_still_escapes_and_folds_the_name() -> None:
+    message = renderer.activation(
+        "ann@example.com", f"{EVIL_NAME}\n042000", "042137", STAMP, None, "k", locale="sv"
+    )
+    assert f"Hej {EVIL_NAME} 042000," in message.text.splitlines()
+    assert "<script>" not in message.html and "&lt;script&gt;" in message.html
+    shop = MailRenderer("Bücher & <Söhne>", RESET_URL)
+    welcome = shop.welcome("ann@example.com", "Ann", "<b>1</b>", "k", locale="de")
+    assert welcome.subject == "Willkommen bei Bücher & <Söhne>"
+    assert "Ihr Konto bei Bücher &amp; &lt;Söhne&gt; ist jetzt aktiv" in welcome.html
+    assert "<strong>&lt;b&gt;1&lt;/b&gt;</strong>" in welcome.html
+
+
+@pytest.mark.parametrize("language", ["en", "sv", "de"])
+def test_the_templates_underscore_is_the_extensions_gettext(language: str) -> None:
+    """``_`` is bound to a one-call equivalent of the i18n extension's newstyle ``gettext``."""
+    env = rendering._environment(language)
+    calls = (
+        '"Hello %(name)s,", name=name',
+        '"Kind regards,"',
+        '"Welcome to %(shop_name)s", shop_name=name',
+    )
+    for escaping in ("true", "false"):
+        for call in calls:
+            source = (
+                f"{{% autoescape {escaping} %}}{{{{ _({call}) }}}}|{{{{ gettext({call}) }}}}"
+                "{% endautoescape %}"
+            )
+            ours, extensions = env.from_string(source).render(name=EVIL_NAME).split("|")
+            assert ours == extensions, (escaping, call)
+            assert ("&lt;script" in ours) is (escaping == "true" and "name" in call)
+
+
+@pytest.mark.parametrize("locale", [None, "", "en", "en-GB", "fr-FR", "nb_NO", "svenska", "x"])
+def test_another_locale_gets_the_mails_in_english(locale: str | None) -> None:
+    assert mail_language(locale) == "en"
+    assert each_mail(locale) == each_mail("en")
+    assert each_mail(locale)["activation"].subject == "Your activation code for Test shop"
+
+
+def test_locale_tags_map_to_their_language() -> None:
+    assert [mail_language(tag) for tag in ("sv-SE", "sv_FI", "SV", "de", "de-AT", "de_CH")] == [
+        "sv",
+        "sv",
+        "sv",
+        "de",
+        "de",
+        "de",
+    ]
+
+
+def test_a_message_missing_from_a_catalog_is_english(tmp_path: Path) -> None:
+    """An entry left out, untranslated or fuzzy (``pybabel update`` marks changed ones so) is
+    read as missing: the English text, never an empty or a stale one."""
+    folder = tmp_path / "sv" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    (folder / "mails.po").write_text(
+        'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=utf-8\\n"\n\n'
+        'msgid "Hello,"\nmsgstr "Hej,"\n\n'
+        'msgid "Kind regards,"\nmsgstr ""\n\n'
+        '#, fuzzy\nmsgid "Welcome to %(shop_name)s"\nmsgstr "Hejdå från %(shop_name)s"\n',
+        encoding="utf-8",
+    )
+    translations = catalog(tmp_path, "mails", "sv")
+    assert translations.gettext("Hello,") == "Hej,"
+    assert translations.gettext("Kind regards,") == "Kind regards,"
+    assert translations.gettext("Welcome to %(shop_name)s") == "Welcome to %(shop_name)s"
+    assert translations.gettext("Not in the catalog") == "Not in the catalog"
+    assert catalog(tmp_path, "mails", "de").gettext("Hello,") == "Hello,"  # no catalog at all
+
+
+def test_the_catalogs_hold_every_message_of_the_mails() -> None:
+    """In step with the templates and the subjects (``activities/babel.cfg``): no message
+    missing, none empty or fuzzy, and the placeholders of each kept."""
+    method_map = [("rendering.py", "python"), ("templates/**.*", "jinja2")]
+    options = {"templates/**.*": {"extensions": "jinja2.ext.i18n"}}
+    extracted = {
+        message if isinstance(message, str) else message[0]
+        for _, _, message, _, _ in extract_from_dir(ACTIVITIES, method_map, options)
+    }
+    assert "Your activation code for %(shop_name)s" in extracted  # the subjects, from Python
+    assert "Kind regards," in extracted  # the layout, from the templates
+    for language in ("sv", "de"):
+        path = ACTIVITIES / "locales" / language / "LC_MESSAGES" / "mails.po"
+        with path.open("rb") as file:
+            messages = read_po(file)
+        ids = {message.id for message in messages if message.id}
+        assert ids == extracted, f"{path}: run pybabel update (docs/providers/mail.md)"
+        for message in messages:
+            if message.id:
+                assert message.string, f"{language}: no translation of {message.id!r}"
+                assert not message.fuzzy, f"{language}: fuzzy {message.id!r}"
+                placeholders = re.findall(r"%\((\w+)\)s", str(message.id))
+                assert sorted(re.findall(r"%\((\w+)\)s", str(message.string))) == sorted(
+                    placeholders
+                ), f"{language}: placeholders of {message.id!r}"
+                assert "%" not in re.sub(r"%\(\w+\)s", "", str(message.string))
+    with (ACTIVITIES / "locales" / "mails.pot").open("rb") as file:
+        assert {message.id for message in read_po(file) if message.id} == extracted
 
 
 # Outbox
@@ -342,6 +530,43 @@ async def test_the_activation_mail_names_its_secrets_for_the_provider_to_redact(
     assert f"token={token}" in message.text
 
 
+@pytest.mark.parametrize(
+    ("locale", "lang"), [("sv-SE", "sv"), ("de", "de"), ("en-US", None), (None, None)]
+)
+async def test_the_mails_follow_the_registration_locale_under_the_same_keys(
+    locale: str | None, lang: str | None
+) -> None:
+    """The language changes the words and the link's ``lang``, never the code, the token, the
+    secrets to redact or a mail's idempotency key."""
+    codes = ActivationCodes([b"k" * 32])
+    sent = Captured()
+    mail = MailActivities(sent, renderer, codes, "https://shop.test/activate")
+    runs = ActivityEnvironment()
+    for chosen in (None, locale):
+        await runs.run(mail.issue_activation, ANN_FIRST_CODE.model_copy(update={"locale": chosen}))
+        notice = NoticeInput(
+            email="ann@example.com", name="Ann", locale=chosen, customer_number="C1"
+        )
+        await runs.run(mail.send_welcome, notice)
+        await runs.run(mail.send_already_registered, notice)
+    english, localized = sent.messages[:3], sent.messages[3:]
+    assert mail_keys(localized) == mail_keys(english)
+    assert localized[0].redact == english[0].redact
+    code, token = localized[0].redact
+    assert code in localized[0].text.splitlines()
+    (link,) = re.findall(r"https://shop\.test/activate\?\S+", localized[0].text)
+    query = parse_qs(urlsplit(link).query)
+    assert query == {
+        "email": ["ann@example.com"],
+        "token": [token],
+        **({"lang": [lang]} if lang else {}),
+    }
+    expected = mail_language(locale)
+    for message in localized:
+        assert f'<html lang="{expected}">' in message.html
+    assert (localized[1].subject == english[1].subject) is (lang is None)
+
+
 async def test_already_registered_notice_leaves_out_the_typed_name(tmp_path: Path) -> None:
     """The name was typed by whoever tried to register: the account's owner must not get a
     genuine shop mail carrying a stranger's text."""
@@ -445,15 +670,20 @@ RECIPIENTS = [
 SHOPS = ["Test shop", "Bücher & Söhne AB", "A shop whose name is long enough to fold the subject"]
 
 
+LOCALES = [None, "sv-SE", "de"]
+"""Each mail in each language: a subject of its own (``ö``, ``ü``: encoded words), so a layout."""
+
+
 def messages(shop: str) -> Iterator[MailMessage]:
     shop_renderer = MailRenderer(shop, RESET_URL)
     for number, (name, to) in enumerate(zip(NAMES * 2, RECIPIENTS * 4, strict=False)):
         key = f"registration-{number}/run/purpose"
         link = f"https://shop.test/activate?email={to}&token={'t' * 43}" if number % 2 else None
         expires = datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
-        yield shop_renderer.activation(to, name, f"{number:06d}", expires, link, key)
-        yield shop_renderer.welcome(to, name, f"CUST{100000 + number}", key)
-        yield shop_renderer.already_registered(to, key)
+        locale = LOCALES[number % len(LOCALES)]
+        yield shop_renderer.activation(to, name, f"{number:06d}", expires, link, key, locale)
+        yield shop_renderer.welcome(to, name, f"CUST{100000 + number}", key, locale)
+        yield shop_renderer.already_registered(to, key, locale)
 
 
 SENDERS = [
@@ -471,7 +701,8 @@ def test_fast_mime_writes_the_bytes_of_the_email_package(
     shop: str, sender: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same date and boundary, same bytes: for plain recipients from the layout (it exists for
-    each template, so the fast way is the one compared), for others from ``build``."""
+    each template in each language, so the fast way is the one compared), for others from
+    ``build``."""
     monkeypatch.setattr(mime, "format_datetime", lambda moment: "Wed, 02 Jan 2030 03:04:05 +0000")
     monkeypatch.setattr(mime, "_boundary", lambda: f"=={'9f' * 16}==")
     builder = MimeBuilder(sender)
@@ -504,6 +735,22 @@ def test_a_layout_is_made_once_per_template_for_every_builder() -> None:
         MimeBuilder(SENDER).as_bytes(activation(key=f"reg-{number}/activation/1"))
     info = mime._layout.cache_info()
     assert (info.misses, info.hits) == (1, 2)
+
+
+def test_a_layout_is_made_once_per_language_of_a_template() -> None:
+    """Each language has its subject, so its layout; the languages' layouts all stay kept."""
+    mime._layout.cache_clear()
+    for _ in range(2):
+        for locale in LOCALES:
+            message = renderer.activation(
+                "ann@example.com", "Ann", "042137", STAMP, None, "k", locale
+            )
+            data, _ = MimeBuilder(SENDER).as_bytes(message)
+            parsed = BytesParser(policy=default).parsebytes(data)
+            assert parsed["Subject"] == message.subject
+    info = mime._layout.cache_info()
+    assert (info.misses, info.hits) == (3, 3)
+    assert mime.LAYOUT_CACHE_SIZE >= 3 * len(LOCALES)  # a worker's three mails in each language
 
 
 def test_a_subject_holding_a_stand_in_takes_the_email_package() -> None:

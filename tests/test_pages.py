@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -18,13 +19,14 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from pydantic import ValidationError
 
+from common.i18n import SUPPORTED
 from common.settings import Settings
 from starter.http import pages as pages_module
-from starter.http.i18n import choose, from_accept_language
+from starter.http.i18n import LANGUAGES, choose, from_accept_language
 from starter.http.pages import on_accent
 from tests.api_stack import Api, running_api
 from tests.helpers import NAME, PASSWORD, nothing_started, wait_for_state
-from tests.outbox import latest_token
+from tests.outbox import latest_token, messages_to
 from tests.stack import Stack, beside
 from workflows.models import RegistrationState
 
@@ -152,6 +154,65 @@ async def test_the_link_opens_a_confirm_page_and_only_its_post_activates(stack: 
         await wait_for_state(linked, email, RegistrationState.ACTIVE)
 
 
+async def test_a_swedish_registration_gets_swedish_mails_and_its_link_a_swedish_page(
+    stack: Stack,
+) -> None:
+    """The registration's locale (``sv-SE``) picks the mails' language, and the mailed link
+    carries it (``lang=sv``) to the confirm page, whatever the browser asks for."""
+    email = new_email()
+    base = {"activation_link_base": "https://shop.example/activate/link"}
+    async for linked in beside(stack, "pagesv", settings=base):
+        shop = linked.settings.shop_name
+        await linked.registrations.register(
+            email=email, name=NAME, password=PASSWORD, locale="sv-SE"
+        )
+        await wait_for_state(linked, email, RegistrationState.PENDING)
+        (mail,) = messages_to(linked.settings.outbox_path, email)
+        assert mail["Subject"] == f"Din aktiveringskod för {shop}"
+        text = mail.get_body(preferencelist=("plain",))
+        html = mail.get_body(preferencelist=("html",))
+        assert text is not None and html is not None
+        assert f"Hej {NAME}," in text.get_content() and "Ange den här koden" in text.get_content()
+        assert '<html lang="sv">' in html.get_content()
+        assert "Aktivera mitt konto" in html.get_content()
+        (link,) = re.findall(r"https://shop\.example/activate/link\?\S+", text.get_content())
+        query = urlsplit(link).query
+        assert parse_qs(query)["lang"] == ["sv"]
+        async with running_api(linked) as api, api.client() as http:
+            page = await http.get(f"/activate/link?{query}", headers={"Accept-Language": "de"})
+            assert '<html lang="sv">' in page.text and "Bekräfta och aktivera" in page.text
+            confirmed = await http.post(
+                "/activate/link",
+                data={**token_of(page), **{k: v[0] for k, v in parse_qs(query).items()}},
+            )
+            assert confirmed.status_code == 303, confirmed.text
+        await wait_for_state(linked, email, RegistrationState.ACTIVE)
+        welcome = messages_to(linked.settings.outbox_path, email)[-1]
+        assert welcome["Subject"] == f"Välkommen till {shop}"
+
+
+async def test_a_registration_on_a_german_page_gets_a_german_mail(api: Api) -> None:
+    email = new_email()
+    async with api.client() as http:
+        page = await http.get("/register", params={"lang": "de"})
+        sent = await http.post(
+            "/register",
+            data={
+                **token_of(page),
+                "name": NAME,
+                "email": email,
+                "password": PASSWORD,
+                "lang": "de",
+            },
+        )
+        assert sent.status_code == 303
+    await wait_for_state(api.stack, email, RegistrationState.PENDING)
+    (mail,) = messages_to(api.stack.settings.outbox_path, email)
+    assert mail["Subject"] == f"Ihr Aktivierungscode für {api.stack.settings.shop_name}"
+    text = mail.get_body(preferencelist=("plain",))
+    assert text is not None and "Geben Sie diesen Code ein" in text.get_content()
+
+
 async def test_a_resend_from_the_page_says_how_many_are_left(api: Api) -> None:
     email = new_email()
     async with api.client() as http:
@@ -182,6 +243,7 @@ def test_accept_language_weights() -> None:
     assert from_accept_language("sv;q=abc, de") == "de"
     assert choose("sv_SE", "de") == "sv"
     assert choose("xx", None) == "en"
+    assert tuple(LANGUAGES) == SUPPORTED  # the switcher names every language the mails have
 
 
 def test_the_catalogs_hold_every_message_of_the_pages() -> None:

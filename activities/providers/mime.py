@@ -10,7 +10,7 @@ as SMTPUTF8 (RFC 6531/6532).
 
 Bodies are quoted-printable UTF-8. ``MimeBuilder.build`` makes an ``EmailMessage`` (the SMTP
 provider hands it to ``smtplib``); ``MimeBuilder.as_bytes`` writes the same message's bytes from a
-layout per template (the outbox, which only writes bytes).
+layout per template and language (the outbox, which only writes bytes).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from activities.errors import ConfigurationError, InvalidRequest
 from activities.roles import MailMessage
 
 LAYOUT_CACHE_SIZE = 16
-"""Layouts kept (``MimeBuilder.as_bytes``): one per sender, subject and category."""
+"""Layouts kept (``MimeBuilder.as_bytes``): one per sender, subject and category. The subject
+is the mail's language's (``activities.rendering``): a worker's sender has nine, three mails in
+three languages."""
 
 HEADER_CACHE_SIZE = 256
 """Parsed headers kept (LRU): the repeated ones stay, the per-message ones (To, Date, ID) cycle."""
