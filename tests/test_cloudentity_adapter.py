@@ -30,8 +30,8 @@ from activities.providers.cloudentity import (
     CloudentityIdentity,
     CloudentitySettings,
     idempotency_key,
-    load_settings,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import CodeIssuer, CodeOwner, NewPrincipal
 from tests.simulators.cloudentity import POOL, TENANT, CloudentitySimulator, running
 from tests.stack import make_settings
@@ -357,11 +357,11 @@ def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         CloudentityClient.from_env()
     monkeypatch.setenv("REGISTRATION_CLOUDENTITY_TENANT", "../x")
     with pytest.raises(ConfigurationError, match="REGISTRATION_CLOUDENTITY_TENANT"):
-        load_settings()
+        load_vendor_settings(CloudentitySettings)
     monkeypatch.setenv("REGISTRATION_CLOUDENTITY_TENANT", "t")
     monkeypatch.setenv("REGISTRATION_CLOUDENTITY_POOLID", "p")
     with pytest.raises(ConfigurationError, match="REGISTRATION_CLOUDENTITY_POOLID"):
-        load_settings()
+        load_vendor_settings(CloudentitySettings)
 
 
 @pytest.mark.parametrize("role", ["customers", "mail"])

@@ -26,10 +26,10 @@ from activities.providers.emporix import (
     READ_SCOPE,
     EmporixClient,
     EmporixSettings,
-    load_settings,
     query_literal,
     split_name,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import NewCustomer, NewPrincipal
 from tests.simulators.emporix import EmporixSimulator, running
 from tests.stack import make_settings
@@ -249,13 +249,13 @@ def test_settings_name_what_is_missing_or_wrong(
         EmporixClient.from_env()
     monkeypatch.setenv("REGISTRATION_EMPORIX_TENANT", "Bad Tenant")
     with pytest.raises(ConfigurationError, match="REGISTRATION_EMPORIX_TENANT"):
-        load_settings()
+        load_vendor_settings(EmporixSettings)
     monkeypatch.setenv("REGISTRATION_EMPORIX_TENANT", "acme")
     with pytest.raises(ConfigurationError, match="STOREFRONT_CLIENT_ID"):
         EmporixClient.from_env()
     monkeypatch.setenv("REGISTRATION_EMPORIX_TENNANT", "acme")
     with pytest.raises(ConfigurationError, match="REGISTRATION_EMPORIX_TENNANT"):
-        load_settings()
+        load_vendor_settings(EmporixSettings)
 
 
 def test_the_registry_refuses_splitting_the_one_record(tmp_path: Path) -> None:

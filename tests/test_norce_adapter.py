@@ -30,9 +30,9 @@ from activities.providers.norce import (
     NorceClient,
     NorceSettings,
     code_for,
-    load_settings,
     parse_date,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import NewCustomer, NewPrincipal
 from tests.simulators.norce import SERVICE, Faults, NorceSimulator, running
 from tests.stack import make_settings
@@ -362,10 +362,10 @@ def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         NorceClient.from_env()
     monkeypatch.setenv("REGISTRATION_NORCE_APLICATION_ID", "1")
     with pytest.raises(ConfigurationError, match="REGISTRATION_NORCE_APPLICATION_ID"):
-        load_settings()
+        load_vendor_settings(NorceSettings)
     monkeypatch.setenv("REGISTRATION_NORCE_BASE_URL", "https://x.norce.tech/commerce/customer")
     with pytest.raises(ConfigurationError, match="REGISTRATION_NORCE_BASE_URL"):
-        load_settings()
+        load_vendor_settings(NorceSettings)
 
 
 def test_registry_requires_norce_customers_for_norce_identity(tmp_path: Path) -> None:
