@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from activities.providers.norce import (
 )
 from activities.providers.settings import load_vendor_settings
 from activities.roles import NewCustomer, NewPrincipal
+from tests.simulators.loopback import point_env
 from tests.simulators.norce import SERVICE, Faults, NorceSimulator, running
 from tests.stack import make_settings
 
@@ -349,9 +349,7 @@ def test_codes_carry_no_personal_data() -> None:
 
 def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_NORCE_"):
-            monkeypatch.delenv(name)
+    point_env(monkeypatch, "REGISTRATION_NORCE_")
     monkeypatch.setenv("REGISTRATION_NORCE_BASE_URL", "https://demo.api-se.playground.norce.tech")
     monkeypatch.setenv("REGISTRATION_NORCE_CLIENT_ID", "id")
     monkeypatch.setenv("REGISTRATION_NORCE_CLIENT_SECRET", "secret")

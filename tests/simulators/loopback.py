@@ -2,7 +2,8 @@
 
 Also what the vendor simulators share: serving one (``serving``) or running it alone
 (``standalone_parser``, ``serve_forever``), the transport faults (``TransportFaults``,
-``draw_fault``, ``hang_up``, ``cut_off``). What a vendor answers stays in its own simulator.
+``draw_fault``, ``hang_up``, ``cut_off``), and pointing a test's ``REGISTRATION_<VENDOR>_*``
+variables at one (``point_env``). What a vendor answers stays in its own simulator.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    import pytest
 
 
 @asynccontextmanager
@@ -90,6 +95,18 @@ def serve_forever(title: str, running: AbstractAsyncContextManager[Simulator]) -
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+def point_env(
+    monkeypatch: pytest.MonkeyPatch, prefix: str, values: Mapping[str, str] | None = None
+) -> None:
+    """``prefix``'s variables (``REGISTRATION_<VENDOR>_``) as ``values`` give them (full names,
+    e.g. a simulator's ``env()``), none of the developer's left over."""
+    for name in list(os.environ):
+        if name.startswith(prefix):
+            monkeypatch.delenv(name)
+    for name, value in (values or {}).items():
+        monkeypatch.setenv(name, value)
 
 
 # Transport faults -----------------------------------------------------------------------------
