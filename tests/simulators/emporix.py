@@ -54,6 +54,8 @@ from activities.providers.emporix import MANAGE_SCOPE, READ_SCOPE
 from tests.simulators.loopback import (
     TransportFaults,
     hang_up,
+    json_or_text,
+    recording,
     serve_forever,
     serving,
     standalone_parser,
@@ -278,40 +280,30 @@ class EmporixSimulator:
                 },
             )
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body") and path in _SECRET_BODIES:
-                    form = parse_qs(b"".join(chunks).decode(errors="replace"))
+            def body(raw: bytes) -> None:
+                if path in _SECRET_BODIES:
+                    form = parse_qs(raw.decode(errors="replace"))
                     form = {k: ["***"] if k == "client_secret" else v for k, v in form.items()}
                     record.raw_body = urlencode(form, doseq=True).encode()
-                elif not message.get("more_body"):
-                    raw = b"".join(chunks)
-                    try:
-                        body = json.loads(raw or b"null")
-                    except ValueError:
-                        body = raw.decode(errors="replace")
-                    if isinstance(body, dict) and "password" in body:
-                        body = {**body, "password": "***"}
-                    record.body = body
-                    record.raw_body = (
-                        raw
-                        if body is None or not isinstance(body, dict)
-                        else (json.dumps(body).encode())
-                    )
-                return message
+                    return
+                doc = json_or_text(raw)
+                if isinstance(doc, dict) and "password" in doc:
+                    doc = {**doc, "password": "***"}
+                record.body = doc
+                record.raw_body = (
+                    raw if doc is None or not isinstance(doc, dict) else json.dumps(doc).encode()
+                )
 
-            async def recording_send(message: Message) -> None:
+            def answer(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    record.status = message["status"]
                     for k, v in message.get("headers", []):
                         if k.lower() == b"content-type":
                             record.response_type = v.decode()
                 elif message["type"] == "http.response.body":
                     record.response_body += message.get("body", b"")
-                await send(message)
+
+            recording_receive, recording_send = recording(receive, send, record, body, answer)
 
             await self._faulty(scope, recording_receive, recording_send, app, record, send)
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import random
 import re
 import secrets
@@ -65,12 +64,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from activities.providers.hantera import CLIENT_GRANT_TYPES
 from tests.simulators.loopback import (
     TransportFaults,
     hang_up,
+    json_or_text,
+    recording,
     serve_forever,
     serving,
     standalone_parser,
@@ -307,23 +308,12 @@ class HanteraSimulator:
                 scope["method"], path, scope["query_string"].decode(), None, headers=headers
             )
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body") and path not in _UNRECORDED_BODIES:
-                    try:
-                        record.body = json.loads(b"".join(chunks) or b"null")
-                    except ValueError:
-                        record.body = b"".join(chunks).decode(errors="replace")
-                return message
+            def body(raw: bytes) -> None:
+                if path not in _UNRECORDED_BODIES:
+                    record.body = json_or_text(raw)
 
-            async def recording_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    record.status = message["status"]
-                await send(message)
-
+            recording_receive, recording_send = recording(receive, send, record, body)
             await self._faulty(scope, recording_receive, recording_send, app, record, send)
 
         return middleware

@@ -12,11 +12,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
@@ -134,6 +135,43 @@ class Recorded(Protocol):
 
     status: Any
     lost: bool
+
+
+def json_or_text(raw: bytes) -> Any:
+    """A recorded body: its JSON (``None`` if empty), or its text if it is not JSON."""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def recording(
+    receive: Receive,
+    send: Send,
+    record: Recorded,
+    on_body: Callable[[bytes], None],
+    on_answer: Callable[[Message], None] | None = None,
+) -> tuple[Receive, Send]:
+    """``receive`` and ``send`` that record a request: its whole body goes to ``on_body`` (the
+    simulator keeps what is not secret), the answer's status to ``record.status``, and each
+    answer message to ``on_answer``, if given."""
+    chunks: list[bytes] = []
+
+    async def recording_receive() -> Message:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            on_body(b"".join(chunks))
+        return message
+
+    async def recording_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            record.status = message["status"]
+        if on_answer is not None:
+            on_answer(message)
+        await send(message)
+
+    return recording_receive, recording_send
 
 
 def draw_fault(faults: Limited, draw: float, rates: Iterable[tuple[str, float]]) -> str | None:

@@ -43,6 +43,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tests.simulators.loopback import (
     draw_fault,
     hang_up,
+    json_or_text,
+    recording,
     serve_forever,
     serving,
     standalone_parser,
@@ -189,27 +191,18 @@ class MedusaSimulator:
                 scope["method"], scope["path"], scope["query_string"].decode(), None, headers
             )
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    try:
-                        record.body = json.loads(b"".join(chunks) or b"null")
-                    except ValueError:
-                        record.body = b"".join(chunks).decode(errors="replace")
-                return message
+            def body(raw: bytes) -> None:
+                record.body = json_or_text(raw)
 
-            async def recording_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    record.status = message["status"]
-                elif message["type"] == "http.response.body" and message.get("body"):
+            def response(message: Message) -> None:
+                if message["type"] == "http.response.body" and message.get("body"):
                     try:
                         record.response = json.loads(message["body"])
                     except ValueError:
                         record.response = message["body"]
-                await send(message)
+
+            recording_receive, recording_send = recording(receive, send, record, body, response)
 
             faults = self.faults
             selected = scope["path"].startswith(faults.path_prefix) and (

@@ -48,11 +48,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.simulators.loopback import (
     draw_fault,
     hang_up,
+    recording,
     serve_forever,
     serving,
     standalone_parser,
@@ -203,25 +204,18 @@ class NorceSimulator:
             query.pop("password", None)
             record = Recorded(scope["method"], scope["path"], query, None)
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body") and scope["path"] != TOKEN_PATH:
+            def body(raw: bytes) -> None:
+                if scope["path"] != TOKEN_PATH:
                     try:
-                        body = json.loads(b"".join(chunks) or b"null")
+                        doc = json.loads(raw or b"null")
                     except ValueError:
-                        body = None
-                    if isinstance(body, dict):
-                        body.pop("Password", None)
-                    record.body = body
-                return message
+                        doc = None
+                    if isinstance(doc, dict):
+                        doc.pop("Password", None)
+                    record.body = doc
 
-            async def recording_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    record.status = message["status"]
-                await send(message)
+            recording_receive, recording_send = recording(receive, send, record, body)
 
             await self._faulty(scope, recording_receive, recording_send, send, app, record)
 
