@@ -4,7 +4,6 @@ codes, brute force, ETags, idempotency keys, by_key, the error body)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,11 @@ from activities.providers.cloudentity import (
     CloudentityIdentity,
     CloudentitySettings,
     idempotency_key,
-    load_settings,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import CodeIssuer, CodeOwner, NewPrincipal
 from tests.simulators.cloudentity import POOL, TENANT, CloudentitySimulator, running
+from tests.simulators.loopback import point_env
 from tests.stack import make_settings
 
 PASSWORD = "correct horse battery staple"
@@ -347,9 +347,7 @@ async def test_a_schema_rejection_is_invalid_request(
 
 def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_CLOUDENTITY_"):
-            monkeypatch.delenv(name)
+    point_env(monkeypatch, "REGISTRATION_CLOUDENTITY_")
     with pytest.raises(ConfigurationError, match="REGISTRATION_CLOUDENTITY_BASE_URL"):
         CloudentityClient.from_env()
     monkeypatch.setenv("REGISTRATION_CLOUDENTITY_BASE_URL", "https://t.eu.authz.cloudentity.io")
@@ -357,11 +355,11 @@ def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         CloudentityClient.from_env()
     monkeypatch.setenv("REGISTRATION_CLOUDENTITY_TENANT", "../x")
     with pytest.raises(ConfigurationError, match="REGISTRATION_CLOUDENTITY_TENANT"):
-        load_settings()
+        load_vendor_settings(CloudentitySettings)
     monkeypatch.setenv("REGISTRATION_CLOUDENTITY_TENANT", "t")
     monkeypatch.setenv("REGISTRATION_CLOUDENTITY_POOLID", "p")
     with pytest.raises(ConfigurationError, match="REGISTRATION_CLOUDENTITY_POOLID"):
-        load_settings()
+        load_vendor_settings(CloudentitySettings)
 
 
 @pytest.mark.parametrize("role", ["customers", "mail"])

@@ -9,7 +9,6 @@ Assertions read the simulators' state, not our own view.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -29,6 +28,7 @@ from activities.providers.norce import NorceCustomers
 from tests.helpers import categories, register, result_of, wait_for_state
 from tests.outbox import messages_to
 from tests.simulators.cloudentity import POOL, TENANT, CloudentitySimulator, running
+from tests.simulators.loopback import point_env
 from tests.simulators.norce import NorceSimulator
 from tests.simulators.norce import running as running_norce
 from tests.stack import Stack, make_settings, running_stack
@@ -72,17 +72,7 @@ LOCAL = CustomersSetup("local", _nothing, _local_customer)
 async def _norce(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[NorceSimulator]:
     """A Norce simulator for the customers, named by ``REGISTRATION_NORCE_*``."""
     async with running_norce(NorceSimulator(seed=5)) as sim:
-        for name in list(os.environ):
-            if name.startswith("REGISTRATION_NORCE_"):
-                monkeypatch.delenv(name)
-        for name, value in {
-            "BASE_URL": sim.base_url,
-            "CLIENT_ID": sim.client_id,
-            "CLIENT_SECRET": sim.client_secret,
-            "SCOPE": "playground",
-            "APPLICATION_ID": sim.application_id,
-        }.items():
-            monkeypatch.setenv(f"REGISTRATION_NORCE_{name}", value)
+        point_env(monkeypatch, "REGISTRATION_NORCE_", sim.env())
         yield sim
 
 
@@ -115,18 +105,7 @@ def cloudentity_settings(tmp_path: Path, customers: str, **overrides: Any) -> An
 def point_at(sim: CloudentitySimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """REGISTRATION_CLOUDENTITY_* name this test's simulator; nothing of the developer's leaks."""
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_CLOUDENTITY_"):
-            monkeypatch.delenv(name)
-    for name, value in {
-        "BASE_URL": sim.base_url,
-        "TENANT": TENANT,
-        "POOL_ID": POOL,
-        "CLIENT_ID": sim.client_id,
-        "CLIENT_SECRET": sim.client_secret,
-        "CODE_LENGTH": str(CODE_LENGTH),
-    }.items():
-        monkeypatch.setenv(f"REGISTRATION_CLOUDENTITY_{name}", value)
+    point_env(monkeypatch, "REGISTRATION_CLOUDENTITY_", sim.env())
 
 
 @dataclass

@@ -3,7 +3,6 @@ expiry and refresh, the settings; and the simulator's own documented behaviour."
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,12 +25,13 @@ from activities.providers.emporix import (
     READ_SCOPE,
     EmporixClient,
     EmporixSettings,
-    load_settings,
     query_literal,
     split_name,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import NewCustomer, NewPrincipal
 from tests.simulators.emporix import EmporixSimulator, running
+from tests.simulators.loopback import point_env
 from tests.stack import make_settings
 
 PASSWORD = "correct horse battery staple"
@@ -242,20 +242,18 @@ def test_settings_name_what_is_missing_or_wrong(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_EMPORIX_"):
-            monkeypatch.delenv(name)
+    point_env(monkeypatch, "REGISTRATION_EMPORIX_")
     with pytest.raises(ConfigurationError, match="REGISTRATION_EMPORIX_TENANT"):
         EmporixClient.from_env()
     monkeypatch.setenv("REGISTRATION_EMPORIX_TENANT", "Bad Tenant")
     with pytest.raises(ConfigurationError, match="REGISTRATION_EMPORIX_TENANT"):
-        load_settings()
+        load_vendor_settings(EmporixSettings)
     monkeypatch.setenv("REGISTRATION_EMPORIX_TENANT", "acme")
     with pytest.raises(ConfigurationError, match="STOREFRONT_CLIENT_ID"):
         EmporixClient.from_env()
     monkeypatch.setenv("REGISTRATION_EMPORIX_TENNANT", "acme")
     with pytest.raises(ConfigurationError, match="REGISTRATION_EMPORIX_TENNANT"):
-        load_settings()
+        load_vendor_settings(EmporixSettings)
 
 
 def test_the_registry_refuses_splitting_the_one_record(tmp_path: Path) -> None:

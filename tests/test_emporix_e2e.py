@@ -7,7 +7,6 @@ Each test has its own simulator and task queue; assertions read the simulator's 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from common.settings import Settings
 from tests.helpers import PASSWORD, categories, register, result_of, wait_for_state, wrong_code
 from tests.outbox import latest_code
 from tests.simulators.emporix import EmporixSimulator, running
+from tests.simulators.loopback import point_env
 from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
 
@@ -43,14 +43,7 @@ def emporix_env(
     sim: EmporixSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> EmporixSimulator:
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_EMPORIX_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("REGISTRATION_EMPORIX_BASE_URL", sim.base_url)
-    monkeypatch.setenv("REGISTRATION_EMPORIX_TENANT", sim.tenant)
-    monkeypatch.setenv("REGISTRATION_EMPORIX_STOREFRONT_CLIENT_ID", sim.storefront_client_id)
-    monkeypatch.setenv("REGISTRATION_EMPORIX_CLIENT_ID", sim.client_id)
-    monkeypatch.setenv("REGISTRATION_EMPORIX_CLIENT_SECRET", sim.client_secret)
+    point_env(monkeypatch, "REGISTRATION_EMPORIX_", sim.env())
     return sim
 
 

@@ -31,10 +31,10 @@ from activities.providers.hantera import (
     HanteraSettings,
     apply_setup,
     filter_literal,
-    load_settings,
     main,
     setup_plan,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import MailMessage, NewCustomer, NewPrincipal, Principal
 from common.settings import Settings
 from tests.simulators.hantera import (
@@ -142,17 +142,17 @@ def test_missing_setting_is_named_at_construction(
 def test_invalid_setting_is_named(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
     clean_env.setenv(f"REGISTRATION_HANTERA_{name}", value)
     with pytest.raises(ConfigurationError, match=f"^REGISTRATION_HANTERA_{name}: "):
-        load_settings()
+        load_vendor_settings(HanteraSettings)
 
 
 def test_a_hantera_variable_that_names_no_setting_is_refused(clean_env: pytest.MonkeyPatch) -> None:
     """A typo would leave the default in force (here: the 20 s timeout) without a word."""
     clean_env.setenv("REGISTRATION_HANTERA_TIMEOUT", "60")
     with pytest.raises(ConfigurationError, match=r"^REGISTRATION_HANTERA_TIMEOUT: not a setting"):
-        load_settings()
+        load_vendor_settings(HanteraSettings)
     clean_env.setenv("REGISTRATION_HANTERA_TIMEOUT_SECOND", "60")
     with pytest.raises(ConfigurationError) as error:
-        load_settings()
+        load_vendor_settings(HanteraSettings)
     assert "did you mean REGISTRATION_HANTERA_TIMEOUT_SECONDS?" in str(error.value)
 
 

@@ -9,7 +9,6 @@ activated and linked under its etag), plus one mixed composition. Each test has 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +40,7 @@ from tests.simulators.hantera import (
     RecordedRequest,
     running,
 )
+from tests.simulators.loopback import point_env
 from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, ActivationReply, RegistrationState
 
@@ -67,12 +67,7 @@ def hantera_env(
     """REGISTRATION_HANTERA_* point at this test's simulator, and nothing else of the developer's
     (no other such variable, no .env in the working directory) leaks in."""
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_HANTERA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("REGISTRATION_HANTERA_BASE_URL", sim.base_url)
-    monkeypatch.setenv("REGISTRATION_HANTERA_CLIENT_ID", sim.client_id)
-    monkeypatch.setenv("REGISTRATION_HANTERA_CLIENT_SECRET", sim.client_secret)
+    point_env(monkeypatch, "REGISTRATION_HANTERA_", sim.env())
     return sim
 
 

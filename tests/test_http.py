@@ -42,7 +42,7 @@ from activities.providers.http import (
     json_describer,
     retry_after,
 )
-from tests.simulators.loopback import serve
+from tests.simulators.loopback import cut_off, serve
 
 CLIENT_ID = "svc"
 CLIENT_SECRET = "s3cret/client+value"
@@ -51,10 +51,6 @@ HINT = " (check TEST_CLIENT_SECRET)"
 TEST = Vendor("Test", auth_hint=HINT)
 DROP = "drop"
 """A ``Flaky`` answer: handled, then the connection closed before the body."""
-
-
-class SimulatedDrop(Exception):
-    pass
 
 
 @dataclass
@@ -72,9 +68,7 @@ class Flaky:
             self.on_hit()
         step = self.script.pop(0) if self.script else 200
         if step == DROP:
-            head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
-            await send({"type": "http.response.start", "status": 200, "headers": head})
-            raise SimulatedDrop
+            await cut_off(send, scope["path"])
         status, after = step if isinstance(step, tuple) else (step, None)
         assert isinstance(status, int)
         headers = {"Retry-After": after} if after is not None else None

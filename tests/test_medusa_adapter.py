@@ -27,9 +27,9 @@ from activities.providers.medusa import (
     MedusaClient,
     MedusaSettings,
     jwt_claims,
-    load_settings,
     split_name,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import NewCustomer, NewPrincipal
 from tests.simulators.medusa import MedusaSimulator, running
 
@@ -363,17 +363,17 @@ def test_missing_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, tmp
     for name in ("BASE_URL", "PUBLISHABLE_KEY", "SECRET_API_KEY"):
         monkeypatch.delenv(f"REGISTRATION_MEDUSA_{name}", raising=False)
     with pytest.raises(ConfigurationError, match="REGISTRATION_MEDUSA_BASE_URL"):
-        MedusaClient(load_settings())
+        MedusaClient(load_vendor_settings(MedusaSettings))
     monkeypatch.setenv("REGISTRATION_MEDUSA_BASE_URL", "http://127.0.0.1:1")
     with pytest.raises(ConfigurationError, match="REGISTRATION_MEDUSA_SECRET_API_KEY"):
-        MedusaClient(load_settings())
+        MedusaClient(load_vendor_settings(MedusaSettings))
     monkeypatch.setenv("REGISTRATION_MEDUSA_SECRET_API_KEY", "sk_x")
-    client = MedusaClient(load_settings())
+    client = MedusaClient(load_vendor_settings(MedusaSettings))
     with pytest.raises(ConfigurationError, match="REGISTRATION_MEDUSA_PUBLISHABLE_KEY"):
         _ = client.publishable_key
     monkeypatch.setenv("REGISTRATION_MEDUSA_SECRT_API_KEY", "typo")
     with pytest.raises(ConfigurationError, match="REGISTRATION_MEDUSA_SECRT_API_KEY"):
-        load_settings()
+        load_vendor_settings(MedusaSettings)
 
 
 def test_helpers() -> None:

@@ -6,7 +6,6 @@ role alone beside the local identity. Assertions read the simulator's state.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.helpers import (
     wait_for_state,
     wrong_code,
 )
+from tests.simulators.loopback import point_env
 from tests.simulators.medusa import MedusaSimulator, running
 from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
@@ -48,12 +48,7 @@ def medusa_env(
     sim: MedusaSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> MedusaSimulator:
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_MEDUSA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("REGISTRATION_MEDUSA_BASE_URL", sim.base_url)
-    monkeypatch.setenv("REGISTRATION_MEDUSA_PUBLISHABLE_KEY", sim.publishable_key)
-    monkeypatch.setenv("REGISTRATION_MEDUSA_SECRET_API_KEY", sim.secret_api_key)
+    point_env(monkeypatch, "REGISTRATION_MEDUSA_", sim.env())
     return sim
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,10 +29,11 @@ from activities.providers.norce import (
     NorceClient,
     NorceSettings,
     code_for,
-    load_settings,
     parse_date,
 )
+from activities.providers.settings import load_vendor_settings
 from activities.roles import NewCustomer, NewPrincipal
+from tests.simulators.loopback import point_env
 from tests.simulators.norce import SERVICE, Faults, NorceSimulator, running
 from tests.stack import make_settings
 
@@ -349,9 +349,7 @@ def test_codes_carry_no_personal_data() -> None:
 
 def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_NORCE_"):
-            monkeypatch.delenv(name)
+    point_env(monkeypatch, "REGISTRATION_NORCE_")
     monkeypatch.setenv("REGISTRATION_NORCE_BASE_URL", "https://demo.api-se.playground.norce.tech")
     monkeypatch.setenv("REGISTRATION_NORCE_CLIENT_ID", "id")
     monkeypatch.setenv("REGISTRATION_NORCE_CLIENT_SECRET", "secret")
@@ -362,10 +360,10 @@ def test_missing_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         NorceClient.from_env()
     monkeypatch.setenv("REGISTRATION_NORCE_APLICATION_ID", "1")
     with pytest.raises(ConfigurationError, match="REGISTRATION_NORCE_APPLICATION_ID"):
-        load_settings()
+        load_vendor_settings(NorceSettings)
     monkeypatch.setenv("REGISTRATION_NORCE_BASE_URL", "https://x.norce.tech/commerce/customer")
     with pytest.raises(ConfigurationError, match="REGISTRATION_NORCE_BASE_URL"):
-        load_settings()
+        load_vendor_settings(NorceSettings)
 
 
 def test_registry_requires_norce_customers_for_norce_identity(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ simulator's state, and a finished registration's login is tried with ``LoginPost
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from tests.helpers import (
     wait_for_state,
     wrong_code,
 )
+from tests.simulators.loopback import point_env
 from tests.simulators.norce import SERVICE, Faults, NorceSimulator, running
 from tests.stack import Stack, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
@@ -46,14 +46,7 @@ async def sim() -> AsyncIterator[NorceSimulator]:
 @pytest.fixture
 def norce_env(sim: NorceSimulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REGISTRATION_NORCE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("REGISTRATION_NORCE_BASE_URL", sim.base_url)
-    monkeypatch.setenv("REGISTRATION_NORCE_CLIENT_ID", sim.client_id)
-    monkeypatch.setenv("REGISTRATION_NORCE_CLIENT_SECRET", sim.client_secret)
-    monkeypatch.setenv("REGISTRATION_NORCE_SCOPE", "playground")
-    monkeypatch.setenv("REGISTRATION_NORCE_APPLICATION_ID", sim.application_id)
+    point_env(monkeypatch, "REGISTRATION_NORCE_", sim.env())
 
 
 def norce_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -46,17 +46,16 @@ import hashlib
 import logging
 import re
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 from temporalio import activity
 
 from activities.errors import (
     ConcurrentModification,
-    ConfigurationError,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -64,9 +63,9 @@ from activities.errors import (
     TooManyAttempts,
 )
 from activities.providers.http import ClientCredentialsToken, Vendor, VendorHttp, json_describer
+from activities.providers.settings import VendorSettings, load_vendor_settings
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import CodeOwner, IdentityCapabilities, NewPrincipal, Principal
-from common.settings import unknown_message, unknown_variables
 
 log = logging.getLogger(__name__)
 
@@ -103,34 +102,22 @@ def code_pattern(length: int) -> str:
     return f"[0-9]{{{length}}}"
 
 
-class CloudentitySettings(BaseSettings):
-    """``REGISTRATION_CLOUDENTITY_*``; the required ones are checked when the client is built."""
+class CloudentitySettings(VendorSettings):
+    """``REGISTRATION_CLOUDENTITY_*``; the required ones are checked when the client is built.
+    ``base_url`` is the host root, e.g. ``https://<tenant>.<region>.authz.cloudentity.io``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    base_url_example: ClassVar[str] = "https://<tenant>.<region>.authz.cloudentity.io"
+    base_url_host_root: ClassVar[bool] = True
+    required_by: ClassVar[str] = "identity"
 
-    base_url: str | None = None
-    """The host root, e.g. ``https://<tenant>.<region>.authz.cloudentity.io``."""
     tenant: str | None = None
     pool_id: str | None = None
     client_id: str | None = None
     client_secret: SecretStr | None = None
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    timeout_seconds: float = Field(20.0, gt=0)
-    max_connections: int = Field(20, ge=1)
     code_length: int = Field(DEFAULT_CODE_LENGTH, ge=4, le=32)
     """The pool's activation code length (``otp_settings.activation.length``): the codes are
     that many digits, and ``REGISTRATION_CODE_PATTERN`` must be ``[0-9]{<length>}``."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        if not re.match(r"^https?://[^/\s]+/?$", url):
-            raise ValueError(
-                "must be the host root, such as https://<tenant>.<region>.authz.cloudentity.io"
-            )
-        return url.rstrip("/")
 
     @field_validator("tenant", "pool_id")
     @classmethod
@@ -138,31 +125,6 @@ class CloudentitySettings(BaseSettings):
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", value):
             raise ValueError("must be an id (letters, digits, - and _)")
         return value
-
-
-def load_settings() -> CloudentitySettings:
-    """The settings; an invalid value, or a ``REGISTRATION_CLOUDENTITY_*`` variable no setting
-    reads, is a ``ConfigurationError`` naming it."""
-    try:
-        settings = CloudentitySettings()
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{str(first['loc'][0]).upper()}: {first['msg']}"
-        ) from None
-    known = {ENV_PREFIX + field.upper() for field in CloudentitySettings.model_fields}
-    unknown = unknown_variables(ENV_PREFIX, known)
-    if unknown:
-        raise ConfigurationError(unknown_message(unknown, known))
-    return settings
-
-
-def _required(name: str, value: str | None) -> str:
-    if value is None or value == "":
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{name.upper()} is required when identity uses the cloudentity provider"
-        )
-    return value
 
 
 def idempotency_key(user_id: str) -> str:
@@ -175,19 +137,12 @@ class CloudentityClient:
 
     def __init__(self, settings: CloudentitySettings) -> None:
         self.settings = settings
-        base_url = _required("base_url", settings.base_url)
-        tenant = _required("tenant", settings.tenant)
-        pool = _required("pool_id", settings.pool_id)
-        client_id = _required("client_id", settings.client_id)
-        secret = settings.client_secret.get_secret_value() if settings.client_secret else None
-        client_secret = _required("client_secret", secret)
-        self._http = VendorHttp(
-            CLOUDENTITY,
-            base_url,
-            timeout_seconds=settings.timeout_seconds,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            max_connections=settings.max_connections,
-        )
+        base_url = settings.required("base_url")
+        tenant = settings.required("tenant")
+        pool = settings.required("pool_id")
+        client_id = settings.required("client_id")
+        client_secret = settings.required("client_secret")
+        self._http = VendorHttp(CLOUDENTITY, base_url, **settings.http_options())
         self._token = ClientCredentialsToken(
             self._http, f"/{tenant}/system/oauth2/token", client_id, client_secret, scope=SCOPES
         )
@@ -196,7 +151,7 @@ class CloudentityClient:
 
     @classmethod
     def from_env(cls) -> CloudentityClient:
-        return cls(load_settings())
+        return cls(load_vendor_settings(CloudentitySettings))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -58,18 +58,17 @@ import re
 import time
 import unicodedata
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 from temporalio import activity
 
 from activities.errors import (
     AccountExists,
     ConcurrentModification,
-    ConfigurationError,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -86,6 +85,7 @@ from activities.providers.http import (
     Vendor,
     VendorHttp,
 )
+from activities.providers.settings import VendorSettings, load_vendor_settings
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     CustomerLink,
@@ -96,7 +96,6 @@ from activities.roles import (
     NewPrincipal,
     Principal,
 )
-from common.settings import unknown_message, unknown_variables
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +147,12 @@ EMPORIX = Vendor(
 )
 
 
-class EmporixSettings(BaseSettings):
+class EmporixSettings(VendorSettings):
     """``REGISTRATION_EMPORIX_*``. Tenant and the three credentials are checked when the client
     is built."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    base_url_example: ClassVar[str] = "https://api.emporix.io"
 
     base_url: str = "https://api.emporix.io"
     tenant: str | None = None
@@ -164,16 +164,6 @@ class EmporixSettings(BaseSettings):
     mixin_schema_url: str | None = None
     """Sent as ``metadata.mixins.registration`` where the tenant validates mixins against a
     schema (docs/providers/emporix.md); unset: the mixin goes without a schema URL."""
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    timeout_seconds: float = Field(20.0, gt=0)
-    max_connections: int = Field(20, ge=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("must be an http(s) URL such as https://api.emporix.io")
-        return url.rstrip("/")
 
     @field_validator("tenant")
     @classmethod
@@ -181,30 +171,6 @@ class EmporixSettings(BaseSettings):
         if tenant is not None and not (TENANT_PATTERN.fullmatch(tenant) and 3 <= len(tenant) <= 16):
             raise ValueError("must be the lowercase tenant name (3 to 16 of a-z, 0-9)")
         return tenant
-
-
-def load_settings() -> EmporixSettings:
-    """The settings; an invalid value, or a ``REGISTRATION_EMPORIX_*`` variable that names no
-    setting, is a ``ConfigurationError`` naming it."""
-    try:
-        settings = EmporixSettings()
-    except ValidationError as err:
-        first = err.errors()[0]
-        name = ENV_PREFIX + str(first["loc"][0]).upper()
-        raise ConfigurationError(f"{name}: {first['msg']}") from None
-    known = {ENV_PREFIX + field.upper() for field in EmporixSettings.model_fields}
-    unknown = unknown_variables(ENV_PREFIX, known)
-    if unknown:
-        raise ConfigurationError(unknown_message(unknown, known))
-    return settings
-
-
-def _required(name: str, value: str | None) -> str:
-    if value is None or value == "":
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{name.upper()} is required when a role uses the emporix provider"
-        )
-    return value
 
 
 def query_literal(value: str) -> str:
@@ -267,21 +233,11 @@ class EmporixClient:
 
     def __init__(self, settings: EmporixSettings) -> None:
         self.settings = settings
-        self.tenant = _required("tenant", settings.tenant)
-        storefront = settings.storefront_client_id
-        storefront_id = _required(
-            "storefront_client_id", storefront.get_secret_value() if storefront else None
-        )
-        client_id = _required("client_id", settings.client_id)
-        secret = settings.client_secret.get_secret_value() if settings.client_secret else None
-        client_secret = _required("client_secret", secret)
-        self._http = VendorHttp(
-            EMPORIX,
-            settings.base_url,
-            timeout_seconds=settings.timeout_seconds,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            max_connections=settings.max_connections,
-        )
+        self.tenant = settings.required("tenant")
+        storefront_id = settings.required("storefront_client_id")
+        client_id = settings.required("client_id")
+        client_secret = settings.required("client_secret")
+        self._http = VendorHttp(EMPORIX, settings.base_url, **settings.http_options())
         self._service = ClientCredentialsToken(
             self._http,
             TOKEN_PATH,
@@ -295,7 +251,7 @@ class EmporixClient:
 
     @classmethod
     def from_env(cls) -> EmporixClient:
-        return cls(load_settings())
+        return cls(load_vendor_settings(EmporixSettings))
 
     async def aclose(self) -> None:
         await self._http.aclose()

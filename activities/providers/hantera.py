@@ -68,21 +68,19 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from activities.errors import (
     ConcurrentModification,
-    ConfigurationError,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -91,6 +89,7 @@ from activities.errors import (
     ProviderUnavailable,
 )
 from activities.providers.http import ClientCredentialsToken, Vendor, VendorHttp
+from activities.providers.settings import VendorSettings, load_vendor_settings
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     Customer,
@@ -104,7 +103,7 @@ from activities.roles import (
     Principal,
     activation_target,
 )
-from common.settings import Settings, unknown_message, unknown_variables
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -152,59 +151,21 @@ HANTERA = Vendor(
 """Hantera's error bodies are flat (``error``/``code``, ``message``): the shared reading fits."""
 
 
-class HanteraSettings(BaseSettings):
-    """``REGISTRATION_HANTERA_*``. The three credentials are checked when the client is built."""
+class HanteraSettings(VendorSettings):
+    """``REGISTRATION_HANTERA_*``. The three credentials are checked when the client is built;
+    ``base_url`` is the tenant URL (the guide's ``https://<tenant url>``)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    base_url_example: ClassVar[str] = "https://<tenant>.hantera.cloud"
 
-    base_url: str | None = None
-    """The tenant URL (the guide's ``https://<tenant url>``), without a trailing path."""
     client_id: str | None = None
     client_secret: SecretStr | None = None
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    timeout_seconds: float = Field(20.0, gt=0)
-    """Read, write and pool timeout of each request."""
-    max_connections: int = Field(20, ge=1)
     customer_type_key: str = "customer"
     """Asset type of customers (``/registry/actors/asset/types/<key>``)."""
     customers_edge: str = "customers"
     """Graph set of that type, queried to find customers."""
     customer_role: str = "customer"
     """Marker role given to customer principals (no permissions of its own)."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("must be an http(s) URL such as https://<tenant>.hantera.cloud")
-        return url.rstrip("/")
-
-
-def load_settings() -> HanteraSettings:
-    """The settings, with an invalid value reported as a ``ConfigurationError`` naming it, and so
-    is a ``REGISTRATION_HANTERA_*`` variable that names no setting (a typo would leave a default
-    in force: see ``common.settings.unknown_variables``)."""
-    try:
-        settings = HanteraSettings()
-    except ValidationError as err:
-        first = err.errors()[0]
-        name = ENV_PREFIX + str(first["loc"][0]).upper()
-        raise ConfigurationError(f"{name}: {first['msg']}") from None
-    known = {ENV_PREFIX + field.upper() for field in HanteraSettings.model_fields}
-    unknown = unknown_variables(ENV_PREFIX, known)
-    if unknown:
-        raise ConfigurationError(unknown_message(unknown, known))
-    return settings
-
-
-def _required(name: str, value: str | None) -> str:
-    if value is None or value == "":
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{name.upper()} is required when a role uses the hantera provider"
-        )
-    return value
 
 
 def _path(*parts: str) -> str:
@@ -220,17 +181,10 @@ class HanteraClient:
 
     def __init__(self, settings: HanteraSettings) -> None:
         self.settings = settings
-        base_url = _required("base_url", settings.base_url)
-        client_id = _required("client_id", settings.client_id)
-        secret = settings.client_secret.get_secret_value() if settings.client_secret else None
-        client_secret = _required("client_secret", secret)
-        self._http = VendorHttp(
-            HANTERA,
-            base_url,
-            timeout_seconds=settings.timeout_seconds,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            max_connections=settings.max_connections,
-        )
+        base_url = settings.required("base_url")
+        client_id = settings.required("client_id")
+        client_secret = settings.required("client_secret")
+        self._http = VendorHttp(HANTERA, base_url, **settings.http_options())
         self._token = ClientCredentialsToken(self._http, OAUTH_PATH, client_id, client_secret)
         self.identity = HanteraIdentity(self)
         self.customers = HanteraCustomers(self)
@@ -239,7 +193,7 @@ class HanteraClient:
     @classmethod
     def from_env(cls) -> HanteraClient:
         """Built at worker start-up: missing or invalid settings stop it right there."""
-        return cls(load_settings())
+        return cls(load_vendor_settings(HanteraSettings))
 
     async def aclose(self) -> None:
         """Close the pooled connections; idempotent."""
@@ -921,7 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup = commands.add_parser("setup", help="the one-time Hantera setup of this service")
     setup.add_argument("--apply", action="store_true", help="apply it with the configured client")
     args = parser.parse_args(argv)
-    steps = setup_plan(load_settings(), Settings().customer_number_prefix)
+    steps = setup_plan(load_vendor_settings(HanteraSettings), Settings().customer_number_prefix)
     if args.apply:
         asyncio.run(_apply_from_env(steps))
     else:

@@ -99,19 +99,17 @@ import base64
 import binascii
 import json
 import logging
-import re
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
 from temporalio import activity
 
 from activities.errors import (
     AccountExists,
-    ConfigurationError,
     InvalidRequest,
     NotFound,
     ProviderError,
@@ -119,6 +117,7 @@ from activities.errors import (
     scrub,
 )
 from activities.providers.http import Vendor, VendorHttp, json_describer
+from activities.providers.settings import VendorSettings, load_vendor_settings
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     CodeOwner,
@@ -132,7 +131,6 @@ from activities.roles import (
     Principal,
 )
 from common.identifiers import PREFIX as WORKFLOW_ID_PREFIX
-from common.settings import unknown_message, unknown_variables
 
 log = logging.getLogger(__name__)
 
@@ -158,54 +156,17 @@ MEDUSA = Vendor(
 (400 invalid_data/not_allowed, 401, 404 not_found, 409 conflict, 422 duplicate_error)."""
 
 
-class MedusaSettings(BaseSettings):
-    """``REGISTRATION_MEDUSA_*``; the required ones are checked when the client is built."""
+class MedusaSettings(VendorSettings):
+    """``REGISTRATION_MEDUSA_*``; the required ones are checked when the client is built.
+    ``base_url`` is the Medusa server's URL (``https://shop.example.com``)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    base_url_example: ClassVar[str] = "https://shop.example.com"
 
-    base_url: str | None = None
-    """The Medusa server's URL (``https://shop.example.com``), without a trailing path."""
     publishable_key: str | None = None
     """``pk_...``: sent as ``x-publishable-api-key`` on ``/store`` calls (identity role)."""
     secret_api_key: SecretStr | None = None
     """``sk_...``: a secret API key of an admin user, for the ``/admin`` calls."""
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    timeout_seconds: float = Field(20.0, gt=0)
-    """Read, write and pool timeout of each request."""
-    max_connections: int = Field(20, ge=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("must be an http(s) URL such as https://shop.example.com")
-        return url.rstrip("/")
-
-
-def load_settings() -> MedusaSettings:
-    """The settings; an invalid value, or a ``REGISTRATION_MEDUSA_*`` variable that names no
-    setting, is a ``ConfigurationError`` naming it."""
-    try:
-        settings = MedusaSettings()
-    except ValidationError as err:
-        first = err.errors()[0]
-        name = ENV_PREFIX + str(first["loc"][0]).upper()
-        raise ConfigurationError(f"{name}: {first['msg']}") from None
-    known = {ENV_PREFIX + field.upper() for field in MedusaSettings.model_fields}
-    unknown = unknown_variables(ENV_PREFIX, known)
-    if unknown:
-        raise ConfigurationError(unknown_message(unknown, known))
-    return settings
-
-
-def _required(name: str, value: str | None, role: str = "a role") -> str:
-    if not value:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{name.upper()} is required when {role} uses the medusa provider"
-        )
-    return value
 
 
 def _path(*parts: str) -> str:
@@ -267,18 +228,11 @@ class MedusaClient:
 
     def __init__(self, settings: MedusaSettings) -> None:
         self.settings = settings
-        base_url = _required("base_url", settings.base_url)
-        secret = settings.secret_api_key.get_secret_value() if settings.secret_api_key else None
-        self._secret = _required("secret_api_key", secret)
+        base_url = settings.required("base_url")
+        self._secret = settings.required("secret_api_key")
         # Medusa reads a secret API key as HTTP Basic with the key as user and no password.
         self._basic = base64.b64encode(f"{self._secret}:".encode()).decode()
-        self._http = VendorHttp(
-            MEDUSA,
-            base_url,
-            timeout_seconds=settings.timeout_seconds,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            max_connections=settings.max_connections,
-        )
+        self._http = VendorHttp(MEDUSA, base_url, **settings.http_options())
         self._http.redact_always(lambda: (self._secret, self._basic))
         self.identity = MedusaIdentity(self)
         self.customers = MedusaCustomers(self)
@@ -286,11 +240,11 @@ class MedusaClient:
     @classmethod
     def from_env(cls) -> MedusaClient:
         """Built at worker start-up: missing or invalid settings stop it right there."""
-        return cls(load_settings())
+        return cls(load_vendor_settings(MedusaSettings))
 
     @property
     def publishable_key(self) -> str:
-        return _required("publishable_key", self.settings.publishable_key, "identity")
+        return self.settings.required("publishable_key", "identity")
 
     async def aclose(self) -> None:
         await self._http.aclose()

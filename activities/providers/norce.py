@@ -85,16 +85,15 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from activities.errors import (
     AccountExists,
     ConcurrentModification,
-    ConfigurationError,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -107,6 +106,7 @@ from activities.providers.http import (
     VendorHttp,
     json_describer,
 )
+from activities.providers.settings import VendorSettings, load_vendor_settings
 from activities.providers.spec import ProviderSpec, Resources
 from activities.roles import (
     Customer,
@@ -117,7 +117,6 @@ from activities.roles import (
     NewPrincipal,
     Principal,
 )
-from common.settings import unknown_message, unknown_variables
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +185,15 @@ NORCE = Vendor(
 # Settings -------------------------------------------------------------------------------------
 
 
-class NorceSettings(BaseSettings):
-    """``REGISTRATION_NORCE_*``; the required ones are checked when the client is built."""
+class NorceSettings(VendorSettings):
+    """``REGISTRATION_NORCE_*``; the required ones are checked when the client is built.
+    ``base_url`` is the host root, e.g. https://<client>.api-se.playground.norce.tech (paths are
+    appended)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    base_url_example: ClassVar[str] = "https://<client>.api-se.norce.tech"
+    base_url_host_root: ClassVar[bool] = True
 
-    base_url: str | None = None
-    """Host root, e.g. https://<client>.api-se.playground.norce.tech (paths are appended)."""
     client_id: str | None = None
     client_secret: SecretStr | None = None
     scope: str | None = None
@@ -201,41 +202,6 @@ class NorceSettings(BaseSettings):
     by_account_id: int = Field(1, ge=1)
     """The account id sent as ``createdBy``/``updatedBy``/``inactivatedBy``: set the integration
     account's own id (InactivateCustomer asks not to use the default, 1)."""
-    connect_timeout_seconds: float = Field(5.0, gt=0)
-    timeout_seconds: float = Field(20.0, gt=0)
-    max_connections: int = Field(20, ge=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        if not re.match(r"^https?://[^/\s]+/?$", url):
-            raise ValueError("must be the host root, e.g. https://<client>.api-se.norce.tech")
-        return url.rstrip("/")
-
-
-def load_settings() -> NorceSettings:
-    try:
-        settings = NorceSettings()
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{str(first['loc'][0]).upper()}: {first['msg']}"
-        ) from None
-    known = {ENV_PREFIX + name.upper() for name in NorceSettings.model_fields}
-    unknown = unknown_variables(ENV_PREFIX, known)
-    if unknown:
-        raise ConfigurationError(unknown_message(unknown, known))
-    return settings
-
-
-def _required(name: str, value: str | None) -> str:
-    if not value:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{name.upper()} is required when a role uses the norce provider"
-        )
-    return value
 
 
 # Records --------------------------------------------------------------------------------------
@@ -338,19 +304,16 @@ class NorceClient:
 
     def __init__(self, settings: NorceSettings) -> None:
         self.settings = settings
-        base_url = _required("base_url", settings.base_url)
-        client_id = _required("client_id", settings.client_id)
-        secret = settings.client_secret.get_secret_value() if settings.client_secret else None
-        client_secret = _required("client_secret", secret)
-        scope = _required("scope", settings.scope)
-        application_id = _required("application_id", settings.application_id)
+        base_url = settings.required("base_url")
+        client_id = settings.required("client_id")
+        client_secret = settings.required("client_secret")
+        scope = settings.required("scope")
+        application_id = settings.required("application_id")
         self._http = VendorHttp(
             NORCE,
             base_url,
-            timeout_seconds=settings.timeout_seconds,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            max_connections=settings.max_connections,
             headers={APPLICATION_HEADER: application_id},
+            **settings.http_options(),
         )
         self.token = ClientCredentialsToken(
             self._http, TOKEN_PATH, client_id, client_secret, scope=scope
@@ -368,7 +331,7 @@ class NorceClient:
 
     @classmethod
     def from_env(cls) -> NorceClient:
-        return cls(load_settings())
+        return cls(load_vendor_settings(NorceSettings))
 
     async def aclose(self) -> None:
         await self._http.aclose()

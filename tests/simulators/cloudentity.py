@@ -26,15 +26,14 @@ a create's password as ``***``. Run alone: ``python -m tests.simulators.cloudent
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.simulators.loopback import serve
+from tests.simulators.loopback import serve_forever, serving, standalone_parser
 
 TENANT, POOL = "acme", "customers"
 ALL_SCOPES = ("identity", "identity_self_registration", "manage_configuration")
@@ -181,6 +180,17 @@ class CloudentitySimulator:
     def expire_tokens(self) -> None:
         """Every issued token stops working (the next call answers 401)."""
         self.tokens.clear()
+
+    def env(self) -> dict[str, str]:
+        """The ``REGISTRATION_CLOUDENTITY_*`` variables that point the service at this simulator."""
+        return {
+            "REGISTRATION_CLOUDENTITY_BASE_URL": self.base_url,
+            "REGISTRATION_CLOUDENTITY_TENANT": TENANT,
+            "REGISTRATION_CLOUDENTITY_POOL_ID": POOL,
+            "REGISTRATION_CLOUDENTITY_CLIENT_ID": self.client_id,
+            "REGISTRATION_CLOUDENTITY_CLIENT_SECRET": self.client_secret,
+            "REGISTRATION_CLOUDENTITY_CODE_LENGTH": str(self.code_length),
+        }
 
     def etag(self, user_id: str) -> str:
         return f'W/"{user_id}-{self.versions[user_id]}"'
@@ -599,26 +609,18 @@ class _Dropping:
             raise RuntimeError("simulated lost answer") from None
 
 
-@asynccontextmanager
-async def running(sim: CloudentitySimulator | None = None) -> AsyncIterator[CloudentitySimulator]:
+def running(
+    sim: CloudentitySimulator | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AbstractAsyncContextManager[CloudentitySimulator]:
     simulator = sim or CloudentitySimulator()
-    async with serve(_Dropping(simulator)) as base_url:
-        simulator.base_url = base_url
-        yield simulator
+    return serving(simulator, _Dropping(simulator), host=host, port=port)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Cloudentity identity pool simulator")
-    parser.add_argument("--port", type=int, default=8901)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = standalone_parser("Cloudentity identity pool simulator", port=8901)
+    args = parser.parse_args(argv)
     sim = CloudentitySimulator(client_secret="dev-secret")
-
-    async def run() -> None:
-        async with serve(_Dropping(sim), port=args.port) as url:
-            print(f"{url} tenant={TENANT} pool={POOL} client={sim.client_id} secret=dev-secret")
-            await asyncio.Event().wait()
-
-    asyncio.run(run())
+    serve_forever("Cloudentity simulator", running(sim, host=args.host, port=args.port))
 
 
 if __name__ == "__main__":

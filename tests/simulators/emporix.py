@@ -31,7 +31,6 @@ as sim``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import itertools
@@ -40,8 +39,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -53,8 +51,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from activities.providers.emporix import MANAGE_SCOPE, READ_SCOPE
-from tests.simulators.hantera import SimulatedDrop
-from tests.simulators.loopback import serve
+from tests.simulators.loopback import (
+    TransportFaults,
+    hang_up,
+    json_or_text,
+    recording,
+    serve_forever,
+    serving,
+    standalone_parser,
+)
 
 FIRST_NUMBER = 13869000
 _Q = re.compile(r'^([A-Za-z][A-Za-z0-9_.]*):(?:"([^"\\]*)"|([^\s"]+))$')
@@ -90,24 +95,9 @@ def _not_found(number: str) -> Response:
 
 
 @dataclass
-class Faults:
-    latency_seconds: float = 0.0
-    error_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    retry_after_seconds: int = 1
-    disconnect_rate: float = 0.0
-    lost_answer_rate: float = 0.0
-    seed: int | None = None
-    limit: int | None = None
-    path_prefix: str = "/"
-    method: str = ""
+class Faults(TransportFaults):
     concurrent_patches: int = 0
     """The next this many PATCHes lose a race: another writer bumps the version first (409)."""
-    rng: random.Random | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.seed is not None:
-            self.rng = random.Random(self.seed)
 
 
 @dataclass
@@ -224,6 +214,16 @@ class EmporixSimulator:
             None,
         )
 
+    def env(self) -> dict[str, str]:
+        """The ``REGISTRATION_EMPORIX_*`` variables that point the service at this simulator."""
+        return {
+            "REGISTRATION_EMPORIX_BASE_URL": self.base_url,
+            "REGISTRATION_EMPORIX_TENANT": self.tenant,
+            "REGISTRATION_EMPORIX_STOREFRONT_CLIENT_ID": self.storefront_client_id,
+            "REGISTRATION_EMPORIX_CLIENT_ID": self.client_id,
+            "REGISTRATION_EMPORIX_CLIENT_SECRET": self.client_secret,
+        }
+
     def count(self, method: str, path: str, status: int | None = None) -> int:
         return sum(
             1
@@ -280,40 +280,30 @@ class EmporixSimulator:
                 },
             )
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body") and path in _SECRET_BODIES:
-                    form = parse_qs(b"".join(chunks).decode(errors="replace"))
+            def body(raw: bytes) -> None:
+                if path in _SECRET_BODIES:
+                    form = parse_qs(raw.decode(errors="replace"))
                     form = {k: ["***"] if k == "client_secret" else v for k, v in form.items()}
                     record.raw_body = urlencode(form, doseq=True).encode()
-                elif not message.get("more_body"):
-                    raw = b"".join(chunks)
-                    try:
-                        body = json.loads(raw or b"null")
-                    except ValueError:
-                        body = raw.decode(errors="replace")
-                    if isinstance(body, dict) and "password" in body:
-                        body = {**body, "password": "***"}
-                    record.body = body
-                    record.raw_body = (
-                        raw
-                        if body is None or not isinstance(body, dict)
-                        else (json.dumps(body).encode())
-                    )
-                return message
+                    return
+                doc = json_or_text(raw)
+                if isinstance(doc, dict) and "password" in doc:
+                    doc = {**doc, "password": "***"}
+                record.body = doc
+                record.raw_body = (
+                    raw if doc is None or not isinstance(doc, dict) else json.dumps(doc).encode()
+                )
 
-            async def recording_send(message: Message) -> None:
+            def answer(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    record.status = message["status"]
                     for k, v in message.get("headers", []):
                         if k.lower() == b"content-type":
                             record.response_type = v.decode()
                 elif message["type"] == "http.response.body":
                     record.response_body += message.get("body", b"")
-                await send(message)
+
+            recording_receive, recording_send = recording(receive, send, record, body, answer)
 
             await self._faulty(scope, recording_receive, recording_send, app, record, send)
 
@@ -329,30 +319,12 @@ class EmporixSimulator:
         raw_send: Send,
     ) -> None:
         faults = self.faults
-        if not scope["path"].startswith(faults.path_prefix) or (
-            faults.method and scope["method"] != faults.method
-        ):
+        if not faults.selects(scope):
             await app(scope, receive, send)
             return
         if faults.latency_seconds:
             await asyncio.sleep(faults.latency_seconds)
-        draw = (faults.rng or self._random).random()
-        fault, bound = None, 0.0
-        for name, rate in (
-            ("429", faults.rate_limit_rate),
-            ("503", faults.error_rate),
-            ("disconnect", faults.disconnect_rate),
-            ("lost", faults.lost_answer_rate),
-        ):
-            bound += rate
-            if draw < bound:
-                fault = name
-                break
-        if fault is not None and faults.limit is not None:
-            if faults.limit <= 0:
-                fault = None
-            else:
-                faults.limit -= 1
+        fault = faults.draw(self._random)
         if fault == "429":
             answer = _error(429, "too_many_requests", "rate limited")
             answer.headers["Retry-After"] = str(faults.retry_after_seconds)
@@ -360,20 +332,7 @@ class EmporixSimulator:
         elif fault == "503":
             await _error(503, "service_unavailable", "simulated outage")(scope, receive, send)
         elif fault in ("disconnect", "lost"):
-            if fault == "lost":
-
-                async def unanswered(message: Message) -> None:
-                    if message["type"] == "http.response.start":
-                        record.status = message["status"]
-
-                await app(scope, receive, unanswered)
-            else:
-                while (await receive()).get("more_body"):
-                    pass
-            record.lost = True
-            head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
-            await raw_send({"type": "http.response.start", "status": 200, "headers": head})
-            raise SimulatedDrop(scope["path"])
+            await hang_up(scope, receive, raw_send, record, app if fault == "lost" else None)
         else:
             await app(scope, receive, send)
 
@@ -614,31 +573,15 @@ def _matches(doc: dict[str, Any], name: str, value: str) -> bool:
     return current is not None and str(current) == value
 
 
-@asynccontextmanager
-async def running(
+def running(
     simulator: EmporixSimulator | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[EmporixSimulator]:
+) -> AbstractAsyncContextManager[EmporixSimulator]:
     sim = simulator or EmporixSimulator()
-    async with serve(sim.app, host=host, port=port) as base_url:
-        sim.base_url = base_url
-        yield sim
-
-
-async def _serve_forever(sim: EmporixSimulator, host: str, port: int) -> None:
-    async with running(sim, host=host, port=port):
-        print(f"Emporix simulator on {sim.base_url}")
-        print(f"  REGISTRATION_EMPORIX_BASE_URL={sim.base_url}")
-        print(f"  REGISTRATION_EMPORIX_TENANT={sim.tenant}")
-        print(f"  REGISTRATION_EMPORIX_STOREFRONT_CLIENT_ID={sim.storefront_client_id}")
-        print(f"  REGISTRATION_EMPORIX_CLIENT_ID={sim.client_id}")
-        print(f"  REGISTRATION_EMPORIX_CLIENT_SECRET={sim.client_secret}")
-        await asyncio.Event().wait()
+    return serving(sim, sim.app, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Emporix simulator for local runs and tests")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8901)
+    parser = standalone_parser("Emporix simulator for local runs and tests", port=8901)
     parser.add_argument("--tenant", default="acme")
     parser.add_argument("--storefront-client-id", default="dev-storefront")
     parser.add_argument("--client-secret", default="dev-secret")
@@ -648,10 +591,7 @@ def main(argv: list[str] | None = None) -> None:
         storefront_client_id=args.storefront_client_id,
         client_secret=args.client_secret,
     )
-    try:
-        asyncio.run(_serve_forever(sim, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
+    serve_forever("Emporix simulator", running(sim, host=args.host, port=args.port))
 
 
 if __name__ == "__main__":

@@ -47,18 +47,15 @@ running() as sim`` (a free port on 127.0.0.1; ``sim.base_url``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
-import json
-import logging
 import random
 import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -67,10 +64,18 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from activities.providers.hantera import CLIENT_GRANT_TYPES
-from tests.simulators.loopback import serve
+from tests.simulators.loopback import (
+    TransportFaults,
+    hang_up,
+    json_or_text,
+    recording,
+    serve_forever,
+    serving,
+    standalone_parser,
+)
 
 FIRST_ASSET_NUMBER = 100001
 _FILTER = re.compile(r"^dynamic\.([A-Za-z_][A-Za-z0-9_]*) == '([^'\\]*)'$")
@@ -112,27 +117,9 @@ def _bare(etag: str) -> str:
 
 
 @dataclass
-class Faults:
-    """Misbehaviour of the non-``/_sim`` endpoints whose path starts with ``path_prefix``."""
+class Faults(TransportFaults):
+    """Misbehaviour of the non-``/_sim`` endpoints: the transport faults, and Hantera's own."""
 
-    latency_seconds: float = 0.0
-    error_rate: float = 0.0
-    """Fraction answered 503."""
-    rate_limit_rate: float = 0.0
-    """Fraction answered 429 with ``Retry-After: retry_after_seconds``."""
-    retry_after_seconds: int = 1
-    disconnect_rate: float = 0.0
-    """Fraction whose connection is closed before the request is handled: nothing is done."""
-    lost_answer_rate: float = 0.0
-    """Fraction handled, then the connection closed before the answer's body: done, unanswered."""
-    seed: int | None = None
-    """Seeds the draws of the four rates above (``None``: the simulator's own random)."""
-    limit: int | None = None
-    """At most this many of those four faults, then no more (``None``: no limit). Counts down:
-    ``lost_answer_rate=1.0, limit=1`` loses exactly the next answer."""
-    path_prefix: str = "/"
-    method: str = ""
-    """Only requests with this HTTP method misbehave (``""``: any)."""
     empty_asset_paths: bool = False
     """Asset creation creates nothing and answers ``{"paths": []}``."""
     concurrent_principal_writes: int = 0
@@ -154,16 +141,6 @@ class Faults:
     queries: the graph is an index updated after the write. Neither the guide nor Hantera's
     public docs say whether it lags; the adapter allows for it (``_created_before``), this makes
     that, and the undo of an asset only its id finds, testable. Ignores ``path_prefix``."""
-    rng: random.Random | None = field(default=None, init=False, repr=False, compare=False)
-    """The draws' source when ``seed`` is set."""
-
-    def __post_init__(self) -> None:
-        if self.seed is not None:
-            self.rng = random.Random(self.seed)
-
-    def settings(self) -> dict[str, Any]:
-        """The switches as set (what ``GET /_sim/faults`` answers)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
 
 @dataclass
@@ -193,18 +170,6 @@ class AssetType:
     prefix: str
     edge: str
     last_number: int = FIRST_ASSET_NUMBER - 1
-
-
-class SimulatedDrop(Exception):
-    """Raised after the answer's head: uvicorn then closes the connection mid-answer."""
-
-
-class _HideSimulatedDrops(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedDrop))
-
-
-logging.getLogger("uvicorn.error").addFilter(_HideSimulatedDrops())
 
 
 @dataclass
@@ -318,6 +283,14 @@ class HanteraSimulator:
         """Recorded requests to ``path`` (answered with ``status`` if given)."""
         return sum(1 for r in self.requests if r.path == path and status in (None, r.status))
 
+    def env(self) -> dict[str, str]:
+        """The ``REGISTRATION_HANTERA_*`` variables that point the service at this simulator."""
+        return {
+            "REGISTRATION_HANTERA_BASE_URL": self.base_url,
+            "REGISTRATION_HANTERA_CLIENT_ID": self.client_id,
+            "REGISTRATION_HANTERA_CLIENT_SECRET": self.client_secret,
+        }
+
     # Transport: faults, recording, authentication ---------------------------------------------
 
     def _middleware(self, app: ASGIApp) -> ASGIApp:
@@ -335,23 +308,12 @@ class HanteraSimulator:
                 scope["method"], path, scope["query_string"].decode(), None, headers=headers
             )
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body") and path not in _UNRECORDED_BODIES:
-                    try:
-                        record.body = json.loads(b"".join(chunks) or b"null")
-                    except ValueError:
-                        record.body = b"".join(chunks).decode(errors="replace")
-                return message
+            def body(raw: bytes) -> None:
+                if path not in _UNRECORDED_BODIES:
+                    record.body = json_or_text(raw)
 
-            async def recording_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    record.status = message["status"]
-                await send(message)
-
+            recording_receive, recording_send = recording(receive, send, record, body)
             await self._faulty(scope, recording_receive, recording_send, app, record, send)
 
         return middleware
@@ -367,31 +329,16 @@ class HanteraSimulator:
     ) -> None:
         """The request as the fault switches say: ``send`` records, ``raw_send`` does not."""
         faults = self.faults
-        if not scope["path"].startswith(faults.path_prefix) or (
-            faults.method and scope["method"] != faults.method
-        ):
+
+        async def handle(scope: Scope, receive: Receive, send: Send) -> None:
             await self._authenticated(scope, receive, send, app)
+
+        if not faults.selects(scope):
+            await handle(scope, receive, send)
             return
         if faults.latency_seconds:
             await asyncio.sleep(faults.latency_seconds)
-        draw = (faults.rng or self._random).random()
-        thresholds = [
-            ("429", faults.rate_limit_rate),
-            ("503", faults.error_rate),
-            ("disconnect", faults.disconnect_rate),
-            ("lost", faults.lost_answer_rate),
-        ]
-        fault, bound = None, 0.0
-        for name, rate in thresholds:
-            bound += rate
-            if draw < bound:
-                fault = name
-                break
-        if fault is not None and faults.limit is not None:
-            if faults.limit <= 0:
-                fault = None
-            else:
-                faults.limit -= 1
+        fault = faults.draw(self._random)
         if fault == "429":
             retry_after = {"Retry-After": str(faults.retry_after_seconds)}
             await _error(429, "TOO_MANY_REQUESTS", "rate limited", retry_after)(
@@ -400,22 +347,10 @@ class HanteraSimulator:
         elif fault == "503":
             await _error(503, "SERVICE_UNAVAILABLE", "simulated outage")(scope, receive, send)
         elif fault in ("disconnect", "lost"):
-            if fault == "lost":
-
-                async def unanswered(message: Message) -> None:
-                    if message["type"] == "http.response.start":
-                        record.status = message["status"]
-
-                await self._authenticated(scope, receive, unanswered, app)
-            else:
-                while (await receive()).get("more_body"):
-                    pass  # read (and record) the body, then hang up without handling it
-            record.lost = True
-            head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
-            await raw_send({"type": "http.response.start", "status": 200, "headers": head})
-            raise SimulatedDrop(scope["path"])
+            # A disconnect reads (and records) the body, then hangs up without handling it.
+            await hang_up(scope, receive, raw_send, record, handle if fault == "lost" else None)
         else:
-            await self._authenticated(scope, receive, send, app)
+            await handle(scope, receive, send)
 
     async def _authenticated(
         self, scope: Scope, receive: Receive, send: Send, app: ASGIApp
@@ -793,30 +728,16 @@ def _email_of(doc: dict[str, Any]) -> str:
     return email if isinstance(email, str) else ""
 
 
-@asynccontextmanager
-async def running(
+def running(
     simulator: HanteraSimulator | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[HanteraSimulator]:
+) -> AbstractAsyncContextManager[HanteraSimulator]:
     """Serve ``simulator`` (a new one by default) until the block ends; port 0 picks a free one."""
     sim = simulator or HanteraSimulator()
-    async with serve(sim.app, host=host, port=port) as base_url:
-        sim.base_url = base_url
-        yield sim
-
-
-async def _serve_forever(sim: HanteraSimulator, host: str, port: int) -> None:
-    async with running(sim, host=host, port=port):
-        print(f"Hantera simulator on {sim.base_url}")
-        print(f"  REGISTRATION_HANTERA_BASE_URL={sim.base_url}")
-        print(f"  REGISTRATION_HANTERA_CLIENT_ID={sim.client_id}")
-        print(f"  REGISTRATION_HANTERA_CLIENT_SECRET={sim.client_secret}")
-        await asyncio.Event().wait()
+    return serving(sim, sim.app, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Hantera simulator for local runs and tests")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8900)
+    parser = standalone_parser("Hantera simulator for local runs and tests", port=8900)
     parser.add_argument("--client-id", default="registration-service")
     parser.add_argument("--client-secret", default="dev-secret")
     parser.add_argument("--token-lifetime", type=float, default=300.0, help="seconds")
@@ -832,10 +753,7 @@ def main(argv: list[str] | None = None) -> None:
         token_lifetime_seconds=args.token_lifetime,
         grant_types=tuple(args.grant_types.split(",")),
     )
-    try:
-        asyncio.run(_serve_forever(sim, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
+    serve_forever("Hantera simulator", running(sim, host=args.host, port=args.port))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Run alone: ``python -m tests.simulators.medusa --port 9000`` prints the variable
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import dataclasses
@@ -30,8 +29,7 @@ import json
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +40,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.simulators.loopback import serve
+from tests.simulators.loopback import (
+    draw_fault,
+    hang_up,
+    json_or_text,
+    recording,
+    serve_forever,
+    serving,
+    standalone_parser,
+)
 
 STORE_CREATE_FIELDS = {"email", "company_name", "first_name", "last_name", "phone"}
 ADMIN_CUSTOMER_FIELDS = STORE_CREATE_FIELDS | {"metadata"}
@@ -85,10 +91,6 @@ class RecordedRequest:
     status: int | None = None
     lost: bool = False
     response: Any = None
-
-
-class SimulatedDrop(Exception):
-    pass
 
 
 @dataclass
@@ -166,6 +168,14 @@ class MedusaSimulator:
             if c["deleted_at"] is None and (email is None or c["email"] == email)
         ]
 
+    def env(self) -> dict[str, str]:
+        """The ``REGISTRATION_MEDUSA_*`` variables that point the service at this simulator."""
+        return {
+            "REGISTRATION_MEDUSA_BASE_URL": self.base_url,
+            "REGISTRATION_MEDUSA_PUBLISHABLE_KEY": self.publishable_key,
+            "REGISTRATION_MEDUSA_SECRET_API_KEY": self.secret_api_key,
+        }
+
     def count(self, method: str, path: str) -> int:
         return sum(1 for r in self.requests if r.method == method and r.path == path)
 
@@ -181,27 +191,18 @@ class MedusaSimulator:
                 scope["method"], scope["path"], scope["query_string"].decode(), None, headers
             )
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    try:
-                        record.body = json.loads(b"".join(chunks) or b"null")
-                    except ValueError:
-                        record.body = b"".join(chunks).decode(errors="replace")
-                return message
+            def body(raw: bytes) -> None:
+                record.body = json_or_text(raw)
 
-            async def recording_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    record.status = message["status"]
-                elif message["type"] == "http.response.body" and message.get("body"):
+            def response(message: Message) -> None:
+                if message["type"] == "http.response.body" and message.get("body"):
                     try:
                         record.response = json.loads(message["body"])
                     except ValueError:
                         record.response = message["body"]
-                await send(message)
+
+            recording_receive, recording_send = recording(receive, send, record, body, response)
 
             faults = self.faults
             selected = scope["path"].startswith(faults.path_prefix) and (
@@ -212,39 +213,18 @@ class MedusaSimulator:
                 return
             if faults.latency_seconds:
                 await asyncio.sleep(faults.latency_seconds)
-            draw, fault, bound = self._random.random(), None, 0.0
-            for name, rate in (
+            rates = [
                 ("error", faults.error_rate),
                 ("disconnect", faults.disconnect_rate),
                 ("lost", faults.lost_answer_rate),
-            ):
-                bound += rate
-                if draw < bound:
-                    fault = name
-                    break
-            if fault is not None and faults.limit is not None:
-                if faults.limit <= 0:
-                    fault = None
-                else:
-                    faults.limit -= 1
+            ]
+            fault = draw_fault(faults, self._random.random(), rates)
             if fault == "error":
                 answer = _error(faults.error_status, "unknown_error", "simulated failure")
                 await answer(scope, recording_receive, recording_send)
             elif fault in ("disconnect", "lost"):
-                if fault == "lost":
-
-                    async def unanswered(message: Message) -> None:
-                        if message["type"] == "http.response.start":
-                            record.status = message["status"]
-
-                    await app(scope, recording_receive, unanswered)
-                else:
-                    while (await recording_receive()).get("more_body"):
-                        pass
-                record.lost = True
-                head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
-                await send({"type": "http.response.start", "status": 200, "headers": head})
-                raise SimulatedDrop(scope["path"])
+                handle = app if fault == "lost" else None
+                await hang_up(scope, recording_receive, send, record, handle)
             else:
                 await app(scope, recording_receive, recording_send)
 
@@ -473,36 +453,19 @@ class MedusaSimulator:
         return JSONResponse({"id": customer_id, "object": "customer", "deleted": True})
 
 
-@asynccontextmanager
-async def running(
+def running(
     simulator: MedusaSimulator | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[MedusaSimulator]:
+) -> AbstractAsyncContextManager[MedusaSimulator]:
     sim = simulator or MedusaSimulator()
-    async with serve(sim.app, host=host, port=port) as base_url:
-        sim.base_url = base_url
-        yield sim
-
-
-async def _serve_forever(sim: MedusaSimulator, host: str, port: int) -> None:
-    async with running(sim, host=host, port=port):
-        print(f"Medusa simulator on {sim.base_url}")
-        print(f"  REGISTRATION_MEDUSA_BASE_URL={sim.base_url}")
-        print(f"  REGISTRATION_MEDUSA_PUBLISHABLE_KEY={sim.publishable_key}")
-        print(f"  REGISTRATION_MEDUSA_SECRET_API_KEY={sim.secret_api_key}")
-        await asyncio.Event().wait()
+    return serving(sim, sim.app, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Medusa simulator for local runs and tests")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser = standalone_parser("Medusa simulator for local runs and tests", port=9000)
     parser.add_argument("--token-lifetime", type=float, default=86400.0, help="seconds")
     args = parser.parse_args(argv)
     sim = MedusaSimulator(token_lifetime_seconds=args.token_lifetime)
-    try:
-        asyncio.run(_serve_forever(sim, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
+    serve_forever("Medusa simulator", running(sim, host=args.host, port=args.port))
 
 
 if __name__ == "__main__":

@@ -32,17 +32,14 @@ as sim`` (``sim.base_url``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
-import logging
 import random
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,9 +48,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.simulators.loopback import serve
+from tests.simulators.loopback import (
+    draw_fault,
+    hang_up,
+    recording,
+    serve_forever,
+    serving,
+    standalone_parser,
+)
 
 SERVICE = "/commerce/customer/1.1"
 TOKEN_PATH = "/identity/1.0/connect/token"
@@ -93,18 +97,6 @@ class Recorded:
     body: Any
     status: int = 0
     lost: bool = False
-
-
-class SimulatedDrop(Exception):
-    """Raised after the answer's head: uvicorn then closes the connection mid-answer."""
-
-
-class _HideSimulatedDrops(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedDrop))
-
-
-logging.getLogger("uvicorn.error").addFilter(_HideSimulatedDrops())
 
 
 @dataclass
@@ -183,6 +175,16 @@ class NorceSimulator:
     def can_login(self, login: str, password: str) -> bool:
         return self._login_target(login, password) is not None
 
+    def env(self) -> dict[str, str]:
+        """The ``REGISTRATION_NORCE_*`` variables that point the service at this simulator."""
+        return {
+            "REGISTRATION_NORCE_BASE_URL": self.base_url,
+            "REGISTRATION_NORCE_CLIENT_ID": self.client_id,
+            "REGISTRATION_NORCE_CLIENT_SECRET": self.client_secret,
+            "REGISTRATION_NORCE_SCOPE": "playground",
+            "REGISTRATION_NORCE_APPLICATION_ID": self.application_id,
+        }
+
     def count(self, method_name: str, status: int | None = None) -> int:
         path = TOKEN_PATH if method_name == "token" else f"{SERVICE}/{method_name}"
         return sum(1 for r in self.requests if r.path == path and status in (None, r.status))
@@ -202,25 +204,18 @@ class NorceSimulator:
             query.pop("password", None)
             record = Recorded(scope["method"], scope["path"], query, None)
             self.requests.append(record)
-            chunks: list[bytes] = []
 
-            async def recording_receive() -> Message:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body") and scope["path"] != TOKEN_PATH:
+            def body(raw: bytes) -> None:
+                if scope["path"] != TOKEN_PATH:
                     try:
-                        body = json.loads(b"".join(chunks) or b"null")
+                        doc = json.loads(raw or b"null")
                     except ValueError:
-                        body = None
-                    if isinstance(body, dict):
-                        body.pop("Password", None)
-                    record.body = body
-                return message
+                        doc = None
+                    if isinstance(doc, dict):
+                        doc.pop("Password", None)
+                    record.body = doc
 
-            async def recording_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    record.status = message["status"]
-                await send(message)
+            recording_receive, recording_send = recording(receive, send, record, body)
 
             await self._faulty(scope, recording_receive, recording_send, send, app, record)
 
@@ -249,34 +244,18 @@ class NorceSimulator:
             faults.business_error = None
             await _business(key, message)(scope, receive, send)
             return
-        draw, fault = self._random.random(), None
-        bound = 0.0
-        for name, rate in (
+        rates = [
             ("503", faults.error_rate),
             ("500", faults.server_error_rate),
             ("lost", faults.lost_answer_rate),
-        ):
-            bound += rate
-            if draw < bound:
-                fault = name
-                break
-        if fault is not None and faults.limit is not None:
-            faults.limit -= 1
+        ]
+        fault = draw_fault(faults, self._random.random(), rates)
         if fault == "503":
             await Response("<html>Service Unavailable</html>", 503)(scope, receive, send)
         elif fault == "500":
             await Response("<html>Internal Server Error</html>", 500)(scope, receive, send)
         elif fault == "lost":
-
-            async def unanswered(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    record.status = message["status"]
-
-            await app(scope, receive, unanswered)
-            record.lost = True
-            head = [(b"content-type", b"application/json"), (b"content-length", b"64")]
-            await raw_send({"type": "http.response.start", "status": 200, "headers": head})
-            raise SimulatedDrop(scope["path"])
+            await hang_up(scope, receive, raw_send, record, app)
         else:
             await app(scope, receive, send)
 
@@ -526,27 +505,17 @@ async def _body(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-@asynccontextmanager
-async def running(sim: NorceSimulator | None = None) -> AsyncIterator[NorceSimulator]:
+def running(
+    sim: NorceSimulator | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AbstractAsyncContextManager[NorceSimulator]:
     simulator = sim or NorceSimulator()
-    async with serve(simulator.app) as base_url:
-        simulator.base_url = base_url
-        yield simulator
-
-
-async def _serve_forever(sim: NorceSimulator, host: str, port: int) -> None:
-    async with serve(sim.app, host=host, port=port) as base_url:
-        print(f"Norce simulator on {base_url}: client {sim.client_id!r}", flush=True)
-        print(f"secret {sim.client_secret!r}, application {sim.application_id!r}", flush=True)
-        await asyncio.Event().wait()
+    return serving(simulator, simulator.app, host=host, port=port)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.simulators.norce")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8901)
+    parser = standalone_parser("Norce simulator for local runs and tests", port=8901)
     args = parser.parse_args(argv)
-    asyncio.run(_serve_forever(NorceSimulator(), args.host, args.port))
+    serve_forever("Norce simulator", running(host=args.host, port=args.port))
 
 
 if __name__ == "__main__":
