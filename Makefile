@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench histories clean compile
+.PHONY: run test lint bench histories clean compile reliability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The reliability suite (docs/reliability.md) at full size, e.g. `make reliability N=300`; `make test`
+# runs it at 24 registrations per scenario. Prints the figures at the end.
+N ?= 300
+reliability: compile
+	RELIABILITY_N=$(N) $(BIN)/pytest -m reliability tests/reliability
 
 bench: compile
 	$(BIN)/python -m bench

@@ -225,6 +225,11 @@ _SERVER_UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLI
 """What an outage looks like during a call: UNAVAILABLE (no connection, a connection lost: the
 SDK has already retried it for up to 10 s) and DEADLINE_EXCEEDED (no answer in time). A query's
 own timeout is the exception (``NoWorkerAnswered``: ``_status_of``)."""
+_TRANSPORT_ERROR = "transport error"
+"""The message of an RPC whose connection broke under it: the server went away while the request
+was being written (a broken pipe), which the SDK reports as UNKNOWN and does not retry. An outage
+like UNAVAILABLE: the call may or may not have reached the server (found by the reliability suite,
+``tests/reliability/test_broken_connection.py``)."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -275,7 +280,9 @@ def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> 
         if isinstance(cause, RPCError) and cause.status is RPCStatusCode.DEADLINE_EXCEEDED:
             return f"no answer in time ({cause.message or 'deadline exceeded'})"
         return None
-    if err.status in _SERVER_UNREACHABLE:
+    if err.status in _SERVER_UNREACHABLE or (
+        err.status is RPCStatusCode.UNKNOWN and err.message == _TRANSPORT_ERROR
+    ):
         return err.message or err.status.name.lower()
     return None
 

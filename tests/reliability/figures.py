@@ -1,0 +1,91 @@
+"""The figures of a run: collected per scenario, printed at the end of the pytest session
+(``conftest.py``) by ``make test`` and ``make reliability`` alike."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from tests.reliability.driver import STATE, Record
+from tests.reliability.harness import REPO
+
+REPORTS: list[str] = []
+"""One table per scenario run in this session."""
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, -(-int(fraction * len(ordered) * 1000) // 1000))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return (
+        f"p50 {percentile(values, 0.5):.2f} s, p95 {percentile(values, 0.95):.2f} s,"
+        f" max {max(values):.2f} s (n={len(values)})"
+    )
+
+
+def commit() -> str:
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+            cwd=REPO, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return found.stdout.strip()
+
+
+def counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counter.items())) or "none"
+
+
+def table(
+    title: str,
+    records: Iterable[Record],
+    ended: dict[str, str],
+    violations: Sequence[str],
+    extra: dict[str, str],
+    seconds: float,
+) -> str:
+    records = list(records)
+    meant = Counter(r.ending.value for r in records)
+    resent = sum(r.resend for r in records)
+    as_meant = sum(1 for r in records if ended.get(r.email) == STATE[r.ending].value)
+    to_mail = [r.first_mail_at - r.registered_at for r in records
+               if r.first_mail_at and r.registered_at]  # fmt: skip
+    mail_to_pending = [r.pending_at - r.first_mail_at for r in records
+                       if r.pending_at and r.first_mail_at]  # fmt: skip
+    to_active = [r.active_at - r.registered_at for r in records
+                 if r.active_at and r.registered_at]  # fmt: skip
+    retries: Counter[str] = Counter()
+    answers: Counter[str] = Counter()
+    floods = 0
+    for record in records:
+        retries.update(record.retries)
+        for flood in record.floods:
+            answers.update(flood)
+            floods += 1
+    ending_counts = counts(Counter(ended.values()))
+    rows = [
+        ("registrations", f"{len(records)}: {counts(meant)} ({resent} activated after a resend)"),
+        ("ended as intended", f"{as_meant} / {len(records)}; ended {ending_counts}"),
+        ("register -> first mail", spread(to_mail)),
+        ("first mail -> takes codes", spread(mail_to_pending)),
+        ("register -> active", spread(to_active)),
+        ("client retries", counts(retries)),
+        ("brute force", f"{floods} floods of 50 parallel wrong codes; answers: {counts(answers)}"),
+        *extra.items(),
+        ("invariant violations", str(len(violations))),
+        ("wall time", f"{seconds:.0f} s"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{title} (commit {commit()})"]
+    lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
+    lines += [f"  ! {violation}" for violation in violations[:50]]
+    return "\n".join(lines)
