@@ -270,6 +270,12 @@ def _busy(err: RPCError) -> bool:
     )
 
 
+def _channel_reset(err: RPCError) -> bool:
+    """The SDK's CANCELLED for a call on a connection that went away under it (seen on the first
+    call after a minute idle), not one the caller cancelled."""
+    return err.status is RPCStatusCode.CANCELLED and err.message == "operation was canceled"
+
+
 def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> str | None:
     """What went wrong, if ``err`` is an outage of the server: the SDK's text (``tcp connect
     error``...). An update's start or result that timed out on the server's side is one too: the
@@ -747,7 +753,13 @@ class RegistrationClient:
         if not self._settings.search_attributes or self._search_attributes_checked:
             return
         try:
-            trouble = await visibility.namespace_trouble(self._client)
+            try:
+                trouble = await visibility.namespace_trouble(self._client)
+            except RPCError as err:
+                if not _channel_reset(err):
+                    raise
+                # A read on a connection the server closed while it sat idle: once more.
+                trouble = await visibility.namespace_trouble(self._client)
         except RPCError as err:
             self._check_namespace(err)
             raise

@@ -368,3 +368,29 @@ async def test_a_start_refused_for_missing_search_attributes_names_both_ways_to_
     assert message.endswith(f"Datetime), {fallback}")
     assert await run_create_commands(server_of(dev_env), message) == len(visibility.ALL)
     await registrations.register(email="lee@example.com", name="Lee", password=PASSWORD)
+
+
+async def test_a_connection_reset_under_the_first_start_is_read_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first call after the client sat idle a minute met a connection the server had closed:
+    the SDK answered CANCELLED "operation was canceled", and ``register`` raised it raw (seen in
+    CI). The search-attribute check is a read: it is made once more."""
+    real = visibility.namespace_trouble
+    calls = 0
+
+    async def reset_once(client: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")
+        return await real(client)
+
+    monkeypatch.setattr(visibility, "namespace_trouble", reset_once)
+    fresh = RegistrationClient(stack.client, stack.settings)
+    receipt = await register(
+        Stack(stack.client, stack.settings, stack.providers, fresh), "ida@example.com"
+    )
+    assert calls == 2 and receipt.registration_id
+    await wait_for_state(stack, "ida@example.com", RegistrationState.PENDING)
+    await stack.registrations.cancel("ida@example.com", "test over")
