@@ -34,7 +34,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 
-test: lint
+# axe-core, for the hosted pages' accessibility check in Chromium (tests/browser), pinned by its
+# package-lock.json. Without npm the browser tests need it only where Chromium is installed.
+AXE := tests/browser/node_modules/axe-core/axe.min.js
+$(AXE): tests/browser/package-lock.json
+	@if command -v npm >/dev/null; then cd tests/browser && npm ci --no-audit --no-fund --silent; \
+	else echo "npm not found: install it for tests/browser's axe-core check (.ci/run does)"; fi
+
+test: lint $(AXE)
 	$(BIN)/pytest
 
 # The reliability suite (docs/reliability.md) at full size, e.g. `make reliability N=300`; `make test`
