@@ -246,6 +246,10 @@ def _outages_mapped(call: str) -> Callable[[F], F]:
             try:
                 return await method(self, *args, **kwargs)
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+                if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError) and (
+                    _cancelled_by_caller()
+                ):
+                    raise asyncio.CancelledError() from err
                 if isinstance(err, RPCError) and _busy(err):
                     raise Busy(
                         f"the Temporal server refused the call: {err.message}", advice
@@ -276,15 +280,28 @@ def _channel_reset(err: RPCError) -> bool:
     return err.status is RPCStatusCode.CANCELLED and err.message == "operation was canceled"
 
 
+def _cancelled_by_caller() -> bool:
+    """Whether the task making the call is being cancelled: the SDK reports a caller's
+    cancellation of an update as ``WorkflowUpdateRPCTimeoutOrCancelledError`` too."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> str | None:
     """What went wrong, if ``err`` is an outage of the server: the SDK's text (``tcp connect
-    error``...). An update's start or result that timed out on the server's side is one too: the
-    SDK turns its DEADLINE_EXCEEDED into ``WorkflowUpdateRPCTimeoutOrCancelledError`` (which
-    ``_accepted`` raises as ``NoWorkerAnswered`` when it was the client's own deadline)."""
+    error``...). An update's start or result is one too when the SDK reports it as
+    ``WorkflowUpdateRPCTimeoutOrCancelledError``: caused by the server's DEADLINE_EXCEEDED (the
+    client's own deadline is ``NoWorkerAnswered``, from ``_accepted``), by an outage status, or
+    by a cancellation of its RPC that the caller did not ask for (its connection went away in a
+    server outage: found by the reliability suite). A caller's own cancellation stays one."""
     if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
         cause = err.__cause__
         if isinstance(cause, RPCError) and cause.status is RPCStatusCode.DEADLINE_EXCEEDED:
             return f"no answer in time ({cause.message or 'deadline exceeded'})"
+        if isinstance(cause, RPCError) and (_channel_reset(cause) or _outage_reason(cause)):
+            return cause.message
+        if isinstance(cause, asyncio.CancelledError) and not _cancelled_by_caller():
+            return "the call was cancelled under the client (its connection went away)"
         return None
     if err.status in _SERVER_UNREACHABLE or (
         err.status is RPCStatusCode.UNKNOWN and err.message == _TRANSPORT_ERROR

@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowUpdateHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from common import temporal
@@ -17,8 +18,10 @@ from common.converter import data_converter
 from common.settings import Settings
 from common.temporal import dev_server_path
 from starter.client import RegistrationClient, RegistrationError, ServerUnreachable
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, register, wait_for_state
+from tests.stack import Stack
 from workflows import visibility
+from workflows.models import ActivationOutcome, RegistrationState
 
 
 async def unreachable(call: Awaitable[Any]) -> ServerUnreachable:
@@ -73,3 +76,61 @@ async def test_every_call_during_an_outage_is_server_unreachable_with_retry_advi
     refused = await unreachable(RegistrationClient.connect(settings))
     assert refused.address == address
     assert str(refused).endswith("once it is back, connect again: nothing was sent")
+
+
+def cancelled_under_the_client(monkeypatch: pytest.MonkeyPatch, *, hold: float = 0.0) -> list[str]:
+    """``WorkflowUpdateHandle.result`` fails its first call as the SDK does when the future of
+    its RPC is cancelled (after ``hold`` seconds, or at once):
+    ``WorkflowUpdateRPCTimeoutOrCancelledError`` from a ``CancelledError``. Seen in server
+    outages (the reliability suite); it cannot be provoked on purpose. The list records the
+    update ids of the calls that failed."""
+    real = WorkflowUpdateHandle.result
+    failed: list[str] = []
+
+    async def result(self: WorkflowUpdateHandle[Any], **kwargs: Any) -> Any:
+        if failed:
+            return await real(self, **kwargs)
+        failed.append(self.id)
+        try:
+            await asyncio.sleep(hold)
+            raise asyncio.CancelledError()
+        except asyncio.CancelledError as err:
+            raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
+
+    monkeypatch.setattr(WorkflowUpdateHandle, "result", result)
+    return failed
+
+
+async def test_an_update_cancelled_under_the_client_is_server_unreachable(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the SDK's raw error: ``ServerUnreachable`` with the call's retry advice, and the retry
+    with the same ``request_id`` gets the first call's outcome."""
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    code = stack.code_for(email)
+    failed = cancelled_under_the_client(monkeypatch)
+
+    error = await unreachable(stack.registrations.submit_code(email, code, request_id="r-1"))
+    assert "cancelled under the client" in str(error)
+    assert "with the same request_id" in str(error), str(error)
+    reply = await stack.registrations.submit_code(email, code, request_id="r-1")
+    assert reply.outcome is ActivationOutcome.ACTIVATED
+    assert len(failed) == 1
+
+
+async def test_a_caller_cancelling_an_update_gets_a_cancellation(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK reports a caller's cancellation as its ``WorkflowUpdateRPCTimeoutOrCancelledError``
+    too; the client gives it back as the cancellation it was, so the caller's own
+    ``asyncio.timeout`` raises its ``TimeoutError``, and it is not taken for an outage."""
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    await register(stack, email)
+    await wait_for_state(stack, email, RegistrationState.PENDING)
+    cancelled_under_the_client(monkeypatch, hold=60)
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(2):
+            await stack.registrations.submit_code(email, stack.code_for(email), request_id="r-1")

@@ -25,8 +25,6 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import TypeVar
 
-from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
-
 from starter.client import (
     Busy,
     NotPending,
@@ -46,10 +44,9 @@ from workflows.models import (
 
 T = TypeVar("T")
 
-RETRYABLE = (ServerUnreachable, Busy, NoWorkerAnswered, WorkflowUpdateRPCTimeoutOrCancelledError)
-"""The client's documented retryable errors, and one the client lets through raw during a server
-outage (an update whose RPC the SDK reports cancelled: counted apart, see docs/reliability.md)."""
-OUTAGES = (ServerUnreachable, NoWorkerAnswered, WorkflowUpdateRPCTimeoutOrCancelledError)
+RETRYABLE = (ServerUnreachable, Busy, NoWorkerAnswered)
+"""The client's documented retryable errors; anything else a call raises is a violation."""
+OUTAGES = (ServerUnreachable, NoWorkerAnswered)
 PENDING_TIMEOUT = 300.0
 CALL_DEADLINE = 300.0
 """Seconds a call is retried for: longer than any outage the suite injects."""
