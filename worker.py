@@ -39,7 +39,7 @@ from temporalio.client import (
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.activation import ActivationActivities
@@ -111,6 +111,11 @@ SANDBOX = SandboxedWorkflowRunner(
 so it is passed through like the models themselves instead of being re-imported per workflow."""
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The sandbox, unless ``REGISTRATION_WORKFLOW_SANDBOX`` turns it off (docs/capacity.md)."""
+    return SANDBOX if settings.workflow_sandbox else UnsandboxedWorkflowRunner()
+
+
 def registration_activities(providers: Providers, settings: Settings) -> list[Callable[..., Any]]:
     """Every activity of the registration, bound to the configured providers and keys."""
     sealer = Sealer(fernet_keys(settings.seal_key, settings.data_dir))
@@ -175,7 +180,7 @@ def create_worker(client: Client, settings: Settings, providers: Providers) -> W
         workflows=[RegistrationWorkflow, SweepWorkflow],
         activities=registration_activities(providers, settings)
         + sweep_activities(client, providers, settings),
-        workflow_runner=SANDBOX,
+        workflow_runner=workflow_runner(settings),
         max_cached_workflows=settings.worker_cache_size,
         # The SDK refuses more workflow tasks at once than it can cache (its default is 100).
         max_concurrent_workflow_tasks=min(WORKFLOW_TASK_SLOTS, settings.worker_cache_size),

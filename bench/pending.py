@@ -147,6 +147,7 @@ async def run(args: argparse.Namespace) -> list[str]:
         values = settings_values(root, "pending", generated_keys())
         if args.cache_size is not None:
             values["worker_cache_size"] = args.cache_size
+        values["workflow_sandbox"] = not args.no_sandbox
         settings = Settings(_env_file=None, **values)
         async with fresh_server(root / "server", data_converter(settings)) as (env, server):
             scenario = RegistrationScenario(env.client, settings, secrets.token_urlsafe(18))
@@ -215,7 +216,8 @@ async def run(args: argparse.Namespace) -> list[str]:
         "",
         f"--n {args.n} --sample {args.sample} --concurrency {args.concurrency}"
         f"{' --no-argon2id' if args.no_argon2id else ''};"
-        f" worker cache {settings.worker_cache_size}; payload encryption on",
+        f" worker cache {settings.worker_cache_size},"
+        f" sandbox {'on' if settings.workflow_sandbox else 'off'}; payload encryption on",
         machine_line(load_before),
     ]
     return lines
@@ -233,6 +235,11 @@ def main(argv: list[str]) -> None:
     add("--concurrency", type=at_least(1), default=20, help="starts in flight (20)")
     add("--warmup", type=at_least(0), default=20, help="registrations before, not counted (20)")
     add("--cache-size", type=at_least(2), help="REGISTRATION_WORKER_CACHE_SIZE of the worker")
+    add(
+        "--no-sandbox",
+        action="store_true",
+        help="REGISTRATION_WORKFLOW_SANDBOX=false in the worker (docs/capacity.md)",
+    )
     add("--seed", type=int, default=None, help="of the random sample")
     add(
         "--no-argon2id",

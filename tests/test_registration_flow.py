@@ -16,6 +16,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.import_customers import import_customers
 from activities.providers import local
@@ -34,6 +36,7 @@ from tests.helpers import (
     identity,
     local_activities,
     register,
+    register_and_submit_code,
     result_of,
     wait_for_state,
 )
@@ -45,6 +48,7 @@ from tests.scenarios import (
     cancelled_during_activation,
 )
 from tests.stack import Stack, beside, make_settings, on_queue_of, running_stack
+from worker import workflow_runner
 from workflows.models import (
     ActivationOutcome,
     ActivationReply,
@@ -411,3 +415,16 @@ async def test_profile_goes_to_the_customer_and_metadata_to_the_status(stack: St
         ).fetchone()
     conn.close()
     assert json.loads(stored) == {"company": "Paula & Co", "newsletter": "yes"}
+
+
+async def test_a_registration_runs_the_same_without_the_sandbox(stack: Stack) -> None:
+    """``REGISTRATION_WORKFLOW_SANDBOX=false`` (docs/capacity.md): the worker runs the workflow
+    outside the SDK's sandbox, and a registration ends active as it does inside it."""
+    assert isinstance(workflow_runner(stack.settings), SandboxedWorkflowRunner)
+    without = {"workflow_sandbox": False}
+    async for unsandboxed in beside(stack, "unsandboxed", settings=without):
+        assert isinstance(workflow_runner(unsandboxed.settings), UnsandboxedWorkflowRunner)
+        receipt, outcome = await register_and_submit_code(unsandboxed, "nosandbox@example.com")
+        assert outcome is ActivationOutcome.ACTIVATED
+        result = await result_of(unsandboxed, receipt.registration_id)
+        assert result.state is RegistrationState.ACTIVE

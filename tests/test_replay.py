@@ -16,7 +16,8 @@ from temporalio.worker import Replayer
 from common.converter import data_converter
 from tests.histories import record
 from tests.scenarios import SCENARIOS
-from worker import SANDBOX
+from tests.stack import make_settings
+from worker import workflow_runner
 from workflows.models import RegistrationInput, RegistrationResult
 from workflows.registration import RegistrationWorkflow
 from workflows.sweep import SweepWorkflow
@@ -39,15 +40,18 @@ def test_every_scenario_has_a_recorded_history() -> None:
     assert recorded == set(SCENARIOS), "run: python -m tests.histories.record"
 
 
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandbox", "no-sandbox"])
 @pytest.mark.parametrize(
     "path", [pytest.param(path, id=path.name) for path in sorted(HISTORIES.glob("*.json"))]
 )
-async def test_recorded_history_replays(path: Path) -> None:
+async def test_recorded_history_replays(path: Path, sandbox: bool, tmp_path: Path) -> None:
+    """With the sandbox (the default) and without it (``REGISTRATION_WORKFLOW_SANDBOX=false``):
+    the worker's own choice of runner, so either way of running it replays 1.0."""
     history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
     replayer = Replayer(
         workflows=[RegistrationWorkflow, SweepWorkflow],
         data_converter=data_converter(None),
-        workflow_runner=SANDBOX,
+        workflow_runner=workflow_runner(make_settings(tmp_path, workflow_sandbox=sandbox)),
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
