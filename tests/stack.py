@@ -52,6 +52,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "task_queue": f"test-{uuid.uuid4()}",
+        # The tests run the workflow sandboxed (the deployment default is off): the sandbox
+        # refuses a non-deterministic call the workflow makes (docs/design.md).
+        "workflow_sandbox": True,
         **SESSION_KEYS,
         **overrides,
     }

@@ -418,8 +418,9 @@ async def test_profile_goes_to_the_customer_and_metadata_to_the_status(stack: St
 
 
 async def test_a_registration_runs_the_same_without_the_sandbox(stack: Stack) -> None:
-    """``REGISTRATION_WORKFLOW_SANDBOX=false`` (docs/capacity.md): the worker runs the workflow
-    outside the SDK's sandbox, and a registration ends active as it does inside it."""
+    """``REGISTRATION_WORKFLOW_SANDBOX=false``, the deployment default (docs/capacity.md): the
+    worker runs the workflow outside the SDK's sandbox, where the tests run it, and a
+    registration ends active as it does inside it."""
     assert isinstance(workflow_runner(stack.settings), SandboxedWorkflowRunner)
     without = {"workflow_sandbox": False}
     async for unsandboxed in beside(stack, "unsandboxed", settings=without):
