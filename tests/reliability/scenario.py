@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import random
 import secrets
@@ -24,7 +25,13 @@ from common.settings import Settings
 from starter.client import RegistrationClient
 from tests.reliability import figures, invariants
 from tests.reliability.driver import Driver, Limits, Record, plan
-from tests.reliability.harness import Mailbox, TemporalServer, WorkerProcess, log_tail
+from tests.reliability.harness import (
+    Mailbox,
+    SimulatorProcess,
+    TemporalServer,
+    WorkerProcess,
+    log_tail,
+)
 
 SIZE = int(os.environ.get("RELIABILITY_N") or 24)
 """Registrations per scenario: 24 in CI (``make test``), ``make reliability N=300`` for more."""
@@ -75,15 +82,19 @@ class Stack:
     settings: Settings
     registrations: RegistrationClient
     flooder: RegistrationClient
+    simulator: SimulatorProcess | None = None
 
     def log_tail(self) -> str:
-        return log_tail(self.server.logs[-2:] + self.worker.logs[-3:])
+        simulator = [self.simulator.log] if self.simulator else []
+        return log_tail(self.server.logs[-2:] + self.worker.logs[-3:] + simulator)
 
 
 @asynccontextmanager
-async def stack(folder: Path, providers: dict[str, str]) -> AsyncIterator[Stack]:
+async def stack(
+    folder: Path, providers: dict[str, str], simulator: SimulatorProcess | None = None
+) -> AsyncIterator[Stack]:
     """Server and worker processes for ``providers`` (``Settings`` field names and values),
-    and clients of this process."""
+    and clients of this process; ``simulator``: the one the providers use, if any."""
     values = {**policy_and_keys(folder), **providers}
     server = TemporalServer(folder)
     await server.start()
@@ -102,6 +113,7 @@ async def stack(folder: Path, providers: dict[str, str]) -> AsyncIterator[Stack]
             settings,
             RegistrationClient(client, settings),
             RegistrationClient(client, settings, calls_per_email=None),
+            simulator,
         )
     finally:
         await worker.stop()
@@ -151,10 +163,10 @@ async def drive(
     title: str,
     stack: Stack,
     mailbox: Mailbox,
-    records_check: Callable[[list[Record]], list[str]],
+    records_check: Callable[[list[Record]], Awaitable[list[str]]],
     *,
     chaos: bool,
-    extra: Callable[[], dict[str, str]] = dict,
+    extra: Callable[[], Awaitable[dict[str, str]]] | None = None,
     domain: str = "example.com",
 ) -> list[str]:
     """Drive ``SIZE`` registrations (through chaos if asked), wait for every run to end, check
@@ -171,22 +183,30 @@ async def drive(
         if chaos_task is not None:
             await chaos_task
         violations = await invariants.wait_closed(stack.client, records)
-        mailbox.scan()
+        await _stopped(scanning)
+        await mailbox.scan()
         ended = await invariants.endings(stack.client, records)
         violations += invariants.driver_problems(records)
         violations += invariants.ended_as_intended(records, ended)
         violations += invariants.limits_held(records, LIMITS.per_code, LIMITS.total)
-        violations += records_check(records)
+        violations += await records_check(records)
         violations += await invariants.mails_per_sequence(
             stack.registrations, mailbox, records, MAX_RESENDS
         )
         violations += invariants.sendings_per_sequence(mailbox, records)
+        more = {**(troublemaker.figures() if chaos else {}), **(await extra() if extra else {})}
     finally:
-        scanning.cancel()
-        if chaos_task is not None and not chaos_task.done():
-            chaos_task.cancel()
-    more = {**(troublemaker.figures() if chaos else {}), **extra()}
+        for task in (scanning, chaos_task):
+            if task is not None:
+                task.cancel()
     figures.REPORTS.append(
         figures.table(title, records, ended, violations, more, time.monotonic() - began)
     )
     return violations
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait for it: an error it ended with is raised here."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
