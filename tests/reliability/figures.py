@@ -1,12 +1,18 @@
 """The figures of a run: collected per scenario, printed at the end of the pytest session
-(``conftest.py``) by ``make test`` and ``make reliability`` alike."""
+(``conftest.py``) by ``make test`` and ``make reliability`` alike. Besides the run's own, whose
+CPU its time was (``Usage``): each process's CPU seconds, the other programs' on the machine, and
+the load average."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from bench.stack import machine_busy_seconds
 from tests.reliability.driver import STATE, Record
 from tests.reliability.harness import REPO
 
@@ -39,6 +45,49 @@ def commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return found.stdout.strip()
+
+
+class Usage:
+    """CPU seconds of ``processes`` (name: a function giving its CPU seconds so far) and of the
+    whole machine (``/proc/stat``: all cores' busy time) from now to ``figures()``; the 1-minute
+    load average sampled meanwhile (``sampling``, a background task)."""
+
+    EVERY = 5.0
+    """Seconds between two samples of the load average."""
+
+    def __init__(self, processes: Mapping[str, Callable[[], float]]) -> None:
+        self.processes = dict(processes)
+        self.began = time.monotonic()
+        self.cpu = {name: read() for name, read in self.processes.items()}
+        self.machine = machine_busy_seconds()
+        self.loads = [os.getloadavg()[0]]
+
+    async def sampling(self) -> None:
+        while True:
+            await asyncio.sleep(self.EVERY)
+            self.loads.append(os.getloadavg()[0])
+
+    def figures(self) -> dict[str, str]:
+        wall = time.monotonic() - self.began
+        cores = len(os.sched_getaffinity(0))
+        used = {name: read() - self.cpu[name] for name, read in self.processes.items()}
+        machine = machine_busy_seconds() - self.machine
+        others = max(0.0, machine - sum(used.values()))
+        loads = [*self.loads, os.getloadavg()[0]]
+        shares = [
+            f"{name} {seconds:.1f} s ({seconds / wall:.2f})" for name, seconds in used.items()
+        ]
+        return {
+            "CPU seconds (cores)": ", ".join(shares),
+            "CPU of the machine": (
+                f"{machine:.0f} s busy of {cores} cores x {wall:.0f} s ({machine / wall:.2f}"
+                f" cores); other programs {others:.0f} s ({others / wall:.2f})"
+            ),
+            "load average (1 min)": (
+                f"{loads[0]:.2f} at the start, mean {sum(loads) / len(loads):.2f}, max"
+                f" {max(loads):.2f}, {loads[-1]:.2f} at the end"
+            ),
+        }
 
 
 def counts(counter: Counter[str]) -> str:

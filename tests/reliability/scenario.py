@@ -20,6 +20,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 from temporalio.client import Client
 
+from bench.stack import own_cpu_seconds
 from common.converter import data_converter
 from common.settings import Settings
 from starter.client import RegistrationClient
@@ -88,13 +89,23 @@ class Stack:
         simulator = [self.simulator.log] if self.simulator else []
         return log_tail(self.server.logs[-2:] + self.worker.logs[-3:] + simulator)
 
+    def processes(self) -> dict[str, Callable[[], float]]:
+        """Each process's CPU seconds so far, by name: the service's, the simulator's if there
+        is one, and this one's (the load driver with its floods, the mailbox's reads and the
+        clients' SDK threads)."""
+        found = {"Temporal server": self.server.cpu_seconds, "worker": self.worker.cpu_seconds}
+        if self.simulator is not None:
+            found[self.simulator.name] = self.simulator.cpu_seconds
+        return {**found, "pytest (load driver)": own_cpu_seconds}
+
 
 @asynccontextmanager
 async def stack(
     folder: Path, providers: dict[str, str], simulator: SimulatorProcess | None = None
 ) -> AsyncIterator[Stack]:
     """Server and worker processes for ``providers`` (``Settings`` field names and values),
-    and clients of this process; ``simulator``: the one the providers use, if any."""
+    and clients of this process; ``simulator``, if the providers use one, is counted with the
+    processes (``Stack.processes``)."""
     values = {**policy_and_keys(folder), **providers}
     server = TemporalServer(folder)
     await server.start()
@@ -170,12 +181,15 @@ async def drive(
     domain: str = "example.com",
 ) -> list[str]:
     """Drive ``SIZE`` registrations (through chaos if asked), wait for every run to end, check
-    the invariants, record the figures; the violations."""
+    the invariants, record the figures; the violations. The CPU figures cover the same window
+    as the wall time: the load, the wait for the endings and the checks."""
     rng = random.Random(SEED)
     records = plan(SIZE, domain)
     driver = Driver(stack.registrations, stack.flooder, mailbox, LIMITS, rng)
+    usage = figures.Usage(stack.processes())
     began = time.monotonic()
     scanning = asyncio.create_task(mailbox.scanning())
+    sampling = asyncio.create_task(usage.sampling())
     troublemaker = Chaos(stack, random.Random(SEED + 1))
     chaos_task = asyncio.create_task(troublemaker.run()) if chaos else None
     try:
@@ -196,9 +210,10 @@ async def drive(
         violations += invariants.sendings_per_sequence(mailbox, records)
         more = {**(troublemaker.figures() if chaos else {}), **(await extra() if extra else {})}
     finally:
-        for task in (scanning, chaos_task):
+        for task in (scanning, sampling, chaos_task):
             if task is not None:
                 task.cancel()
+    more.update(usage.figures())
     figures.REPORTS.append(
         figures.table(title, records, ended, violations, more, time.monotonic() - began)
     )
