@@ -6,6 +6,7 @@ the load average."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import time
@@ -48,46 +49,59 @@ def commit() -> str:
 
 
 class Usage:
-    """CPU seconds of ``processes`` (name: a function giving its CPU seconds so far) and of the
-    whole machine (``/proc/stat``: all cores' busy time) from now to ``figures()``; the 1-minute
-    load average sampled meanwhile (``sampling``, a background task)."""
+    """Whose CPU the time was: CPU seconds of ``processes`` (name: a function giving its CPU
+    seconds so far) and of the whole machine (``/proc/stat``: every core's busy time; what is
+    not the processes' is other programs'), from now to each ``mark`` and from one mark to the
+    next; and the 1-minute load average, sampled meanwhile (``sampling``, a background task)."""
 
     EVERY = 5.0
     """Seconds between two samples of the load average."""
 
     def __init__(self, processes: Mapping[str, Callable[[], float]]) -> None:
         self.processes = dict(processes)
-        self.began = time.monotonic()
-        self.cpu = {name: read() for name, read in self.processes.items()}
-        self.machine = machine_busy_seconds()
+        self.marks = [("", self._now())]
         self.loads = [os.getloadavg()[0]]
+
+    def _now(self) -> tuple[float, dict[str, float], float]:
+        cpu = {name: read() for name, read in self.processes.items()}
+        return time.monotonic(), cpu, machine_busy_seconds()
+
+    def mark(self, name: str) -> None:
+        """The end of a phase called ``name``, which began at the previous mark (or at the
+        start)."""
+        self.marks.append((name, self._now()))
 
     async def sampling(self) -> None:
         while True:
             await asyncio.sleep(self.EVERY)
             self.loads.append(os.getloadavg()[0])
 
-    def figures(self) -> dict[str, str]:
-        wall = time.monotonic() - self.began
+    def figures(self, rest: str = "the rest") -> dict[str, str]:
+        """A row per phase (the one since the last mark called ``rest``), one for the whole
+        run if there were marks, then the load average."""
+        now = self._now()
+        spans = [(name, before, after) for (_, before), (name, after)
+                 in itertools.pairwise([*self.marks, (rest, now)])]  # fmt: skip
+        if len(spans) > 1:
+            spans.append(("whole run", self.marks[0][1], now))
+        rows = {}
         cores = len(os.sched_getaffinity(0))
-        used = {name: read() - self.cpu[name] for name, read in self.processes.items()}
-        machine = machine_busy_seconds() - self.machine
-        others = max(0.0, machine - sum(used.values()))
+        for name, (began, cpu_before, machine_before), (ended, cpu, machine) in spans:
+            wall = max(ended - began, 1e-9)
+            used = {party: cpu[party] - cpu_before[party] for party in cpu}
+            busy = machine - machine_before
+            used["other programs"] = max(0.0, busy - sum(used.values()))
+            shares = [f"{party} {seconds:.1f} s ({seconds / wall:.2f} cores)"
+                      for party, seconds in used.items()]  # fmt: skip
+            rows[f"CPU, {name} ({wall:.0f} s)"] = (
+                f"{', '.join(shares)}; busy {busy / wall:.2f} of {cores} cores"
+            )
         loads = [*self.loads, os.getloadavg()[0]]
-        shares = [
-            f"{name} {seconds:.1f} s ({seconds / wall:.2f})" for name, seconds in used.items()
-        ]
-        return {
-            "CPU seconds (cores)": ", ".join(shares),
-            "CPU of the machine": (
-                f"{machine:.0f} s busy of {cores} cores x {wall:.0f} s ({machine / wall:.2f}"
-                f" cores); other programs {others:.0f} s ({others / wall:.2f})"
-            ),
-            "load average (1 min)": (
-                f"{loads[0]:.2f} at the start, mean {sum(loads) / len(loads):.2f}, max"
-                f" {max(loads):.2f}, {loads[-1]:.2f} at the end"
-            ),
-        }
+        rows["load average (1 min)"] = (
+            f"{loads[0]:.2f} at the start, mean {sum(loads) / len(loads):.2f}, max"
+            f" {max(loads):.2f}, {loads[-1]:.2f} at the end"
+        )
+        return rows
 
 
 def counts(counter: Counter[str]) -> str:
