@@ -132,6 +132,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all its threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_busy_seconds() -> float:
+    """Every core's busy time since boot (``/proc/stat``), in CPU seconds."""
+    busy = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in busy[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
 def peak_rss_bytes(pid: int) -> int:
     """Peak resident set size (``VmHWM``) of a live process."""
     return _status_bytes(pid, "VmHWM")
@@ -161,14 +174,11 @@ class Cpu:
 
     @classmethod
     def now(cls, server_pid: int, worker_pid: int) -> Cpu:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        busy = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in busy[1:9])
         return cls(
             server=cpu_seconds(server_pid),
             worker=cpu_seconds(worker_pid),
-            load_generator=usage.ru_utime + usage.ru_stime,
-            machine=(user + nice + system + irq + softirq + steal) / _TICKS,
+            load_generator=own_cpu_seconds(),
+            machine=machine_busy_seconds(),
         )
 
     def __sub__(self, earlier: Cpu) -> Cpu:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -42,8 +43,10 @@ from tests.simulators.hantera import (
     GUIDE_GRANT_TYPES,
     Faults,
     HanteraSimulator,
+    Inspection,
     running,
 )
+from tests.simulators.loopback import served
 
 PASSWORD = "correct horse battery staple 42"
 PRINCIPALS = "/resources/iam/principals"
@@ -850,6 +853,41 @@ async def test_faults_switch_over_http(hantera: HanteraClient, sim: HanteraSimul
             await hantera.customers.find_customer("user1@example.com")
         assert (await http.post("/_sim/faults", json={"nonsense": 1})).status_code == 400
         assert (await http.get("/_sim/faults")).json() == sim.faults.settings()
+
+
+async def test_inspection_over_http(hantera: HanteraClient, sim: HanteraSimulator) -> None:
+    """What a test in another process reads (``Inspection``): the sendings from an index on,
+    each with the time it was recorded, a read that waits for the next one, and the requests
+    and faults counted; the reads themselves are not recorded."""
+    inspection = Inspection(sim.base_url)
+    try:
+        waiting = asyncio.create_task(inspection.sendings(0, wait=30))
+        await asyncio.sleep(0.2)
+        before = time.time()
+        await hantera.mail.send(mail("k-1"))
+        (first,) = await asyncio.wait_for(waiting, 10)
+        assert first == {**sim.sendings[0], "recordedAt": sim.sending_times[0]}
+        assert before <= first["recordedAt"] <= time.time()
+        await hantera.mail.send(mail("k-2"))
+        assert [s["idempotency_key"] for s in await inspection.sendings(1)] == ["k-2"]
+        assert await inspection.sendings(2, wait=0.1) == []
+        sim.set_faults(error_rate=1.0, limit=1, path_prefix="/resources/sendings")
+        await hantera.mail.send(mail("k-3"))  # the 503 is repeated in place
+        counts = await inspection.counts()
+        assert counts == {"requests": len(sim.requests), "injected": {"503": 1}}
+        assert await inspection.principals() == [] and await inspection.assets() == []
+        assert not [r for r in sim.requests if r.path.startswith("/_sim")]
+        async with httpx.AsyncClient(base_url=sim.base_url) as http:
+            answer = await http.get("/_sim/sendings/timed", params={"after": "x"})
+            assert answer.status_code == 400
+    finally:
+        await inspection.aclose()
+
+
+def test_served_waits_for_all_the_variables() -> None:
+    printed = "Hantera simulator on http://127.0.0.1:1\n  REGISTRATION_HANTERA_BASE_URL=x\n"
+    assert served("") is None and served(printed) is None
+    assert served(printed + "\n") == ("http://127.0.0.1:1", {"REGISTRATION_HANTERA_BASE_URL": "x"})
 
 
 # Transient failures inside a step: repeated in place, nothing twice ----------------------------

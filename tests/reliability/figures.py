@@ -1,12 +1,19 @@
 """The figures of a run: collected per scenario, printed at the end of the pytest session
-(``conftest.py``) by ``make test`` and ``make reliability`` alike."""
+(``conftest.py``) by ``make test`` and ``make reliability`` alike. Besides the run's own, whose
+CPU its time was (``Usage``): each process's CPU seconds, the other programs' on the machine, and
+the load average."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
 import subprocess
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from bench.stack import machine_busy_seconds
 from tests.reliability.driver import STATE, Record
 from tests.reliability.harness import REPO
 
@@ -39,6 +46,62 @@ def commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return found.stdout.strip()
+
+
+class Usage:
+    """Whose CPU the time was: CPU seconds of ``processes`` (name: a function giving its CPU
+    seconds so far) and of the whole machine (``/proc/stat``: every core's busy time; what is
+    not the processes' is other programs'), from now to each ``mark`` and from one mark to the
+    next; and the 1-minute load average, sampled meanwhile (``sampling``, a background task)."""
+
+    EVERY = 5.0
+    """Seconds between two samples of the load average."""
+
+    def __init__(self, processes: Mapping[str, Callable[[], float]]) -> None:
+        self.processes = dict(processes)
+        self.marks = [("", self._now())]
+        self.loads = [os.getloadavg()[0]]
+
+    def _now(self) -> tuple[float, dict[str, float], float]:
+        cpu = {name: read() for name, read in self.processes.items()}
+        return time.monotonic(), cpu, machine_busy_seconds()
+
+    def mark(self, name: str) -> None:
+        """The end of a phase called ``name``, which began at the previous mark (or at the
+        start)."""
+        self.marks.append((name, self._now()))
+
+    async def sampling(self) -> None:
+        while True:
+            await asyncio.sleep(self.EVERY)
+            self.loads.append(os.getloadavg()[0])
+
+    def figures(self, rest: str = "the rest") -> dict[str, str]:
+        """A row per phase (the one since the last mark called ``rest``), one for the whole
+        run if there were marks, then the load average."""
+        now = self._now()
+        spans = [(name, before, after) for (_, before), (name, after)
+                 in itertools.pairwise([*self.marks, (rest, now)])]  # fmt: skip
+        if len(spans) > 1:
+            spans.append(("whole run", self.marks[0][1], now))
+        rows = {}
+        cores = len(os.sched_getaffinity(0))
+        for name, (began, cpu_before, machine_before), (ended, cpu, machine) in spans:
+            wall = max(ended - began, 1e-9)
+            used = {party: cpu[party] - cpu_before[party] for party in cpu}
+            busy = machine - machine_before
+            used["other programs"] = max(0.0, busy - sum(used.values()))
+            shares = [f"{party} {seconds:.1f} s ({seconds / wall:.2f} cores)"
+                      for party, seconds in used.items()]  # fmt: skip
+            rows[f"CPU, {name} ({wall:.0f} s)"] = (
+                f"{', '.join(shares)}; busy {busy / wall:.2f} of {cores} cores"
+            )
+        loads = [*self.loads, os.getloadavg()[0]]
+        rows["load average (1 min)"] = (
+            f"{loads[0]:.2f} at the start, mean {sum(loads) / len(loads):.2f}, max"
+            f" {max(loads):.2f}, {loads[-1]:.2f} at the end"
+        )
+        return rows
 
 
 def counts(counter: Counter[str]) -> str:

@@ -6,11 +6,15 @@
 - ``WorkerProcess``: ``python worker.py`` as a subprocess, configured only by its environment (as
   a deployment configures it), killed with SIGKILL and started again. A worker that exits when
   nobody killed it is started again too, and counted (``unexpected_exits``): the suite reports it.
+- ``SimulatorProcess``: a vendor simulator's standalone mode (``python -m tests.simulators.<name>``)
+  as a process of its own, so that its CPU is not the load driver's; the test reads its state
+  through the simulator's ``/_sim/`` endpoints.
 - ``Mailbox``: what the mail provider delivered, with the time of each delivery: the outbox folder
   (file modification times), or the Hantera simulator's sendings (stamped as they are recorded).
 
 Each process writes its log to a file in the test's folder (one per incarnation); ``log_tail``
-quotes the end of them when something goes wrong.
+quotes the end of them when something goes wrong. Each counts the CPU seconds its incarnations
+used (``cpu_seconds``).
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 
 from activities.rendering import ACTIVATION
+from bench.stack import cpu_seconds
 from common.temporal import dev_server_path, dev_server_sqlite_args
 from tests.outbox import CODE_LINE
-from tests.simulators.hantera import HanteraSimulator
+from tests.simulators.hantera import Inspection
+from tests.simulators.loopback import served
 from workflows import visibility
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,15 +79,47 @@ async def _ended(process: asyncio.subprocess.Process, seconds: float) -> bool:
     return True
 
 
-class TemporalServer:
+class _Child:
+    """A subprocess that may be stopped and started again, and the CPU its incarnations used."""
+
+    def __init__(self) -> None:
+        self.process: asyncio.subprocess.Process | None = None
+        self._cpu_of_ended = 0.0
+        self._counted: int | None = None
+        """The pid whose CPU is in ``_cpu_of_ended`` already (signalled, maybe not yet gone)."""
+
+    def _live_cpu(self) -> float:
+        process = self.process
+        if process is None or process.returncode is not None or process.pid == self._counted:
+            return 0.0
+        try:
+            return cpu_seconds(process.pid)
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            return 0.0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of every incarnation so far: a stopped one's up to the
+        signal that stopped it (what it used stopping is left out, as is all of one that
+        exited on its own), the live one's up to now."""
+        return self._cpu_of_ended + self._live_cpu()
+
+    def _signal(self, process: asyncio.subprocess.Process, signum: signal.Signals) -> None:
+        """Send ``signum``, its CPU so far counted first."""
+        if process is self.process:
+            self._cpu_of_ended += self._live_cpu()
+            self._counted = process.pid
+        process.send_signal(signum)
+
+
+class TemporalServer(_Child):
     """The dev server on ``folder/temporal.sqlite3``, always on the same port."""
 
     def __init__(self, folder: Path) -> None:
+        super().__init__()
         self.folder = folder
         self.database = folder / "temporal.sqlite3"
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.process: asyncio.subprocess.Process | None = None
         self.logs: list[Path] = []
         self.outages: list[tuple[str, float]] = []
         """Each outage injected: the signal's name and how long the server was down (s)."""
@@ -135,7 +173,7 @@ class TemporalServer:
         process = self.process
         if process is None or process.returncode is not None:
             return
-        process.send_signal(signum)
+        self._signal(process, signum)
         if not await _ended(process, STOP_TIMEOUT):
             process.kill()
             await process.wait()
@@ -150,10 +188,11 @@ class TemporalServer:
         self.outages.append((signum.name, time.monotonic() - began))
 
 
-class WorkerProcess:
+class WorkerProcess(_Child):
     """``python worker.py`` with ``environment`` (over a cleaned copy of this process's)."""
 
     def __init__(self, folder: Path, environment: Mapping[str, str]) -> None:
+        super().__init__()
         self.folder = folder
         self.environment = {
             **{
@@ -163,7 +202,6 @@ class WorkerProcess:
             },
             **environment,
         }
-        self.process: asyncio.subprocess.Process | None = None
         self.logs: list[Path] = []
         self.kills = 0
         self.unexpected_exits: list[int] = []
@@ -209,7 +247,7 @@ class WorkerProcess:
             return
         self._stopping = True
         try:
-            process.send_signal(signum)
+            self._signal(process, signum)
             if not await _ended(process, STOP_TIMEOUT):
                 process.kill()
                 await process.wait()
@@ -226,6 +264,46 @@ class WorkerProcess:
 
     async def stop(self) -> None:
         await self._end(signal.SIGTERM)
+
+
+class SimulatorProcess(_Child):
+    """``python -m <module> --port 0 <args>``: a simulator run alone (its ``main``, which
+    ``serve_forever``s), in the repository as working directory. ``base_url`` and ``env`` (the
+    ``REGISTRATION_<VENDOR>_*`` variables to use) are what it printed."""
+
+    def __init__(self, folder: Path, module: str, args: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.folder = folder
+        self.module = module
+        self.args = list(args)
+        self.name = f"{module.rpartition('.')[2].capitalize()} simulator"
+        self.log = folder / f"{module.rpartition('.')[2]}-simulator.log"
+        self.base_url = ""
+        self.env: dict[str, str] = {}
+
+    async def start(self) -> None:
+        with self.log.open("wb") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", self.module, "--port", "0", *self.args, cwd=REPO,
+                stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT
+        while (found := served(self.log.read_text(errors="replace"))) is None:
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                await self.stop()
+                raise RuntimeError(f"{self.module} did not start:\n{log_tail([self.log])}")
+            await asyncio.sleep(0.1)
+        self.base_url, self.env = found
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        self._signal(process, signal.SIGTERM)
+        if not await _ended(process, STOP_TIMEOUT):
+            process.kill()
+            await process.wait()
 
 
 # Mail ------------------------------------------------------------------------------------------
@@ -250,7 +328,8 @@ class Mailbox:
 
     by_recipient: dict[str, list[Mail]] = field(default_factory=lambda: defaultdict(list))
 
-    def scan(self) -> None:
+    async def scan(self) -> None:
+        """Take in what was delivered since the last scan."""
         raise NotImplementedError
 
     def to(self, email: str) -> list[Mail]:
@@ -272,7 +351,7 @@ class Mailbox:
     async def scanning(self, every: float = 0.05) -> None:
         """Scan until cancelled (a background task)."""
         while True:
-            self.scan()
+            await self.scan()
             await asyncio.sleep(every)
 
 
@@ -301,7 +380,7 @@ class OutboxMailbox(Mailbox):
         self.folder = folder
         self._seen: set[str] = set()
 
-    def scan(self) -> None:
+    async def scan(self) -> None:
         try:
             entries = list(os.scandir(self.folder))
         except FileNotFoundError:
@@ -322,40 +401,35 @@ class OutboxMailbox(Mailbox):
             mails.sort(key=lambda mail: mail.at)
 
 
-class _TimedSendings(list[dict[str, Any]]):
-    """The simulator's ``sendings`` list, stamping each sending with the time it was recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.times: list[float] = []
-
-    def append(self, item: dict[str, Any]) -> None:
-        self.times.append(time.time())
-        super().append(item)
-
-
 class SimulatorMailbox(Mailbox):
-    """The Hantera simulator's sendings (one per ``Idempotency-Key``)."""
+    """The Hantera simulator's sendings (one per ``Idempotency-Key``), read from its process
+    (``Inspection``), each timed by when the simulator recorded it."""
 
-    def __init__(self, sim: HanteraSimulator) -> None:
+    WAIT = 5.0
+    """Seconds a read in ``scanning`` waits at the simulator for the next sending."""
+
+    def __init__(self, inspection: Inspection) -> None:
         super().__init__()
-        self.sim = sim
-        self._sendings = _TimedSendings()
-        sim.sendings = self._sendings
+        self.inspection = inspection
         self._read = 0
 
-    def scan(self) -> None:
-        sendings = self._sendings
-        for index in range(self._read, len(sendings)):
-            sending = sendings[index]
+    async def scan(self, wait: float = 0.0) -> None:
+        for sending in await self.inspection.sendings(self._read, wait):
             address = str(sending["to"]).lower()
             self.by_recipient[address].append(
                 Mail(
                     address,
                     str(sending["category"]),
                     code_in(str(sending.get("plainText") or "")),
-                    sendings.times[index],
+                    float(sending["recordedAt"]),
                     sending.get("idempotency_key"),
                 )
             )
-        self._read = len(sendings)
+            self._read += 1
+
+    async def scanning(self, every: float = 0.0) -> None:
+        """Read each sending as it is recorded (the simulator answers a waiting read then)."""
+        while True:
+            await self.scan(self.WAIT)
+            if every:
+                await asyncio.sleep(every)

@@ -1,6 +1,7 @@
 """The invariants, read from the stores themselves once every registration's run has ended:
 Temporal (each workflow's status and result), the identity and customer records (the local
-provider's SQLite file or the Hantera simulator's state), and the mails delivered.
+provider's SQLite file or the state of the Hantera simulator's process, read through its
+``/_sim/`` endpoints), and the mails delivered.
 
 Each check returns the violations it found, one line each, naming the email; none is the pass.
 """
@@ -23,7 +24,7 @@ from activities.rendering import WELCOME
 from starter.client import RegistrationClient
 from tests.reliability.driver import STATE, Ending, Record
 from tests.reliability.harness import Mailbox
-from tests.simulators.hantera import HanteraSimulator
+from tests.simulators.hantera import Inspection
 from workflows.models import RegistrationResult, RegistrationState
 
 CLOSE_TIMEOUT = 300.0
@@ -163,7 +164,7 @@ def sendings_per_sequence(mailbox: Mailbox, records: Iterable[Record]) -> list[s
 # Identity and customer records ------------------------------------------------------------------
 
 
-def local_records(database: Path, records: Iterable[Record]) -> list[str]:
+async def local_records(database: Path, records: Iterable[Record]) -> list[str]:
     """The local provider's SQLite file: no inactive principal; every customer linked from an
     active principal; for each activated email one active principal linked to the one customer
     of that email; for the other emails neither."""
@@ -182,16 +183,16 @@ def local_records(database: Path, records: Iterable[Record]) -> list[str]:
     )
 
 
-def hantera_records(sim: HanteraSimulator, records: Iterable[Record]) -> list[str]:
+async def hantera_records(simulator: Inspection, records: Iterable[Record]) -> list[str]:
     """The same of the simulator's principals and customer assets."""
     principals = []
-    for principal in sim.principals.values():
+    for principal in await simulator.principals():
         properties = principal.get("properties") or {}
         email = str(principal.get("email") or properties.get("email") or "").lower()
         principals.append((email, properties.get("activated") is True, properties.get("actorId")))
     customers = [
         (asset["assetId"], str((asset.get("dynamic") or {}).get("email") or "").lower())
-        for asset in sim.assets.values()
+        for asset in await simulator.assets()
         if asset.get("typeKey") == "customer"
     ]
     return _records_check(records, principals=principals, customers=customers)

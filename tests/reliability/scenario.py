@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import random
 import secrets
@@ -19,12 +20,19 @@ from typing import Any
 from cryptography.fernet import Fernet
 from temporalio.client import Client
 
+from bench.stack import own_cpu_seconds
 from common.converter import data_converter
 from common.settings import Settings
 from starter.client import RegistrationClient
 from tests.reliability import figures, invariants
 from tests.reliability.driver import Driver, Limits, Record, plan
-from tests.reliability.harness import Mailbox, TemporalServer, WorkerProcess, log_tail
+from tests.reliability.harness import (
+    Mailbox,
+    SimulatorProcess,
+    TemporalServer,
+    WorkerProcess,
+    log_tail,
+)
 
 SIZE = int(os.environ.get("RELIABILITY_N") or 24)
 """Registrations per scenario: 24 in CI (``make test``), ``make reliability N=300`` for more."""
@@ -75,15 +83,29 @@ class Stack:
     settings: Settings
     registrations: RegistrationClient
     flooder: RegistrationClient
+    simulator: SimulatorProcess | None = None
 
     def log_tail(self) -> str:
-        return log_tail(self.server.logs[-2:] + self.worker.logs[-3:])
+        simulator = [self.simulator.log] if self.simulator else []
+        return log_tail(self.server.logs[-2:] + self.worker.logs[-3:] + simulator)
+
+    def processes(self) -> dict[str, Callable[[], float]]:
+        """Each process's CPU seconds so far, by name: the service's, the simulator's if there
+        is one, and this one's (the load driver with its floods, the mailbox's reads and the
+        clients' SDK threads)."""
+        found = {"Temporal server": self.server.cpu_seconds, "worker": self.worker.cpu_seconds}
+        if self.simulator is not None:
+            found[self.simulator.name] = self.simulator.cpu_seconds
+        return {**found, "pytest (load driver)": own_cpu_seconds}
 
 
 @asynccontextmanager
-async def stack(folder: Path, providers: dict[str, str]) -> AsyncIterator[Stack]:
+async def stack(
+    folder: Path, providers: dict[str, str], simulator: SimulatorProcess | None = None
+) -> AsyncIterator[Stack]:
     """Server and worker processes for ``providers`` (``Settings`` field names and values),
-    and clients of this process."""
+    and clients of this process; ``simulator``, if the providers use one, is counted with the
+    processes (``Stack.processes``)."""
     values = {**policy_and_keys(folder), **providers}
     server = TemporalServer(folder)
     await server.start()
@@ -102,6 +124,7 @@ async def stack(folder: Path, providers: dict[str, str]) -> AsyncIterator[Stack]
             settings,
             RegistrationClient(client, settings),
             RegistrationClient(client, settings, calls_per_email=None),
+            simulator,
         )
     finally:
         await worker.stop()
@@ -151,42 +174,56 @@ async def drive(
     title: str,
     stack: Stack,
     mailbox: Mailbox,
-    records_check: Callable[[list[Record]], list[str]],
+    records_check: Callable[[list[Record]], Awaitable[list[str]]],
     *,
     chaos: bool,
-    extra: Callable[[], dict[str, str]] = dict,
+    extra: Callable[[], Awaitable[dict[str, str]]] | None = None,
     domain: str = "example.com",
 ) -> list[str]:
     """Drive ``SIZE`` registrations (through chaos if asked), wait for every run to end, check
-    the invariants, record the figures; the violations."""
+    the invariants, record the figures; the violations. The CPU figures: while the
+    registrations are driven, and the whole run (as the wall time: the wait for the endings and
+    the checks too)."""
     rng = random.Random(SEED)
     records = plan(SIZE, domain)
     driver = Driver(stack.registrations, stack.flooder, mailbox, LIMITS, rng)
+    usage = figures.Usage(stack.processes())
     began = time.monotonic()
     scanning = asyncio.create_task(mailbox.scanning())
+    sampling = asyncio.create_task(usage.sampling())
     troublemaker = Chaos(stack, random.Random(SEED + 1))
     chaos_task = asyncio.create_task(troublemaker.run()) if chaos else None
     try:
         await driver.run_all(records, CONCURRENCY, SPACING)
+        usage.mark("driving")
         if chaos_task is not None:
             await chaos_task
         violations = await invariants.wait_closed(stack.client, records)
-        mailbox.scan()
+        await _stopped(scanning)
+        await mailbox.scan()
         ended = await invariants.endings(stack.client, records)
         violations += invariants.driver_problems(records)
         violations += invariants.ended_as_intended(records, ended)
         violations += invariants.limits_held(records, LIMITS.per_code, LIMITS.total)
-        violations += records_check(records)
+        violations += await records_check(records)
         violations += await invariants.mails_per_sequence(
             stack.registrations, mailbox, records, MAX_RESENDS
         )
         violations += invariants.sendings_per_sequence(mailbox, records)
+        more = {**(troublemaker.figures() if chaos else {}), **(await extra() if extra else {})}
     finally:
-        scanning.cancel()
-        if chaos_task is not None and not chaos_task.done():
-            chaos_task.cancel()
-    more = {**(troublemaker.figures() if chaos else {}), **extra()}
+        for task in (scanning, sampling, chaos_task):
+            if task is not None:
+                task.cancel()
+    more.update(usage.figures(rest="endings"))
     figures.REPORTS.append(
         figures.table(title, records, ended, violations, more, time.monotonic() - began)
     )
     return violations
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait for it: an error it ended with is raised here."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -8,17 +8,17 @@ full size. Timings are printed, never asserted: the 2 cores are shared.
 
 from __future__ import annotations
 
+import json
 import os
-from collections import Counter
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from activities.providers.hantera import CLIENT_GRANT_TYPES
 from tests.reliability import invariants, scenario
-from tests.reliability.harness import OutboxMailbox, SimulatorMailbox
-from tests.simulators.hantera import Faults, HanteraSimulator, running
+from tests.reliability.harness import OutboxMailbox, SimulatorMailbox, SimulatorProcess
+from tests.simulators.hantera import Faults, Inspection
 
 pytestmark = pytest.mark.reliability
 
@@ -31,7 +31,8 @@ HANTERA_FAULTS = Faults(
     seed=scenario.SEED,
 )
 """10% answered 503, 5% 429 with ``Retry-After: 1``, 5% connections dropped before the request
-is handled, 2% handled and the answer lost."""
+is handled, 2% handled and the answer lost. Set from the simulator's start: the worker makes no
+Hantera request before the first registration's."""
 
 
 def verdict(violations: list[str], stack: scenario.Stack) -> str:
@@ -58,47 +59,57 @@ async def test_local_stack_through_worker_kills_and_server_restarts(tmp_path: Pa
 
 
 @pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[HanteraSimulator]:
-    simulator = HanteraSimulator(seed=scenario.SEED, grant_types=CLIENT_GRANT_TYPES)
-    async with running(simulator) as served:
-        yield served
+async def hantera(tmp_path: Path) -> AsyncIterator[SimulatorProcess]:
+    """The simulator as a process of its own (its standalone mode), seeded, faulty from the
+    start, with every grant type the service's setup asks for (its default)."""
+    process = SimulatorProcess(
+        tmp_path,
+        "tests.simulators.hantera",
+        [
+            "--seed", str(scenario.SEED),
+            "--client-secret", secrets.token_urlsafe(16),
+            "--faults", json.dumps(HANTERA_FAULTS.settings()),
+        ],
+    )  # fmt: skip
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.stop()
 
 
-def injected(sim: HanteraSimulator) -> dict[str, str]:
-    kinds: Counter[str] = Counter()
-    for request in sim.requests:
-        if request.lost:
-            kinds["answer lost" if request.status else "dropped connection"] += 1
-        elif request.status in (429, 503):
-            kinds[str(request.status)] += 1
-    faults = ", ".join(f"{name} {count}" for name, count in sorted(kinds.items()))
-    return {"Hantera requests": f"{len(sim.requests)}; faults injected: {faults}"}
+async def injected(simulator: Inspection) -> dict[str, str]:
+    found = await simulator.counts()
+    faults = ", ".join(f"{name} {count}" for name, count in sorted(found["injected"].items()))
+    return {"Hantera requests": f"{found['requests']}; faults injected: {faults or 'none'}"}
 
 
-async def test_hantera_under_faults(tmp_path: Path, sim: HanteraSimulator) -> None:
-    """Every role on the Hantera simulator at 10% 503, 5% 429, 5% dropped connections and 2%
-    lost answers (handled, unanswered): every registration ends as meant, the simulator holds
-    no orphan, one sending per code sequence."""
+async def test_hantera_under_faults(tmp_path: Path, hantera: SimulatorProcess) -> None:
+    """Every role on the Hantera simulator (a process of its own) at 10% 503, 5% 429, 5%
+    dropped connections and 2% lost answers (handled, unanswered): every registration ends as
+    meant, the simulator holds no orphan, one sending per code sequence."""
     providers = {
         "identity_provider": "hantera",
         "customers_provider": "hantera",
         "mail_provider": "hantera",
-        "hantera_base_url": sim.base_url,
-        "hantera_client_id": sim.client_id,
-        "hantera_client_secret": sim.client_secret,
+        **{
+            name.removeprefix("REGISTRATION_").lower(): value for name, value in hantera.env.items()
+        },
     }
+    assert set(providers) >= {"hantera_base_url", "hantera_client_id", "hantera_client_secret"}
     for name in list(os.environ):
         assert not name.startswith("REGISTRATION_HANTERA_"), f"{name} would leak in"
-    async with scenario.stack(tmp_path, providers) as stack:
-        mailbox = SimulatorMailbox(sim)
-        sim.faults = HANTERA_FAULTS
-        violations = await scenario.drive(
-            f"Hantera simulator under faults, N={scenario.SIZE}",
-            stack,
-            mailbox,
-            lambda records: invariants.hantera_records(sim, records),
-            chaos=False,
-            extra=lambda: injected(sim),
-        )
-        sim.reset_faults()
-        assert not violations, verdict(violations, stack)
+    simulator = Inspection(hantera.base_url)
+    try:
+        async with scenario.stack(tmp_path, providers, hantera) as stack:
+            violations = await scenario.drive(
+                f"Hantera simulator under faults, N={scenario.SIZE}",
+                stack,
+                SimulatorMailbox(simulator),
+                lambda records: invariants.hantera_records(simulator, records),
+                chaos=False,
+                extra=lambda: injected(simulator),
+            )
+            assert not violations, verdict(violations, stack)
+    finally:
+        await simulator.aclose()

@@ -38,11 +38,24 @@ injected (``lost_answer_rate=1.0, limit=1``: exactly the next answer is lost). W
 the draws repeat exactly for the same sequence of requests (each ``Faults`` value restarts them);
 without it they come from the simulator's ``seed``. The token endpoint is a request like any
 other (``path_prefix="/resources"`` spares it). Every request is recorded (``requests``) with
-the status its handler gave, and ``lost`` if its answer never left. Inspection: the attributes
-below, or ``GET /_sim/sendings|principals|assets|faults``.
+the status its handler gave, and ``lost`` if its answer never left.
 
-Run alone: ``python -m tests.simulators.hantera --port 8900``. In tests: ``async with
-running() as sim`` (a free port on 127.0.0.1; ``sim.base_url``).
+Inspection: the attributes below, or, from another process, the ``/_sim/`` endpoints
+(``Inspection`` reads them). They are the test's, not part of Hantera's contract: they need no
+token, are neither faulted nor recorded (so they do not change ``requests``), and no contract or
+OpenAPI check covers them.
+
+- ``GET /_sim/sendings|principals|assets|faults``: the attributes as JSON (``POST /_sim/faults``
+  as above);
+- ``GET /_sim/sendings/timed?after=N&wait=S``: the sendings from index ``N`` on, each with
+  ``recordedAt`` (epoch seconds, when it was recorded); with ``wait`` and none there yet, waits
+  up to ``S`` seconds (at most 60) for the next;
+- ``GET /_sim/counts``: ``{"requests": <recorded requests>, "injected": <faults by kind>}``
+  (``injected()``).
+
+Run alone: ``python -m tests.simulators.hantera --port 8900`` (``--seed`` and ``--faults JSON``
+set the random and the switches from the start; ``--help``). In tests: ``async with running() as
+sim`` (a free port on 127.0.0.1; ``sim.base_url``).
 """
 
 from __future__ import annotations
@@ -60,6 +73,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -69,6 +83,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from activities.providers.hantera import CLIENT_GRANT_TYPES
 from tests.simulators.loopback import (
     TransportFaults,
+    fault_options,
     hang_up,
     json_or_text,
     recording,
@@ -198,6 +213,8 @@ class HanteraSimulator:
     roles: dict[str, Any] = field(default_factory=dict)
     sendings: list[dict[str, Any]] = field(default_factory=list)
     """Sendings made, each once: a repeated ``Idempotency-Key`` is answered, not recorded."""
+    sending_times: list[float] = field(default_factory=list)
+    """When each of ``sendings`` was recorded (epoch seconds), by index."""
     requests: list[RecordedRequest] = field(default_factory=list)
     """Every non-``/_sim`` request with its answer's status (no secrets in bodies)."""
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
@@ -208,6 +225,10 @@ class HanteraSimulator:
     unindexed: dict[str, int] = field(default_factory=dict)
     """By asset id: how many more graph queries a lagging asset is hidden from
     (``graph_lag_queries``)."""
+    _sending_waiters: list[asyncio.Future[None]] = field(
+        default_factory=list, init=False, repr=False
+    )
+    """Readers of ``/_sim/sendings/timed`` waiting for the next sending."""
 
     def __post_init__(self) -> None:
         if self.etag_field not in ETAG_PLACES:
@@ -233,6 +254,8 @@ class HanteraSimulator:
             Route("/resources/registry/{key:path}", self._registry, methods=["POST"]),
             Route("/resources/iam/roles/{key}", self._role, methods=["PUT"]),
             Route("/_sim/sendings", self._inspect("sendings"), methods=["GET"]),
+            Route("/_sim/sendings/timed", self._timed_sendings, methods=["GET"]),
+            Route("/_sim/counts", self._counts, methods=["GET"]),
             Route("/_sim/principals", self._inspect("principals"), methods=["GET"]),
             Route("/_sim/assets", self._inspect("assets"), methods=["GET"]),
             Route("/_sim/faults", self._faults, methods=["GET", "POST"]),
@@ -282,6 +305,20 @@ class HanteraSimulator:
     def count(self, path: str, status: int | None = None) -> int:
         """Recorded requests to ``path`` (answered with ``status`` if given)."""
         return sum(1 for r in self.requests if r.path == path and status in (None, r.status))
+
+    def injected(self) -> dict[str, int]:
+        """The transport faults recorded so far, by kind: ``429``, ``503``, ``dropped
+        connection`` (closed before handling) and ``answer lost`` (handled, then closed)."""
+        kinds: dict[str, int] = {}
+        for request in self.requests:
+            if request.lost:
+                kind = "answer lost" if request.status else "dropped connection"
+            elif request.status in (429, 503):
+                kind = str(request.status)
+            else:
+                continue
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return kinds
 
     def env(self) -> dict[str, str]:
         """The ``REGISTRATION_HANTERA_*`` variables that point the service at this simulator."""
@@ -702,6 +739,11 @@ class HanteraSimulator:
             "idempotency_key": key,
         }
         self.sendings.append(sending)
+        self.sending_times.append(time.time())
+        for waiter in self._sending_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._sending_waiters.clear()
         return JSONResponse({"id": sending["id"]})
 
     # Inspection endpoints ---------------------------------------------------------------------
@@ -712,6 +754,28 @@ class HanteraSimulator:
             return JSONResponse(list(value.values()) if isinstance(value, dict) else value)
 
         return endpoint
+
+    async def _timed_sendings(self, request: Request) -> Response:
+        try:
+            after = max(0, int(request.query_params.get("after") or 0))
+            wait = min(max(0.0, float(request.query_params.get("wait") or 0)), 60.0)
+        except ValueError:
+            return _error(400, "INVALID_QUERY", "after is an index, wait seconds")
+        if wait and len(self.sendings) <= after:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._sending_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, wait)
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._sending_waiters:
+                    self._sending_waiters.remove(waiter)
+        timed = zip(self.sendings[after:], self.sending_times[after:], strict=True)
+        return JSONResponse([{**sending, "recordedAt": at} for sending, at in timed])
+
+    async def _counts(self, request: Request) -> Response:
+        return JSONResponse({"requests": len(self.requests), "injected": self.injected()})
 
     async def _faults(self, request: Request) -> Response:
         if request.method == "POST":
@@ -728,6 +792,43 @@ def _email_of(doc: dict[str, Any]) -> str:
     return email if isinstance(email, str) else ""
 
 
+class Inspection:
+    """The ``/_sim/`` endpoints of a simulator served by another process (``main``): what a test
+    reads there instead of the attributes. ``aclose`` when done."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=120.0)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _get(self, path: str, **params: Any) -> Any:
+        answer = await self.http.get(path, params=params)
+        answer.raise_for_status()
+        return answer.json()
+
+    async def sendings(self, after: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
+        """The sendings from index ``after`` on, each with ``recordedAt``; with ``wait``, up to
+        that many seconds for one if there is none yet."""
+        found: list[dict[str, Any]] = await self._get(
+            "/_sim/sendings/timed", after=after, wait=wait
+        )
+        return found
+
+    async def principals(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self._get("/_sim/principals")
+        return found
+
+    async def assets(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self._get("/_sim/assets")
+        return found
+
+    async def counts(self) -> dict[str, Any]:
+        """``{"requests": <recorded requests>, "injected": <faults by kind>}``."""
+        found: dict[str, Any] = await self._get("/_sim/counts")
+        return found
+
+
 def running(
     simulator: HanteraSimulator | None = None, *, host: str = "127.0.0.1", port: int = 0
 ) -> AbstractAsyncContextManager[HanteraSimulator]:
@@ -737,7 +838,7 @@ def running(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = standalone_parser("Hantera simulator for local runs and tests", port=8900)
+    parser = fault_options(standalone_parser("Hantera simulator for local runs and tests", 8900))
     parser.add_argument("--client-id", default="registration-service")
     parser.add_argument("--client-secret", default="dev-secret")
     parser.add_argument("--token-lifetime", type=float, default=300.0, help="seconds")
@@ -752,7 +853,12 @@ def main(argv: list[str] | None = None) -> None:
         client_secret=args.client_secret,
         token_lifetime_seconds=args.token_lifetime,
         grant_types=tuple(args.grant_types.split(",")),
+        seed=args.seed,
     )
+    try:
+        sim.set_faults(**args.faults)
+    except TypeError as err:
+        parser.error(f"--faults: {err}")
     serve_forever("Hantera simulator", running(sim, host=args.host, port=args.port))
 
 

@@ -1,7 +1,8 @@
 """Serving an ASGI app on loopback for a test: real sockets, so clients run their real HTTP code.
 
 Also what the vendor simulators share: serving one (``serving``) or running it alone
-(``standalone_parser``, ``serve_forever``), the transport faults (``TransportFaults``,
+(``standalone_parser``, ``fault_options``, ``serve_forever``; a test that starts one as a process
+of its own reads what it printed with ``served``), the transport faults (``TransportFaults``,
 ``draw_fault``, ``hang_up``, ``cut_off``), and pointing a test's ``REGISTRATION_<VENDOR>_*``
 variables at one (``point_env``). What a vendor answers stays in its own simulator.
 """
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -84,18 +86,67 @@ def standalone_parser(description: str, port: int) -> argparse.ArgumentParser:
     return parser
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An ``argparse`` type: a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("not a JSON object")
+    return value
+
+
+def fault_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--seed`` and ``--faults`` for a simulator run alone that has fault switches: its own
+    random's seed, and its switches from the start as a JSON object (``TransportFaults`` field
+    names and the simulator's own, as its ``set_faults`` takes them)."""
+    parser.add_argument("--seed", type=int, default=None, help="seeds the simulator's random")
+    parser.add_argument(
+        "--faults",
+        type=json_object,
+        default={},
+        metavar="JSON",
+        help='fault switches from the start, e.g. \'{"error_rate": 0.1, "seed": 1}\'',
+    )
+    return parser
+
+
+_SERVING = re.compile(r"^.* on (?P<url>https?://\S+)$")
+_VARIABLE = re.compile(r"^  (?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+
+
 def serve_forever(title: str, running: AbstractAsyncContextManager[Simulator]) -> None:
-    """Serve a simulator until interrupted, first printing the variables to use."""
+    """Serve a simulator until interrupted, first printing where (``<title> on <url>``) and the
+    variables to use (``  NAME=value``, a line each, then an empty line: ``served`` reads it)."""
 
     async def run() -> None:
         async with running as sim:
             print(f"{title} on {sim.base_url}")
             for name, value in sim.env().items():
-                print(f"  {name}={value}", flush=True)
+                print(f"  {name}={value}")
+            print(flush=True)
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+def served(output: str) -> tuple[str, dict[str, str]] | None:
+    """From what ``serve_forever`` printed: the base URL and the variables, once all are out."""
+    lines = iter(output.splitlines())
+    for line in lines:
+        if (found := _SERVING.match(line)) is not None:
+            break
+    else:
+        return None
+    env: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            return found["url"], env
+        if (variable := _VARIABLE.match(line)) is not None:
+            env[variable["name"]] = variable["value"]
+    return None
 
 
 def point_env(
