@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> list[str]:
         values = settings_values(root, "pending", generated_keys())
         if args.cache_size is not None:
             values["worker_cache_size"] = args.cache_size
-        values["workflow_sandbox"] = not args.no_sandbox
+        values["workflow_sandbox"] = args.sandbox
         settings = Settings(_env_file=None, **values)
         async with fresh_server(root / "server", data_converter(settings)) as (env, server):
             scenario = RegistrationScenario(env.client, settings, secrets.token_urlsafe(18))
@@ -236,9 +236,9 @@ def main(argv: list[str]) -> None:
     add("--warmup", type=at_least(0), default=20, help="registrations before, not counted (20)")
     add("--cache-size", type=at_least(2), help="REGISTRATION_WORKER_CACHE_SIZE of the worker")
     add(
-        "--no-sandbox",
+        "--sandbox",
         action="store_true",
-        help="REGISTRATION_WORKFLOW_SANDBOX=false in the worker (docs/capacity.md)",
+        help="REGISTRATION_WORKFLOW_SANDBOX=true in the worker (docs/capacity.md)",
     )
     add("--seed", type=int, default=None, help="of the random sample")
     add(
