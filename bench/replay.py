@@ -7,10 +7,11 @@ kernel, and on 2 shared cores it moves by 10 to 15% per invocation. Replaying a 
 runs only the workflow's part, in one process, with no server or activities: this records one
 happy-path unit of each (registration and baseline, through the load generator on a fresh dev
 server with payload encryption on, as the benchmark runs them), then replays each history
-``--count`` times with the worker's sandbox and converter, ``--rounds`` times alternating, and
-prints the median CPU per replay. It moves by a few percent between invocations and takes about
-a minute, so it is the quick check that a workflow change does not make every registration
-dearer; the absolute figure is below a live worker's, which also polls and runs activities.
+``--count`` times with the worker's runner and converter (``--sandbox``: in the sandbox),
+``--rounds`` times alternating, and prints the median CPU per replay. It moves by a few percent
+between invocations and takes about a minute, so it is the quick check that a workflow change
+does not make every registration dearer; the absolute figure is below a live worker's, which
+also polls and runs activities.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bench.mailbox import ShardedOutbox
 from bench.stack import fresh_server, generated_keys, settings_values
 from common.converter import data_converter
 from common.settings import Settings
-from worker import SANDBOX, create_worker
+from worker import create_worker, workflow_runner
 from workflows.registration import RegistrationWorkflow
 
 
@@ -59,7 +60,7 @@ async def record(root: Path, settings: Settings) -> dict[str, tuple[Any, Workflo
             task_queue="replay-baseline",
             workflows=[BaselineWorkflow],
             activities=BaselineActivities(root).all(),
-            workflow_runner=SANDBOX,
+            workflow_runner=workflow_runner(settings),
         )
         async with create_worker(client, settings, providers), baseline_worker:
             for _, scenario in units.values():
@@ -79,7 +80,9 @@ async def replay_cpu_ms(
 ) -> float:
     """CPU milliseconds per replay of ``history``, ``count`` replays in one worker."""
     replayer = Replayer(
-        workflows=[workflow], data_converter=data_converter(settings), workflow_runner=SANDBOX
+        workflows=[workflow],
+        data_converter=data_converter(settings),
+        workflow_runner=workflow_runner(settings),
     )
     copies = [WorkflowHistory(f"{history.workflow_id}-{i}", history.events) for i in range(count)]
 
@@ -98,7 +101,8 @@ async def replay_cpu_ms(
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="registration-replay-") as temp:
         root = Path(temp)
-        settings = Settings(_env_file=None, **settings_values(root, "replay", generated_keys()))
+        values = settings_values(root, "replay", generated_keys())
+        settings = Settings(_env_file=None, **values, workflow_sandbox=args.sandbox)
         recorded = await record(root, settings)
         for workflow, history in recorded.values():  # warm-up: imports, sandbox set-up
             await replay_cpu_ms(workflow, history, settings, 20)
@@ -106,12 +110,15 @@ async def run(args: argparse.Namespace) -> None:
         for _ in range(args.rounds):
             for label, (workflow, history) in recorded.items():
                 figures[label].append(await replay_cpu_ms(workflow, history, settings, args.count))
-    print(f"replays: {args.count} per round, {args.rounds} rounds alternating; CPU ms per replay")
+    print(
+        f"replays: {args.count} per round, {args.rounds} rounds alternating,"
+        f" sandbox {'on' if args.sandbox else 'off'}; CPU ms per replay"
+    )
     for label, (_, history) in recorded.items():
-        values = figures[label]
+        ms = figures[label]
         print(
-            f"  {label:13} median {statistics.median(values):6.2f}"
-            f"  (min {min(values):.2f}, max {max(values):.2f}), {len(history.events)} events"
+            f"  {label:13} median {statistics.median(ms):6.2f}"
+            f"  (min {min(ms):.2f}, max {max(ms):.2f}), {len(history.events)} events"
         )
     difference = statistics.median(figures["registration"]) - statistics.median(figures["baseline"])
     print(f"  registration - baseline: {difference:+.2f} ms per workflow")
@@ -121,6 +128,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
     parser.add_argument("--count", type=int, default=200, help="replays per round and workflow")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument(
+        "--sandbox", action="store_true", help="replay in the SDK's sandbox (the tests' runner)"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

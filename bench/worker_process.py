@@ -30,7 +30,7 @@ from bench.mailbox import ShardedOutbox
 from bench.stack import REPO
 from common.converter import data_converter
 from common.settings import Settings
-from worker import SANDBOX, create_worker
+from worker import create_worker, workflow_runner
 from worker import runtime as metrics_runtime
 
 READY = b"READY\n"
@@ -84,7 +84,7 @@ def stub_argon2id() -> None:
 
 async def serve(config: WorkerConfig) -> None:
     """The registration worker exactly as ``worker.py`` builds it (with the sharded outbox), or
-    the baseline on the same workflow runner (sandbox) and default worker options."""
+    the baseline on the same workflow runner (``workflow_runner``) and default worker options."""
     settings = Settings(_env_file=None, **config.settings)
     if config.stub_argon2id:
         stub_argon2id()
@@ -109,7 +109,7 @@ async def serve(config: WorkerConfig) -> None:
                 task_queue=settings.task_queue,
                 workflows=[BaselineWorkflow],
                 activities=BaselineActivities(config.marker_dir).all(),
-                workflow_runner=SANDBOX,
+                workflow_runner=workflow_runner(settings),
             )
         async with worker:
             sys.stdout.buffer.write(READY)
