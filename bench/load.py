@@ -59,6 +59,11 @@ class RegistrationScenario:
             email=self.email(name), name="Bench Customer", password=self._password
         )
 
+    async def mailed(self, name: str) -> None:
+        """Until the code of ``name``'s registration is mailed."""
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            await read_code(self._outbox, self.email(name))
+
     async def activate(self, name: str) -> float:
         """Read the mailed code (waiting for it) and submit it; the submission's seconds."""
         email = self.email(name)

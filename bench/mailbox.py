@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import sys
 from email import message_from_bytes
 from email.policy import compat32
 from pathlib import Path
@@ -98,27 +97,3 @@ async def read_code(root: Path, email: str) -> str:
     folder = shard(root, email)
     await wait_for(folder, mail=True)
     return newest_code(folder)
-
-
-async def wait_all_mailed(root: Path, emails: list[str], stall_seconds: float = 120.0) -> None:
-    """Until every one of ``emails`` has a delivered mail: one pass over the folders still
-    missing per second (20,000 idle pollers, as ``read_code`` has, would take a core). Raises
-    ``TimeoutError`` when no mail arrived for ``stall_seconds`` (a stalled worker)."""
-    missing = [shard(root, email) for email in emails]
-    loop = asyncio.get_running_loop()
-    reported = progressed = loop.time()
-    while missing:
-        still = [folder for folder in missing if not _has_mail(folder)]
-        now = loop.time()
-        if len(still) < len(missing):
-            progressed = now
-        elif now - progressed > stall_seconds:
-            raise TimeoutError(
-                f"{len(still)} of {len(emails)} not mailed: none for {stall_seconds} s"
-            )
-        missing = still
-        if missing and now - reported >= 10.0:
-            print(f"bench: {len(emails) - len(missing)} of {len(emails)} mailed", file=sys.stderr)
-            reported = now
-        if missing:
-            await asyncio.sleep(1.0)
