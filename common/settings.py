@@ -200,12 +200,13 @@ class Settings(BaseSettings):
     checks only ``workflows/registration.py`` itself (its other modules are passed through).
     Determinism is guarded before release instead: every test runs the workflow sandboxed, and
     every recorded history replays with and without it (docs/design.md)."""
-    worker_cache_size: int = Field(1000, ge=2)
-    """Registrations the worker keeps in memory between their steps (the SDK's sticky cache, its
-    default). Each costs about 0.2 MiB of worker RSS (measured: 1,000 cached took the worker to
-    ~390 MiB); one not cached is rebuilt from its history at its next step (~10 ms more worker
-    CPU). Smaller saves memory, but with 400 the worker stopped polling with 2,000 pending
-    (docs/benchmarks.md): lower it only with ``python -m bench pending`` run at your size."""
+    worker_cache_size: int = Field(300, ge=2)
+    """Registrations the worker keeps in memory between their steps (the SDK's sticky cache); one
+    not cached is rebuilt from its history at its next step. 300, not the SDK's 1,000: with
+    20,000 pending, 300 cached made activations faster (p50 1.13x the empty server's against
+    1.51x: the worker's and the server's CPU per activation both grew with the cache, more than
+    the extra rebuilds cost) and the worker smaller (205 MiB against 276), docs/benchmarks.md.
+    Change it only after ``python -m bench pending --cache-size N`` at your size."""
 
     # The sweep of what compensation could not reach (workflows/sweep.py).
     sweep_interval: Annotated[timedelta, BeforeValidator(_off_or_duration)] = timedelta(hours=1)
