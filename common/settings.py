@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     runs. Off by default: with it a registration costs ~10 ms more worker CPU (16 ms without
     it, Argon2id aside) and each cached one ~0.1 MiB more memory (docs/capacity.md), and it
     checks only ``workflows/registration.py`` itself (its other modules are passed through).
-    Determinism is guarded before release instead: every test runs the workflow sandboxed, and
+    Determinism is guarded before release instead: the tests run the workflow sandboxed, and
     every recorded history replays with and without it (docs/design.md)."""
     worker_cache_size: int = Field(300, ge=2)
     """Registrations the worker keeps in memory between their steps (the SDK's sticky cache); one
