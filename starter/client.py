@@ -299,7 +299,7 @@ def _outage_reason(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> 
         if isinstance(cause, RPCError) and cause.status is RPCStatusCode.DEADLINE_EXCEEDED:
             return f"no answer in time ({cause.message or 'deadline exceeded'})"
         if isinstance(cause, RPCError) and (_channel_reset(cause) or _outage_reason(cause)):
-            return cause.message
+            return cause.message or cause.status.name.lower()
         if isinstance(cause, asyncio.CancelledError) and not _cancelled_by_caller():
             return "the call was cancelled under the client (its connection went away)"
         return None
