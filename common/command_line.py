@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -25,6 +26,12 @@ class JsonArgumentParser(argparse.ArgumentParser):
 
 
 def print_answer(answer: Any) -> None:
-    """``answer`` (a model, or anything ``json`` takes) as the tool's one JSON object."""
+    """``answer`` (a model, or anything ``json`` takes) as the tool's one JSON object. A reader
+    that stopped reading (``| head``) is not an error of the tool: the rest of the answer is
+    dropped, without a traceback, and the exit code stays the answer's."""
     payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
-    print(json.dumps(payload, indent=2, default=str))
+    try:
+        print(json.dumps(payload, indent=2, default=str), flush=True)
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull, so its flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

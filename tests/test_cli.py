@@ -468,3 +468,24 @@ async def test_cancel_of_an_active_registration_sending_its_welcome_answers_not_
             " nothing",
         },
     )
+
+
+async def test_a_reader_that_stops_reading_gets_no_traceback() -> None:
+    """``python -m starter ... | head -2``: the pipe closes under the answer (BrokenPipeError);
+    the tool drops the rest quietly and keeps the answer's exit code."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the answer is written
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from common.command_line import print_answer; print_answer({'a': 'x' * 100_000})",
+            cwd=REPO,
+            stdout=write,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write)
+    _, stderr = await process.communicate()
+    assert process.returncode == exits.OK
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
