@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.api_stack import running_api
+from tests.ports import free_port
 from tests.stack import Stack
 
 
@@ -27,9 +27,7 @@ async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
                 "redis-server is missing: .ci/run installs it (apt-get install redis-server)"
             )
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
         "--appendonly", "no", "--dir", str(tmp_path),
@@ -64,9 +62,7 @@ async def test_two_api_processes_share_the_counts_in_redis(stack: Stack, redis_u
 
 
 async def test_readiness_fails_without_redis(stack: Stack) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens there
+    port = free_port()  # nothing listens there
     async with running_api(stack, api_rate_limit_storage=f"redis://127.0.0.1:{port}/0") as api:
         async with api.client() as http:
             ready = await http.get("/readyz")

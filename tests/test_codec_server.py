@@ -25,6 +25,7 @@ from codec_server import app_from_settings, bound_server, create_app, main, serv
 from common.codec import EncryptionCodec, encryption_keys
 from common.settings import InvalidSettings
 from tests.certificates import LoopbackCertificates, loopback_certificates, write_key
+from tests.ports import free_port
 from tests.stack import SESSION_KEYS, make_settings
 
 UI = "http://localhost:8233"
@@ -86,12 +87,6 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     folder = tmp_path_factory.mktemp("tls")
     other_key = write_key(folder / "other.key", ec.generate_private_key(ec.SECP256R1()))
     return Tls(loopback_certificates(folder), other_key)
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def plain_payloads_json() -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from activities.providers.http import (
     json_describer,
     retry_after,
 )
+from tests.ports import free_port
 from tests.simulators.loopback import cut_off, serve
 
 CLIENT_ID = "svc"
@@ -448,9 +448,7 @@ def test_retry_after_as_seconds_or_http_date() -> None:
 
 
 async def test_a_refused_connection_is_retryable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again before the request
+    port = free_port()  # nothing listens there
     closed = VendorHttp(TEST, f"http://127.0.0.1:{port}")
     try:
         with pytest.raises(ProviderUnavailable, match=r": Test GET /x: ConnectError") as err:
@@ -599,9 +597,7 @@ async def test_a_post_whose_connection_could_not_be_made_is_retried(
     sleeps: list[float],
 ) -> None:
     """A refused connection never reached the server: even a POST is safe to send again."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     closed = VendorHttp(TEST, f"http://127.0.0.1:{port}")
     try:
         with pytest.raises(ProviderUnavailable, match="ConnectError"):

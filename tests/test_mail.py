@@ -43,6 +43,7 @@ from common.i18n import catalog
 from common.settings import Settings, SmtpSecurity
 from tests.certificates import LoopbackCertificates, loopback_certificates
 from tests.outbox import latest_code, messages_to
+from tests.ports import free_port
 
 SENDER = "Test shop <no-reply@shop.test>"
 RESET_URL = "https://shop.test/password-reset?from=mail&x=1"
@@ -814,12 +815,6 @@ class Recorder:
         self.logins.append(session.auth_data)
         self.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_smtp_server(**options: Any) -> Iterator[tuple[Controller, Recorder]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from common.converter import data_converter
 from common.identifiers import WorkflowIdMode
 from tests.helpers import register, result_of, wait_for_state
+from tests.ports import free_port
 from tests.stack import Stack, make_settings, running_stack
 from workflows import visibility
 from workflows.models import RegistrationState
@@ -87,13 +87,6 @@ async def test_hashed_ids_keep_the_email_out_of_temporal(
         assert described.typed_search_attributes.get(visibility.EMAIL) is None
         assert described.typed_search_attributes.get(visibility.STATUS) == "pending"
         assert "hidden" not in (await described.static_summary() or "")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_worker_exports_registration_metrics_for_prometheus(

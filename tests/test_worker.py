@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 import worker
 from common.settings import InvalidSettings
 from tests.helpers import PASSWORD
+from tests.ports import free_port
 from tests.stack import SESSION_KEYS, bare_namespace, make_settings, run_create_commands
 from workflows import visibility
 
@@ -34,12 +35,6 @@ def taken_port() -> Iterator[int]:
     """A loopback port something else listens on."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         yield listener.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def worker_environment(data_dir: Path, **variables: str) -> dict[str, str]:

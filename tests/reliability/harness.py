@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections import defaultdict
@@ -42,6 +41,7 @@ from activities.rendering import ACTIVATION
 from bench.stack import cpu_seconds
 from common.temporal import dev_server_path, dev_server_sqlite_args
 from tests.outbox import CODE_LINE
+from tests.ports import free_port
 from tests.simulators.hantera import Inspection
 from tests.simulators.loopback import served
 from workflows import visibility
@@ -52,13 +52,6 @@ START_TIMEOUT = 120.0
 """Seconds a (re)started process may take to be ready: generous, the 2 cores are shared."""
 STOP_TIMEOUT = 30.0
 READY_LINE = "ready; Ctrl-C stops the worker"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def log_tail(paths: Iterable[Path], lines: int = 40) -> str:
