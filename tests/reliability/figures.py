@@ -13,6 +13,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
 from bench.stack import machine_busy_seconds
 from tests.reliability.driver import STATE, Record
 from tests.reliability.harness import REPO
@@ -102,6 +105,27 @@ class Usage:
             f" {max(loads):.2f}, {loads[-1]:.2f} at the end"
         )
         return rows
+
+
+async def task_waits(client: Client, records: Iterable[Record]) -> dict[str, str]:
+    """How long workflow tasks waited at the server for the worker to take them (scheduled to
+    started, from each run's history): a run's first task, which a new registration waits on
+    before anything else happens, and the later ones. A long first wait with short later ones is
+    the worker's polls serving its sticky queue before the task queue."""
+    first: list[float] = []
+    later: list[float] = []
+    for record in records:
+        history = await client.get_workflow_handle(record.registration_id).fetch_history()
+        waits, scheduled = [], None
+        for event in history.events:
+            at = event.event_time.ToDatetime()
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                scheduled = at
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and scheduled:
+                waits.append((at - scheduled).total_seconds())
+        first += waits[:1]
+        later += waits[1:]
+    return {"workflow task waits": f"first {spread(first)}; later {spread(later)}"}
 
 
 def counts(counter: Counter[str]) -> str:

@@ -210,7 +210,11 @@ async def drive(
             stack.registrations, mailbox, records, MAX_RESENDS
         )
         violations += invariants.sendings_per_sequence(mailbox, records)
-        more = {**(troublemaker.figures() if chaos else {}), **(await extra() if extra else {})}
+        more = {
+            **(await figures.task_waits(stack.client, records)),
+            **(troublemaker.figures() if chaos else {}),
+            **(await extra() if extra else {}),
+        }
     finally:
         for task in (scanning, sampling, chaos_task):
             if task is not None:
