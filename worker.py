@@ -39,12 +39,7 @@ from temporalio.client import (
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import (
-    PollerBehaviorAutoscaling,
-    UnsandboxedWorkflowRunner,
-    Worker,
-    WorkflowRunner,
-)
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.activation import ActivationActivities
@@ -96,13 +91,6 @@ DEV_SERVER_HOST = "127.0.0.1"
 
 WORKFLOW_TASK_SLOTS = 100
 """Workflow tasks the worker runs at once (the SDK's default), fewer with a smaller cache."""
-
-WORKFLOW_TASK_POLLERS = PollerBehaviorAutoscaling()
-"""Workflow-task polls scaled on the server's word about each queue's backlog, instead of the
-SDK's fixed 5. With the fixed 5, a new registration's first task (on the task queue; later ones
-come on this worker's sticky queue) waited while the sticky queue had a backlog, e.g. a flood of
-guesses: 3.3 s on average at a saturated worker, 5.3 s at p95, against 0.2 s autoscaled; register
-to first mail at p95 from 6.8 to 4.4 s (docs/reliability.md)."""
 
 SHUTDOWN_DEADLINE = 10.0
 """Seconds a shutdown waits for the worker's tasks before it stops anyway. Unbounded, it could wait
@@ -196,7 +184,6 @@ def create_worker(client: Client, settings: Settings, providers: Providers) -> W
         max_cached_workflows=settings.worker_cache_size,
         # The SDK refuses more workflow tasks at once than it can cache (its default is 100).
         max_concurrent_workflow_tasks=min(WORKFLOW_TASK_SLOTS, settings.worker_cache_size),
-        workflow_task_poller_behavior=WORKFLOW_TASK_POLLERS,
     )
 
 

@@ -30,7 +30,7 @@ from bench.mailbox import ShardedOutbox
 from bench.stack import REPO
 from common.converter import data_converter
 from common.settings import Settings
-from worker import WORKFLOW_TASK_POLLERS, create_worker, workflow_runner
+from worker import create_worker, workflow_runner
 from worker import runtime as metrics_runtime
 
 READY = b"READY\n"
@@ -110,7 +110,6 @@ async def serve(config: WorkerConfig) -> None:
                 workflows=[BaselineWorkflow],
                 activities=BaselineActivities(config.marker_dir).all(),
                 workflow_runner=workflow_runner(settings),
-                workflow_task_poller_behavior=WORKFLOW_TASK_POLLERS,  # tuned alike
             )
         async with worker:
             sys.stdout.buffer.write(READY)
