@@ -76,8 +76,8 @@ from common.temporal import (
     ServerUnreachable,
     check_namespace,
     connect,
+    dev_server_args,
     dev_server_path,
-    dev_server_sqlite_args,
     set_retention,
 )
 from workflows import visibility
@@ -307,7 +307,7 @@ async def dev_server(settings: Settings, database: Path) -> WorkflowEnvironment:
             data_converter=data_converter(settings),
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(database),
-            dev_server_extra_args=dev_server_sqlite_args()
+            dev_server_extra_args=dev_server_args()
             + (["--ui-codec-endpoint", codec_endpoint] if settings.encryption else []),
             ip=DEV_SERVER_HOST,
             port=settings.dev_server_port,

@@ -27,7 +27,7 @@ from cryptography.fernet import Fernet
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
-from common.temporal import dev_server_path, dev_server_sqlite_args
+from common.temporal import dev_server_args, dev_server_path
 from workflows import visibility
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ async def fresh_server(
             data_converter=converter,
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(folder / "temporal.sqlite3"),
-            dev_server_extra_args=dev_server_sqlite_args(),
+            dev_server_extra_args=dev_server_args(),
             search_attributes=visibility.ALL,
         )
     finally:

@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 from temporalio.service import RetryConfig
 
+import worker
 from common.converter import data_converter
+from common.temporal import MAX_IN_FLIGHT_UPDATES
 from starter.client import CALLS_PER_EMAIL, Busy, NotPending, RegistrationClient
 from tests.helpers import register, wait_for_state, wrong_code
-from tests.stack import Stack, beside
+from tests.ports import free_port
+from tests.stack import Stack, beside, make_settings, running_stack
 from workflows.models import ActivationOutcome, RegistrationState
 
 GUESSES = 50
@@ -88,6 +92,35 @@ async def test_a_flood_past_the_servers_limit_is_busy_not_a_raw_error(stack: Sta
 
         reply = await roomy.registrations.submit_code(email, code)
         assert reply.outcome is ActivationOutcome.ACTIVATED
+
+
+async def test_the_embedded_server_checks_a_flood_of_50_at_once(tmp_path: Path) -> None:
+    """The embedded dev server (``make run``) takes 50 guesses at once for one registration:
+    each is checked, none refused, where Temporal's default limit of 10 in flight refuses most
+    (the test above) and drops the workflow tasks it handed out, so the worker replays the run's
+    whole history again and again (``MAX_IN_FLIGHT_UPDATES``). Refusals reach this client, as
+    there."""
+    assert GUESSES < MAX_IN_FLIGHT_UPDATES
+    settings = make_settings(
+        tmp_path, dev_server_port=free_port(), dev_ui_port=free_port(), **ROOMY
+    )
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    async with await worker.dev_server(settings, tmp_path / "temporal.sqlite3") as env:
+        impatient = await Client.connect(
+            env.client.service_client.config.target_host,
+            data_converter=data_converter(settings),
+            retry_config=RetryConfig(max_retries=1),
+        )
+        async for embedded in running_stack(env.client, settings):
+            await register(embedded, email)
+            await wait_for_state(embedded, email, RegistrationState.PENDING)
+            unlimited = RegistrationClient(impatient, settings, calls_per_email=None)
+
+            answers = await flood(unlimited, email, embedded.code_for(email))
+            assert answers == {ActivationOutcome.INVALID_CODE.value: GUESSES}
+
+            reply = await embedded.registrations.submit_code(email, embedded.code_for(email))
+            assert reply.outcome is ActivationOutcome.ACTIVATED
 
 
 @pytest.mark.parametrize("limit", [0, -1])

@@ -39,7 +39,7 @@ from temporalio.client import Client
 
 from activities.rendering import ACTIVATION
 from bench.stack import cpu_seconds
-from common.temporal import dev_server_path, dev_server_sqlite_args
+from common.temporal import dev_server_args, dev_server_path
 from tests.outbox import CODE_LINE
 from tests.ports import free_port
 from tests.simulators.hantera import Inspection
@@ -130,7 +130,7 @@ class TemporalServer(_Child):
             "--db-filename", str(self.database),
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
             "--dynamic-config-value", "frontend.enableUpdateWorkflowExecutionAsyncAccepted=true",
-            *dev_server_sqlite_args(), *attributes,
+            *dev_server_args(), *attributes,
         ]  # fmt: skip
 
     async def start(self) -> None:
