@@ -103,9 +103,9 @@ MAX_IN_FLIGHT_UPDATES = 1000
 Temporal's default 10). Past the limit the server refuses updates and drops the workflow task it
 had handed out (the worker's answer is "Workflow task not found", and it evicts the run and
 replays its whole history for the next task): 150 guesses at 50 at once took 23 s and 87 full
-replays at 10, 0.6 s and none at 1,000 (Temporal CLI 1.9.1, server 1.32; docs/design.md, "A flood
-of guesses"). Real callers stay far below it: a client sends at most ``CALLS_PER_EMAIL`` at once
-per email."""
+replays at 10, 0.6 s and none at 1,000 (Temporal CLI 1.9.1, server 1.32; docs/client.md,
+"Floods"). Real callers stay far below it: a client sends at most ``CALLS_PER_EMAIL`` at once per
+email."""
 
 
 def dev_server_args() -> list[str]:

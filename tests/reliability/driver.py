@@ -307,9 +307,9 @@ class Driver:
     async def spend(
         self, record: Record, code: str, spent: Callable[[RegistrationStatus], bool]
     ) -> None:
-        """Floods until ``spent`` holds for the registration's status (most refusals are
-        ``Busy``, so one flood may not get enough guesses through); the wrong codes it then
-        counted go to ``Record.counted``."""
+        """Floods until ``spent`` holds for the registration's status (on a server with
+        Temporal's default limit of 10 updates in flight, most guesses are ``Busy``, so one flood
+        may not get enough through); the wrong codes it then counted go to ``Record.counted``."""
         for _ in range(5):
             await self.flood(record, code)
             status = await self.retrying(
