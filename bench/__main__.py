@@ -22,7 +22,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from bench import pending
+from bench import flood, pending
 from bench.load import BaselineScenario, RegistrationScenario, Scenario, count_unfinished, drive
 from bench.report import Kind, Report, RunFigures
 from bench.stack import (
@@ -134,8 +134,9 @@ async def main_async(args: argparse.Namespace) -> Report:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["pending"]:
-        pending.main(sys.argv[2:])
+    scenarios = {"pending": pending.main, "flood": flood.main}
+    if sys.argv[1:2] and sys.argv[1] in scenarios:
+        scenarios[sys.argv[1]](sys.argv[2:])
         return
     parser = argparse.ArgumentParser(
         prog="python -m bench",

@@ -27,7 +27,7 @@ from cryptography.fernet import Fernet
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
-from common.temporal import dev_server_args, dev_server_path
+from common.temporal import MAX_IN_FLIGHT_UPDATES, dev_server_args, dev_server_path
 from workflows import visibility
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def compile_sources() -> None:
 
 @asynccontextmanager
 async def fresh_server(
-    folder: Path, converter: DataConverter
+    folder: Path, converter: DataConverter, max_in_flight_updates: int = MAX_IN_FLIGHT_UPDATES
 ) -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
     """A dev server of its own, started as ``make run`` starts it (SQLite file in WAL mode, search
     attributes registered), and its pid. One per run: a server that has already run a batch is
@@ -94,7 +94,7 @@ async def fresh_server(
             data_converter=converter,
             dev_server_existing_path=dev_server_path(),
             dev_server_database_filename=str(folder / "temporal.sqlite3"),
-            dev_server_extra_args=dev_server_args(),
+            dev_server_extra_args=dev_server_args(max_in_flight_updates),
             search_attributes=visibility.ALL,
         )
     finally:
