@@ -78,12 +78,11 @@ async def measure(
         if run.kind == "baseline"
         else RegistrationScenario(client, settings, password=secrets.token_urlsafe(18))
     )
-    config = WorkerConfig(
+    config = WorkerConfig.beside(
+        client,
+        values,
+        markers,
         baseline=run.kind == "baseline",
-        target_host=client.service_client.config.target_host,
-        namespace=client.namespace,
-        settings=values,
-        marker_dir=markers,
         stub_argon2id=run.kind == "no-argon2id",
     )
     async with started(config) as worker:

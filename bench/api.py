@@ -104,11 +104,7 @@ async def main_async(args: argparse.Namespace) -> str:
         settings = Settings(_env_file=None, **values)
         async with fresh_server(root / "server", data_converter(settings)) as (env, _):
             client = env.client
-            config = WorkerConfig(
-                baseline=False, target_host=client.service_client.config.target_host,
-                namespace=client.namespace, settings=values, marker_dir=root / "markers",
-                stub_argon2id=True,
-            )  # fmt: skip
+            config = WorkerConfig.beside(client, values, root / "markers", stub_argon2id=True)
             registrations = RegistrationClient(client, settings)
             limits = httpx.Limits(max_connections=args.concurrency * 2)
             async with (

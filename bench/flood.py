@@ -53,9 +53,8 @@ async def evictions(metrics_url: str) -> float:
 
 
 def wrong(code: str, offset: int) -> str:
-    """A code of the same form that is not ``code``."""
-    digits = "".join(str((int(c) + offset) % 10) if c.isdigit() else c for c in code)
-    return digits if digits != code else code[::-1]
+    """Another 6-digit code: not ``code``."""
+    return f"{(int(code) + offset) % 1_000_000:06d}"
 
 
 async def flood(
@@ -85,14 +84,7 @@ async def one_limit(limit: int, args: argparse.Namespace) -> str:
         converter = data_converter(settings)
         async with fresh_server(root / "server", converter, limit) as (env, server):
             scenario = RegistrationScenario(env.client, settings, secrets.token_urlsafe(18))
-            config = WorkerConfig(
-                baseline=False,
-                target_host=env.client.service_client.config.target_host,
-                namespace=env.client.namespace,
-                settings=values,
-                marker_dir=root / "markers",
-                stub_argon2id=True,
-            )
+            config = WorkerConfig.beside(env.client, values, root / "markers", stub_argon2id=True)
             # Its own connection, so that the SDK's retries of refusals are the attackers' own.
             attacker = await Client.connect(config.target_host, data_converter=converter)
             unlimited = RegistrationClient(attacker, settings, calls_per_email=None)

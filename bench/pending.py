@@ -157,13 +157,8 @@ async def run(args: argparse.Namespace) -> list[str]:
         settings = Settings(_env_file=None, **values)
         async with fresh_server(root / "server", data_converter(settings)) as (env, server):
             scenario = RegistrationScenario(env.client, settings, secrets.token_urlsafe(18))
-            config = WorkerConfig(
-                baseline=False,
-                target_host=env.client.service_client.config.target_host,
-                namespace=env.client.namespace,
-                settings=values,
-                marker_dir=root / "markers",
-                stub_argon2id=args.no_argon2id,
+            config = WorkerConfig.beside(
+                env.client, values, root / "markers", stub_argon2id=args.no_argon2id
             )
             async with started(config) as worker:
                 progress(f"warm-up: {args.warmup}")

@@ -52,6 +52,26 @@ class WorkerConfig(BaseModel):
     stub_argon2id: bool = False
     """Replace the local provider's Argon2id by a constant (the ``no-argon2id`` run)."""
 
+    @classmethod
+    def beside(
+        cls,
+        client: Client,
+        settings: dict[str, Any],
+        marker_dir: Path,
+        *,
+        baseline: bool = False,
+        stub_argon2id: bool = False,
+    ) -> WorkerConfig:
+        """A worker for ``settings`` on ``client``'s server and namespace."""
+        return cls(
+            baseline=baseline,
+            target_host=client.service_client.config.target_host,
+            namespace=client.namespace,
+            settings=settings,
+            marker_dir=marker_dir,
+            stub_argon2id=stub_argon2id,
+        )
+
 
 def stub_argon2id() -> None:
     """Make the local provider's password hash free, for the ``no-argon2id`` run: every principal
