@@ -67,8 +67,9 @@ async def test_one_client_lets_three_guesses_per_email_through_and_answers_the_r
 
 
 async def test_a_flood_past_the_servers_limit_is_busy_not_a_raw_error(stack: Stack) -> None:
-    """Many processes (no per-email limit in one client helps): the server refuses the updates
-    beyond 10 in flight per workflow, or aborts some, and each such call is ``Busy``. The SDK's
+    """Many processes (no per-email limit in one client helps): a server with Temporal's default
+    limit (a cluster, Temporal Cloud; the tests' shared server) refuses the updates beyond 10 in
+    flight per workflow, or aborts some, and each such call is ``Busy``. The SDK's
     own retries of those refusals (up to 10 s) hide them from a flood of 50 on a fast machine;
     this client retries once, so that they reach it as they reach callers of a bigger flood."""
     email = f"{uuid.uuid4().hex[:12]}@example.com"
