@@ -60,6 +60,8 @@ def wrong(code: str, offset: int) -> str:
 async def flood(
     registrations: RegistrationClient, email: str, code: str, guesses: int
 ) -> Counter[str]:
+    """``guesses`` wrong codes for ``email`` at once; what each answered."""
+
     async def guess(offset: int) -> str:
         try:
             reply = await registrations.submit_code(email, wrong(code, offset))
@@ -93,18 +95,13 @@ async def one_limit(limit: int, args: argparse.Namespace) -> str:
                 names = [f"f{i}" for i in range(args.floods)]
                 for name in names:
                     await scenario.start(name)
-                codes = {name: await read_code(settings.outbox_path, scenario.email(name))
-                         for name in names}  # fmt: skip
-                evicted, before, began = (
-                    await evictions(metrics),
-                    Cpu.now(server, worker),
-                    time.perf_counter(),
-                )
+                emails = [scenario.email(name) for name in names]
+                codes = [await read_code(settings.outbox_path, email) for email in emails]
+                evicted = await evictions(metrics)
+                before, began = Cpu.now(server, worker), time.perf_counter()
                 answers: Counter[str] = Counter()
-                for name in names:
-                    answers += await flood(
-                        unlimited, scenario.email(name), codes[name], args.guesses
-                    )
+                for email, code in zip(emails, codes, strict=True):
+                    answers += await flood(unlimited, email, code, args.guesses)
                 wall, cpu = time.perf_counter() - began, Cpu.now(server, worker) - before
                 evicted = await evictions(metrics) - evicted
     guesses = args.floods * args.guesses
