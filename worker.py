@@ -68,6 +68,7 @@ from common.settings import (
     InvalidSettings,
     PortInUse,
     Settings,
+    duration_text,
     env_variable,
     listening_socket,
     load_settings,
@@ -237,7 +238,7 @@ async def ensure_sweep_schedule(client: Client, settings: Settings) -> bool:
         "sweep schedule %s %s: every %s, %s",
         schedule_id,
         verb,
-        settings.sweep_interval,
+        duration_text(settings.sweep_interval),
         " and ".join(listable),
     )
     return True
@@ -289,7 +290,7 @@ async def temporal_client(settings: Settings, dev: bool) -> AsyncIterator[Client
             " %s), Web UI on http://localhost:%d",
             settings.dev_server_port,
             database,
-            settings.dev_retention,
+            duration_text(settings.dev_retention),
             settings.dev_ui_port,
         )
         yield env.client

@@ -75,6 +75,17 @@ def _duration_shorthand(value: object) -> object:
         raise ValueError("duration out of range") from None
 
 
+def duration_text(value: timedelta) -> str:
+    """``value`` in the shorthand a duration setting takes, in its largest whole unit (``7d``,
+    ``36h``, ``90s``): what a log line says about a setting, where ``str(timedelta)`` would say
+    "7 days, 0:00:00"."""
+    seconds = value.total_seconds()
+    for letter, unit in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % unit == 0:
+            return f"{int(seconds // unit)}{letter}"
+    return f"{seconds:g}s"
+
+
 def _off_or_duration(value: object) -> object:
     """A duration of at least a minute, or ``0``/``off``: nothing (``timedelta(0)``)."""
     if isinstance(value, str) and value.strip().lower() in {"off", "0", ""}:

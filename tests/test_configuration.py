@@ -18,7 +18,13 @@ from activities.providers import open_providers
 from activities.providers.hantera import HanteraCustomers
 from activities.providers.local import LocalIdentity
 from activities.providers.outbox import OutboxMail
-from common.settings import InvalidSettings, env_variable, load_settings
+from common.settings import (
+    DURATION,
+    InvalidSettings,
+    duration_text,
+    env_variable,
+    load_settings,
+)
 from common.temporal import connect_config
 from starter.cli import activation_ttl
 from tests.stack import Remote, make_settings
@@ -450,3 +456,15 @@ def test_smtp_port_follows_the_security_unless_set(
     assert load_settings().smtp_port == port
     environment.setenv("REGISTRATION_SMTP_PORT", "2525")
     assert load_settings().smtp_port == 2525
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("7d", timedelta(days=7)), ("36h", timedelta(hours=36)), ("90m", timedelta(minutes=90)),
+     ("45s", timedelta(seconds=45)), ("1.5s", timedelta(seconds=1.5))],
+)  # fmt: skip
+def test_a_duration_is_logged_as_the_setting_takes_it(text: str, value: timedelta) -> None:
+    """Log lines name a duration setting's value in its own shorthand, not "7 days, 0:00:00"."""
+    assert duration_text(value) == text
+    if text[:-1].isdigit():  # the shorthand takes whole numbers only
+        assert DURATION.validate_python(text) == value

@@ -366,3 +366,4 @@ async def test_the_dev_server_keeps_closed_registrations_for_the_retention(
         DescribeNamespaceRequest(namespace=client.namespace)
     )
     assert described.config.workflow_execution_retention_ttl.ToTimedelta() == timedelta(days=7)
+    assert "(closed registrations kept 7d)" in dev_worker.log
